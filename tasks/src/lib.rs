@@ -1,0 +1,42 @@
+//! The built-in task plugins, and the registry a kiln process starts with.
+//!
+//! Each plugin is one module named after its kind. Heavy dependencies stay in here, behind the
+//! plugin's own module, and never leak into `kiln-engine`'s API.
+
+pub mod command;
+pub mod noop;
+
+use kiln_engine::PluginRegistry;
+
+/// The registry of every plugin this build provides.
+///
+/// The ML kinds are declared as planned until their plugins land, so the demo DAG loads with a
+/// warning that says so instead of an unknown-kind error.
+pub fn builtin_registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    let results = [
+        registry.register(command::Command),
+        registry.register(noop::Noop),
+    ];
+    for result in results {
+        // Built-in kinds are distinct constants; a clash is a programming error caught by the
+        // `builtin_kinds_are_distinct` test, so it cannot reach users.
+        if let Err(error) = result {
+            panic!("{error}");
+        }
+    }
+    for kind in ["process", "train", "evaluate", "deploy"] {
+        registry.register_planned(kind, "the ML task plugins are not built yet");
+    }
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn builtin_kinds_are_distinct() {
+        let registry = super::builtin_registry();
+        assert_eq!(registry.kinds().collect::<Vec<_>>(), ["command", "noop"]);
+        assert!(registry.planned_note("train").is_some());
+    }
+}
