@@ -10,6 +10,9 @@ pub mod dag;
 pub mod duration;
 pub mod plugin;
 pub mod schedule;
+pub mod scheduler;
+pub mod state;
+pub mod store;
 
 pub use dag::{Dag, Task};
 pub use plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};

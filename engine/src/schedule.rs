@@ -76,6 +76,13 @@ impl Schedule {
             .ok()
     }
 
+    /// The last fire time strictly before `before`, as a wall-clock time in `timezone`.
+    pub fn previous_before(&self, before: DateTime<Utc>, timezone: Tz) -> Option<DateTime<Tz>> {
+        self.cron
+            .find_previous_occurrence(&before.with_timezone(&timezone), false)
+            .ok()
+    }
+
     /// The next `count` fire times strictly after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, timezone: Tz, count: usize) -> Vec<DateTime<Tz>> {
         let mut times = Vec::with_capacity(count);

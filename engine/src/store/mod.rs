@@ -1,0 +1,573 @@
+//! Durable state: every DAG version, run, task instance, attempt and log chunk, behind one
+//! [`Store`] trait with a PostgreSQL and a SQLite implementation.
+//!
+//! All SQL lives in this module. Queries the two backends share are written once (in `shared.rs`,
+//! expanded for each backend); only claiming (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and the
+//! per-DAG lock that keeps `max_active_runs` exact across schedulers differ. Every state change is
+//! one transaction that checks the previous state, so a late or duplicated message can never move
+//! a task backwards or complete it twice.
+
+// `shared` comes first: its `shared_store!` macro is expanded by the backend modules.
+#[macro_use]
+mod shared;
+mod plan;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use plan::DagPlan;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::dag::LoadedDag;
+use crate::state::{RunState, TaskState};
+
+/// Microseconds since the Unix epoch, UTC: how every time is stored.
+pub type Micros = i64;
+
+/// The current time in [`Micros`].
+pub fn now_micros() -> Micros {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Converts a duration to [`Micros`], saturating.
+pub fn micros(duration: Duration) -> Micros {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL, for production and several schedulers.
+    Postgres,
+    /// SQLite, the embedded default.
+    Sqlite,
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer kiln.
+    #[error(
+        "the database schema is newer than this kiln understands (it has migration {found}, this kiln knows up to {known}); upgrade kiln before starting it on this database"
+    )]
+    SchemaTooNew {
+        /// The newest migration applied to the database.
+        found: i64,
+        /// The newest migration this build has.
+        known: i64,
+    },
+    /// The URL names no backend kiln supports.
+    #[error("unsupported database URL `{0}`: use postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+    /// Something the caller named does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored definition no longer deserializes.
+    #[error("stored definition of DAG version {version_id} is unreadable: {source}")]
+    CorruptDefinition {
+        /// The DAG version.
+        version_id: i64,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A stored value is not one the schema allows.
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+}
+
+/// A DAG as the store knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagRecord {
+    /// The DAG id.
+    pub id: String,
+    /// The id of the active DAG version.
+    pub current_version_id: i64,
+    /// The active version's number (1, 2, …).
+    pub current_version: i64,
+    /// Paused DAGs get no scheduled runs, and their queued runs wait.
+    pub paused: bool,
+    /// SHA-256 of the active version's file.
+    pub source_hash: String,
+    /// Where the file was read from.
+    pub file_path: String,
+    /// The logical date of the newest scheduled run.
+    pub last_scheduled_at: Option<Micros>,
+    /// When the DAG was last changed.
+    pub updated_at: Micros,
+}
+
+/// A DAG file whose newest content did not load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagFileErrorRecord {
+    /// The file.
+    pub file_path: String,
+    /// The DAG it declares, when that much could be read.
+    pub dag_id: Option<String>,
+    /// Every problem, one per line.
+    pub errors: String,
+    /// When it was recorded.
+    pub updated_at: Micros,
+}
+
+/// How a run came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// Created by the scheduler from the DAG's schedule.
+    Schedule,
+    /// Triggered by a person (CLI or console).
+    Manual,
+    /// Triggered through the REST API.
+    Api,
+    /// Created by a backfill over past intervals.
+    Backfill,
+}
+
+impl TriggerKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Manual => "manual",
+            TriggerKind::Api => "api",
+            TriggerKind::Backfill => "backfill",
+        }
+    }
+
+    fn parse(text: &str) -> Result<TriggerKind, StoreError> {
+        match text {
+            "schedule" => Ok(TriggerKind::Schedule),
+            "manual" => Ok(TriggerKind::Manual),
+            "api" => Ok(TriggerKind::Api),
+            "backfill" => Ok(TriggerKind::Backfill),
+            other => Err(StoreError::Corrupt(format!("trigger kind `{other}`"))),
+        }
+    }
+}
+
+/// What creating a run needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCreateParams {
+    /// The DAG.
+    pub dag_id: String,
+    /// The DAG version the run executes; `None` means the DAG's current version.
+    pub dag_version_id: Option<i64>,
+    /// The run's logical date; unique per DAG.
+    pub logical_date: Micros,
+    /// The data interval the run covers, for scheduled and backfill runs.
+    pub data_interval: Option<(Micros, Micros)>,
+    /// How the run came to be.
+    pub trigger: TriggerKind,
+    /// The resolved params (defaults applied, types checked).
+    pub params: serde_json::Value,
+    /// The time of creation.
+    pub now: Micros,
+}
+
+/// A run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: i64,
+    /// The DAG.
+    pub dag_id: String,
+    /// The exact DAG version it runs.
+    pub dag_version_id: i64,
+    /// Its logical date.
+    pub logical_date: Micros,
+    /// The start of its data interval.
+    pub data_interval_start: Option<Micros>,
+    /// The end of its data interval.
+    pub data_interval_end: Option<Micros>,
+    /// How it came to be.
+    pub trigger: TriggerKind,
+    /// Its params.
+    pub params: serde_json::Value,
+    /// Its state.
+    pub state: RunState,
+    /// When it was created.
+    pub created_at: Micros,
+    /// When it started running.
+    pub started_at: Option<Micros>,
+    /// When it finished.
+    pub ended_at: Option<Micros>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only this DAG's runs.
+    pub dag_id: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A task instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInstanceRecord {
+    /// The task instance id.
+    pub id: i64,
+    /// Its run.
+    pub run_id: i64,
+    /// The task's id in the DAG.
+    pub task_id: String,
+    /// Its state.
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub try_number: i64,
+    /// Attempts allowed (retries + 1).
+    pub max_tries: i64,
+    /// Higher is claimed first.
+    pub priority: i64,
+    /// The worker queue.
+    pub queue: String,
+    /// The worker running it.
+    pub worker_id: Option<String>,
+    /// When the running attempt's lease ends unless renewed.
+    pub lease_expires_at: Option<Micros>,
+    /// When an up-for-retry task is queued again.
+    pub next_retry_at: Option<Micros>,
+    /// The fencing token of the current claim.
+    pub fence: i64,
+    /// When it last became queued.
+    pub queued_at: Option<Micros>,
+    /// When its latest attempt started.
+    pub started_at: Option<Micros>,
+    /// When it reached a final state.
+    pub ended_at: Option<Micros>,
+    /// The latest failure.
+    pub error: Option<String>,
+    /// The latest success's summary.
+    pub summary: Option<serde_json::Value>,
+}
+
+/// One attempt of a task instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub try_number: i64,
+    /// The worker that ran it.
+    pub worker_id: String,
+    /// The fencing token it ran under.
+    pub fence: i64,
+    /// `running`, `success`, `failed`, `cancelled`, `timed_out` or `lost`.
+    pub state: String,
+    /// When it started.
+    pub started_at: Micros,
+    /// When it ended.
+    pub ended_at: Option<Micros>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A worker asking for work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimParams {
+    /// The worker's id.
+    pub worker_id: String,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// The most tasks it takes now.
+    pub limit: u32,
+    /// How long the lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// The time of the claim.
+    pub now: Micros,
+}
+
+/// A task handed to a worker, with everything needed to run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedTask {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The fencing token every heartbeat and completion must carry.
+    pub fence: i64,
+    /// The run.
+    pub run_id: i64,
+    /// The DAG.
+    pub dag_id: String,
+    /// The task's id.
+    pub task_id: String,
+    /// The attempt number (1 for the first).
+    pub try_number: i64,
+    /// The plugin kind.
+    pub kind: String,
+    /// The plugin params.
+    pub params: serde_json::Value,
+    /// The run's params.
+    pub run_params: serde_json::Value,
+    /// The run's logical date.
+    pub logical_date: Micros,
+    /// When the attempt must stop.
+    pub timeout_at: Option<Micros>,
+}
+
+/// A worker's report on an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The fencing token of the claim the attempt ran under.
+    pub fence: i64,
+    /// What happened.
+    pub result: AttemptResult,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// It succeeded, with a JSON summary.
+    Success {
+        /// Shown in the console.
+        summary: serde_json::Value,
+    },
+    /// It failed.
+    Failure {
+        /// Why.
+        error: String,
+        /// Whether another attempt could help.
+        retryable: bool,
+    },
+}
+
+/// What a completion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompletionOutcome {
+    /// The task instance succeeded.
+    Succeeded,
+    /// It failed and will be retried at this time.
+    WillRetry {
+        /// When it is queued again.
+        at: Micros,
+    },
+    /// It failed for good.
+    Failed,
+}
+
+/// Why a completion or heartbeat was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No such task instance.
+    #[error("task instance {0} does not exist")]
+    Unknown(i64),
+    /// The task moved on (cancelled, timed out, rescued, or claimed again): the report's fencing
+    /// token is stale.
+    #[error(
+        "task instance {task_instance_id} has moved on (it is {state}, fence {current}); the report for fence {reported} is refused"
+    )]
+    Stale {
+        /// The task instance.
+        task_instance_id: i64,
+        /// Its state now.
+        state: TaskState,
+        /// Its current fence.
+        current: i64,
+        /// The fence the report carried.
+        reported: i64,
+    },
+}
+
+/// What periodic maintenance did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Up-for-retry tasks queued again.
+    pub retried: usize,
+    /// Running tasks whose lease expired (their worker is presumed dead).
+    pub rescued: usize,
+    /// Running tasks past their timeout.
+    pub timed_out: usize,
+}
+
+/// A piece of a task attempt's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// Its position in the attempt's log (0, 1, …).
+    pub seq: i64,
+    /// The text.
+    pub chunk: String,
+    /// When it was stored.
+    pub created_at: Micros,
+}
+
+/// Durable state, on PostgreSQL or SQLite. Every method is one transaction.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), kiln_engine::store::StoreError> {
+/// let store = kiln_engine::store::connect("sqlite://.kiln/kiln.db").await?;
+/// store.migrate().await?;
+/// for dag in store.dag_list().await? {
+///     println!("{} (version {})", dag.id, dag.current_version);
+/// }
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations; refuses a schema newer than this build.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Records a loaded DAG: creates it, or adds a version when its file changed, and clears any
+    /// load error recorded for its file.
+    async fn dag_sync(&self, loaded: &LoadedDag, now: Micros) -> Result<DagRecord, StoreError>;
+
+    /// Records that a DAG file's newest content did not load; its last good version stays active.
+    async fn dag_file_error_set(
+        &self,
+        file_path: &str,
+        dag_id: Option<&str>,
+        errors: &str,
+        now: Micros,
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded DAG file error.
+    async fn dag_file_errors(&self) -> Result<Vec<DagFileErrorRecord>, StoreError>;
+
+    /// Every DAG, by id.
+    async fn dag_list(&self) -> Result<Vec<DagRecord>, StoreError>;
+
+    /// One DAG.
+    async fn dag_get(&self, dag_id: &str) -> Result<Option<DagRecord>, StoreError>;
+
+    /// Pauses or unpauses a DAG.
+    async fn dag_set_paused(
+        &self,
+        dag_id: &str,
+        paused: bool,
+        now: Micros,
+    ) -> Result<(), StoreError>;
+
+    /// A DAG version's definition, prepared for scheduling (cached; versions never change).
+    async fn dag_version(&self, version_id: i64) -> Result<Arc<DagPlan>, StoreError>;
+
+    /// Moves a DAG's newest scheduled logical date forward (never backwards).
+    async fn dag_set_last_scheduled(
+        &self,
+        dag_id: &str,
+        logical_date: Micros,
+    ) -> Result<(), StoreError>;
+
+    /// Creates a queued run; `None` if the DAG already has a run at that logical date.
+    async fn run_create(&self, params: &RunCreateParams) -> Result<Option<RunRecord>, StoreError>;
+
+    /// One run.
+    async fn run_get(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Runs, newest first.
+    async fn run_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Starts queued runs while their DAG is unpaused and under `max_active_runs`: creates their
+    /// task instances and queues the tasks with no upstream. Returns the runs started.
+    async fn runs_start_queued(&self, now: Micros) -> Result<Vec<i64>, StoreError>;
+
+    /// Cancels a queued or running run and all its unfinished tasks; false if it was already over.
+    async fn run_cancel(&self, run_id: i64, now: Micros) -> Result<bool, StoreError>;
+
+    /// A run's task instances, in the DAG's task order.
+    async fn task_instances(&self, run_id: i64) -> Result<Vec<TaskInstanceRecord>, StoreError>;
+
+    /// A task instance's attempts, oldest first.
+    async fn task_attempts(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// Claims up to `limit` queued tasks for a worker, highest priority first.
+    async fn task_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError>;
+
+    /// Applies workers' reports, in one transaction; each is accepted or refused on its own.
+    async fn task_complete(
+        &self,
+        completions: &[Completion],
+        now: Micros,
+    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError>;
+
+    /// Extends the leases of a worker's running tasks; returns those no longer the worker's
+    /// (cancelled, timed out or rescued), which it must stop.
+    async fn task_heartbeat(
+        &self,
+        worker_id: &str,
+        tasks: &[(i64, i64)],
+        lease_expires_at: Micros,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Queues retries that are due, fails or retries tasks past their timeout, and rescues tasks
+    /// whose lease expired.
+    async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError>;
+
+    /// The earliest time at which [`Store::tasks_maintain`] will have something to do.
+    async fn next_due(&self) -> Result<Option<Micros>, StoreError>;
+
+    /// Clears a task instance (and optionally everything downstream of it) so it runs again.
+    /// Returns the task ids cleared.
+    async fn task_clear(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        downstream: bool,
+        now: Micros,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Marks a task instance success or failed by hand; downstream tasks react as if it had run.
+    async fn task_mark(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        state: TaskState,
+        now: Micros,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a log chunk; storing the same `(task instance, try, seq)` again is a no-op.
+    async fn log_append(
+        &self,
+        task_instance_id: i64,
+        try_number: i64,
+        seq: i64,
+        chunk: &str,
+        now: Micros,
+    ) -> Result<(), StoreError>;
+
+    /// Log chunks of an attempt after `after_seq` (use -1 for all), in order.
+    async fn log_read(
+        &self,
+        task_instance_id: i64,
+        try_number: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LogChunk>, StoreError>;
+
+    /// Takes or renews the named leadership for `ttl`; true if `holder` is the leader now.
+    async fn leader_attempt(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Micros,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Opens the store a URL names (`postgres://…` or `sqlite://path`), without migrating.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}

@@ -1,0 +1,1118 @@
+//! SQL shared by both backends, written once and expanded for each by `shared_store!`.
+//!
+//! The macro expands to the whole [`Store`](super::Store) implementation for a concrete sqlx
+//! database type, so every shared query is type-checked against both drivers without generic
+//! bounds. A backend supplies `pool`, `begin_write`, `lock_dag`, `claim_rows`, `MIGRATOR` and a
+//! `plans` cache; everything else is here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::DagPlan;
+
+/// Column lists, as macros so they can be spliced into `'static` SQL with `concat!`.
+macro_rules! run_columns {
+    () => {
+        "id, dag_id, dag_version_id, logical_date, data_interval_start, data_interval_end, trigger_kind, params, state, created_at, started_at, ended_at"
+    };
+}
+
+macro_rules! task_instance_columns {
+    () => {
+        "id, run_id, task_id, state, try_number, max_tries, priority, queue, worker_id, lease_expires_at, next_retry_at, fence, queued_at, started_at, ended_at, error, summary"
+    };
+}
+
+macro_rules! dag_columns {
+    () => {
+        "d.id, d.current_version_id, v.version, d.paused, d.source_hash, d.file_path, d.last_scheduled_at, d.updated_at"
+    };
+}
+
+/// Parsed DAG versions by id. Versions are immutable, so entries never go stale.
+#[derive(Debug, Default)]
+pub(crate) struct PlanCache(Mutex<HashMap<i64, Arc<DagPlan>>>);
+
+impl PlanCache {
+    pub(crate) fn get(&self, version_id: i64) -> Option<Arc<DagPlan>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&version_id)
+            .cloned()
+    }
+
+    pub(crate) fn insert(&self, plan: DagPlan) -> Arc<DagPlan> {
+        let plan = Arc::new(plan);
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(plan.version_id, plan.clone());
+        plan
+    }
+}
+
+macro_rules! shared_store {
+    ($Store:ty, $Db:ty) => {
+        use std::collections::{BTreeMap, HashMap as SharedHashMap};
+        use std::sync::Arc as SharedArc;
+
+        use sqlx::Row as _;
+
+        use $crate::dag::Dag;
+        use $crate::state::{
+            evaluate, retry_delay, run_outcome, Readiness, RunState, TaskState, UpstreamCounts, UpstreamOutcome,
+        };
+        use $crate::store::{
+            micros, AttemptRecord, AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionOutcome,
+            DagFileErrorRecord, DagPlan, DagRecord, LogChunk, MaintenanceReport, Micros, Rejection, RunCreateParams,
+            RunFilter, RunRecord, Store, StoreError, TaskInstanceRecord, TriggerKind,
+        };
+
+        type Conn = <$Db as sqlx::Database>::Connection;
+        type DbRow = <$Db as sqlx::Database>::Row;
+
+        fn parse_state<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
+            text.parse().map_err(StoreError::Corrupt)
+        }
+
+        fn parse_json(text: &str) -> Result<serde_json::Value, StoreError> {
+            serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("stored JSON: {error}")))
+        }
+
+        fn run_from_row(row: &DbRow) -> Result<RunRecord, StoreError> {
+            Ok(RunRecord {
+                id: row.try_get("id")?,
+                dag_id: row.try_get("dag_id")?,
+                dag_version_id: row.try_get("dag_version_id")?,
+                logical_date: row.try_get("logical_date")?,
+                data_interval_start: row.try_get("data_interval_start")?,
+                data_interval_end: row.try_get("data_interval_end")?,
+                trigger: TriggerKind::parse(&row.try_get::<String, _>("trigger_kind")?)?,
+                params: parse_json(&row.try_get::<String, _>("params")?)?,
+                state: parse_state(&row.try_get::<String, _>("state")?)?,
+                created_at: row.try_get("created_at")?,
+                started_at: row.try_get("started_at")?,
+                ended_at: row.try_get("ended_at")?,
+            })
+        }
+
+        fn task_instance_from_row(row: &DbRow) -> Result<TaskInstanceRecord, StoreError> {
+            Ok(TaskInstanceRecord {
+                id: row.try_get("id")?,
+                run_id: row.try_get("run_id")?,
+                task_id: row.try_get("task_id")?,
+                state: parse_state(&row.try_get::<String, _>("state")?)?,
+                try_number: row.try_get("try_number")?,
+                max_tries: row.try_get("max_tries")?,
+                priority: row.try_get("priority")?,
+                queue: row.try_get("queue")?,
+                worker_id: row.try_get("worker_id")?,
+                lease_expires_at: row.try_get("lease_expires_at")?,
+                next_retry_at: row.try_get("next_retry_at")?,
+                fence: row.try_get("fence")?,
+                queued_at: row.try_get("queued_at")?,
+                started_at: row.try_get("started_at")?,
+                ended_at: row.try_get("ended_at")?,
+                error: row.try_get("error")?,
+                summary: row.try_get::<Option<String>, _>("summary")?.as_deref().map(parse_json).transpose()?,
+            })
+        }
+
+        fn dag_from_row(row: &DbRow) -> Result<DagRecord, StoreError> {
+            Ok(DagRecord {
+                id: row.try_get("id")?,
+                current_version_id: row.try_get("current_version_id")?,
+                current_version: row.try_get("version")?,
+                paused: row.try_get("paused")?,
+                source_hash: row.try_get("source_hash")?,
+                file_path: row.try_get("file_path")?,
+                last_scheduled_at: row.try_get("last_scheduled_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        /// Where a finished attempt leaves its task instance.
+        struct Verdict {
+            state: TaskState,
+            attempt_state: &'static str,
+            next_retry_at: Option<Micros>,
+            error: Option<String>,
+            summary: Option<String>,
+            outcome: CompletionOutcome,
+        }
+
+        impl $Store {
+            async fn plan_in(&self, conn: &mut Conn, version_id: i64) -> Result<SharedArc<DagPlan>, StoreError> {
+                if let Some(plan) = self.plans.get(version_id) {
+                    return Ok(plan);
+                }
+                let definition: Option<String> = sqlx::query_scalar("SELECT definition FROM dag_versions WHERE id = $1")
+                    .bind(version_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let definition = definition.ok_or_else(|| StoreError::NotFound(format!("DAG version {version_id}")))?;
+                let dag: Dag = serde_json::from_str(&definition)
+                    .map_err(|source| StoreError::CorruptDefinition { version_id, source })?;
+                Ok(self.plans.insert(DagPlan::new(version_id, dag)))
+            }
+
+            async fn run_in(&self, conn: &mut Conn, run_id: i64) -> Result<RunRecord, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
+                    .bind(run_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
+                run_from_row(&row)
+            }
+
+            async fn dag_in(&self, conn: &mut Conn, dag_id: &str) -> Result<Option<DagRecord>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    dag_columns!(),
+                    " FROM dags d JOIN dag_versions v ON v.id = d.current_version_id WHERE d.id = $1"
+                ))
+                .bind(dag_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.as_ref().map(dag_from_row).transpose()
+            }
+
+            /// Starts queued runs (of one DAG, or of all) within their DAG's `max_active_runs`.
+            async fn start_queued_in(&self, conn: &mut Conn, only_dag: Option<&str>, now: Micros) -> Result<Vec<i64>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT r.id, r.dag_id, r.dag_version_id FROM runs r JOIN dags d ON d.id = r.dag_id \
+                     WHERE r.state = 'queued' AND d.paused = FALSE AND ($1 IS NULL OR r.dag_id = $1) \
+                     ORDER BY r.logical_date, r.id LIMIT 1000",
+                )
+                .bind(only_dag)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut by_dag: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+                for row in &rows {
+                    by_dag.entry(row.try_get("dag_id")?).or_default().push((row.try_get("id")?, row.try_get("dag_version_id")?));
+                }
+                let mut started = Vec::new();
+                for (dag_id, candidates) in by_dag {
+                    Self::lock_dag(&mut *conn, &dag_id).await?;
+                    let mut running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE dag_id = $1 AND state = 'running'")
+                        .bind(&dag_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    for (run_id, version_id) in candidates {
+                        let plan = self.plan_in(&mut *conn, version_id).await?;
+                        if running >= i64::from(plan.dag.max_active_runs) {
+                            break;
+                        }
+                        if self.start_run_in(&mut *conn, run_id, &plan, now).await? {
+                            running += 1;
+                            started.push(run_id);
+                        }
+                    }
+                }
+                Ok(started)
+            }
+
+            /// Moves one queued run to running and creates its task instances.
+            async fn start_run_in(&self, conn: &mut Conn, run_id: i64, plan: &DagPlan, now: Micros) -> Result<bool, StoreError> {
+                let task_count = i64::try_from(plan.dag.tasks.len()).unwrap_or(i64::MAX);
+                let updated = sqlx::query(
+                    "UPDATE runs SET state = 'running', started_at = $1, unfinished_tasks = $2 WHERE id = $3 AND state = 'queued'",
+                )
+                .bind(now)
+                .bind(task_count)
+                .bind(run_id)
+                .execute(&mut *conn)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                // At most 1,000 rows per statement keeps well under SQLite's bind-variable limit.
+                for chunk in plan.dag.tasks.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO task_instances (run_id, task_id, state, max_tries, priority, queue, upstream_total, timeout_micros, queued_at) ",
+                    );
+                    insert.push_values(chunk, |mut values, task| {
+                        let upstream_total = i64::try_from(task.depends_on.len()).unwrap_or(i64::MAX);
+                        let ready = upstream_total == 0;
+                        values
+                            .push_bind(run_id)
+                            .push_bind(task.id.clone())
+                            .push_bind(if ready { "queued" } else { "scheduled" })
+                            .push_bind(i64::from(task.retries) + 1)
+                            .push_bind(i64::from(task.priority))
+                            .push_bind(task.queue.clone())
+                            .push_bind(upstream_total)
+                            .push_bind(task.timeout.map(micros))
+                            .push_bind(if ready { Some(now) } else { None });
+                    });
+                    insert.build().execute(&mut *conn).await?;
+                }
+                Ok(true)
+            }
+
+            /// Lets downstream tasks react to tasks of a run that just reached final states, and
+            /// finishes the run when nothing is left.
+            async fn settle_in(
+                &self,
+                conn: &mut Conn,
+                run_id: i64,
+                plan: &DagPlan,
+                finished: Vec<(String, TaskState)>,
+                now: Micros,
+            ) -> Result<(), StoreError> {
+                let mut worklist = finished;
+                let mut settled: i64 = 0;
+                while let Some((task_id, state)) = worklist.pop() {
+                    settled += 1;
+                    let Some(outcome) = UpstreamOutcome::of(state) else { continue };
+                    let (success, failed, skipped): (i64, i64, i64) = match outcome {
+                        UpstreamOutcome::Success => (1, 0, 0),
+                        UpstreamOutcome::Failed => (0, 1, 0),
+                        UpstreamOutcome::Skipped => (0, 0, 1),
+                    };
+                    for down in plan.downstream_of(&task_id) {
+                        let row = sqlx::query(
+                            "UPDATE task_instances SET upstream_success = upstream_success + $1, \
+                             upstream_failed = upstream_failed + $2, upstream_skipped = upstream_skipped + $3 \
+                             WHERE run_id = $4 AND task_id = $5 AND state = 'scheduled' \
+                             RETURNING id, upstream_total, upstream_success, upstream_failed, upstream_skipped",
+                        )
+                        .bind(success)
+                        .bind(failed)
+                        .bind(skipped)
+                        .bind(run_id)
+                        .bind(&down.id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        let Some(row) = row else { continue };
+                        let counts = UpstreamCounts {
+                            total: row.try_get("upstream_total")?,
+                            success: row.try_get("upstream_success")?,
+                            failed: row.try_get("upstream_failed")?,
+                            skipped: row.try_get("upstream_skipped")?,
+                        };
+                        let id: i64 = row.try_get("id")?;
+                        match evaluate(down.trigger_rule, counts) {
+                            Readiness::Wait => {}
+                            Readiness::Ready => {
+                                sqlx::query("UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id = $2")
+                                    .bind(now)
+                                    .bind(id)
+                                    .execute(&mut *conn)
+                                    .await?;
+                            }
+                            decided @ (Readiness::Skip | Readiness::UpstreamFailed) => {
+                                let next = decided.state().unwrap_or(TaskState::Skipped);
+                                sqlx::query("UPDATE task_instances SET state = $1, ended_at = $2 WHERE id = $3")
+                                    .bind(next.as_str())
+                                    .bind(now)
+                                    .bind(id)
+                                    .execute(&mut *conn)
+                                    .await?;
+                                worklist.push((down.id.clone(), next));
+                            }
+                        }
+                    }
+                }
+                let remaining: Option<i64> = sqlx::query_scalar(
+                    "UPDATE runs SET unfinished_tasks = unfinished_tasks - $1 WHERE id = $2 AND state = 'running' RETURNING unfinished_tasks",
+                )
+                .bind(settled)
+                .bind(run_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if remaining == Some(0) {
+                    self.finish_run_in(&mut *conn, run_id, plan, now).await?;
+                }
+                Ok(())
+            }
+
+            async fn finish_run_in(&self, conn: &mut Conn, run_id: i64, plan: &DagPlan, now: Micros) -> Result<(), StoreError> {
+                let rows = sqlx::query("SELECT task_id, state FROM task_instances WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut states: SharedHashMap<String, TaskState> = SharedHashMap::with_capacity(rows.len());
+                for row in &rows {
+                    states.insert(row.try_get("task_id")?, parse_state(&row.try_get::<String, _>("state")?)?);
+                }
+                let outcome = run_outcome(plan.leaves().filter_map(|leaf| states.get(&leaf.id).copied()));
+                sqlx::query("UPDATE runs SET state = $1, ended_at = $2 WHERE id = $3 AND state = 'running'")
+                    .bind(outcome.as_str())
+                    .bind(now)
+                    .bind(run_id)
+                    .execute(&mut *conn)
+                    .await?;
+                self.start_queued_in(&mut *conn, Some(&plan.dag.id), now).await?;
+                Ok(())
+            }
+
+            /// Re-derives every task of a run that has not started (scheduled, queued, skipped,
+            /// upstream-failed) from its upstream states, after an operator changed states by hand
+            /// (clear, mark). O(tasks in the run).
+            async fn recompute_run_in(&self, conn: &mut Conn, run: &RunRecord, plan: &DagPlan, now: Micros) -> Result<(), StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, task_id, state, upstream_success, upstream_failed, upstream_skipped FROM task_instances WHERE run_id = $1",
+                )
+                .bind(run.id)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut current: SharedHashMap<String, (i64, TaskState, (i64, i64, i64))> = SharedHashMap::new();
+                for row in &rows {
+                    current.insert(
+                        row.try_get("task_id")?,
+                        (
+                            row.try_get("id")?,
+                            parse_state(&row.try_get::<String, _>("state")?)?,
+                            (row.try_get("upstream_success")?, row.try_get("upstream_failed")?, row.try_get("upstream_skipped")?),
+                        ),
+                    );
+                }
+                let mut unfinished: i64 = 0;
+                for task in &plan.dag.tasks {
+                    let Some(&(id, state, stored)) = current.get(&task.id) else { continue };
+                    let mut counts = UpstreamCounts {
+                        total: i64::try_from(task.depends_on.len()).unwrap_or(i64::MAX),
+                        ..UpstreamCounts::default()
+                    };
+                    for upstream in &task.depends_on {
+                        match current.get(upstream).and_then(|(_, state, _)| UpstreamOutcome::of(*state)) {
+                            Some(UpstreamOutcome::Success) => counts.success += 1,
+                            Some(UpstreamOutcome::Failed) => counts.failed += 1,
+                            Some(UpstreamOutcome::Skipped) => counts.skipped += 1,
+                            None => {}
+                        }
+                    }
+                    let derived = matches!(
+                        state,
+                        TaskState::Scheduled | TaskState::Queued | TaskState::UpstreamFailed | TaskState::Skipped
+                    );
+                    let next = if derived {
+                        evaluate(task.trigger_rule, counts).state().unwrap_or(TaskState::Scheduled)
+                    } else {
+                        state
+                    };
+                    if next != state || stored != (counts.success, counts.failed, counts.skipped) {
+                        sqlx::query(
+                            "UPDATE task_instances SET state = $1, upstream_success = $2, upstream_failed = $3, upstream_skipped = $4, \
+                             queued_at = CASE WHEN $1 = 'queued' THEN $5 ELSE queued_at END, \
+                             ended_at = CASE WHEN $1 IN ('skipped', 'upstream_failed') THEN $5 ELSE ended_at END WHERE id = $6",
+                        )
+                        .bind(next.as_str())
+                        .bind(counts.success)
+                        .bind(counts.failed)
+                        .bind(counts.skipped)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    if let Some(entry) = current.get_mut(&task.id) {
+                        entry.1 = next;
+                    }
+                    if !next.is_final() {
+                        unfinished += 1;
+                    }
+                }
+                if unfinished == 0 {
+                    sqlx::query("UPDATE runs SET unfinished_tasks = 0, state = 'running', ended_at = NULL WHERE id = $1")
+                        .bind(run.id)
+                        .execute(&mut *conn)
+                        .await?;
+                    self.finish_run_in(&mut *conn, run.id, plan, now).await?;
+                } else {
+                    sqlx::query("UPDATE runs SET unfinished_tasks = $1, state = 'running', ended_at = NULL WHERE id = $2")
+                        .bind(unfinished)
+                        .bind(run.id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Applies one attempt's end: compare-and-set on (running, fence), then the attempt row,
+            /// then downstream reactions when the task instance is final.
+            async fn complete_in(
+                &self,
+                conn: &mut Conn,
+                completion: &Completion,
+                failure_attempt_state: &'static str,
+                now: Micros,
+            ) -> Result<Result<CompletionOutcome, Rejection>, StoreError> {
+                let id = completion.task_instance_id;
+                let row = sqlx::query(
+                    "SELECT t.run_id, t.task_id, t.state, t.fence, t.try_number, t.max_tries, r.dag_version_id \
+                     FROM task_instances t JOIN runs r ON r.id = t.run_id WHERE t.id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = row else { return Ok(Err(Rejection::Unknown(id))) };
+                let state: TaskState = parse_state(&row.try_get::<String, _>("state")?)?;
+                let fence: i64 = row.try_get("fence")?;
+                if state != TaskState::Running || fence != completion.fence {
+                    return Ok(Err(Rejection::Stale { task_instance_id: id, state, current: fence, reported: completion.fence }));
+                }
+                let run_id: i64 = row.try_get("run_id")?;
+                let task_id: String = row.try_get("task_id")?;
+                let try_number: i64 = row.try_get("try_number")?;
+                let max_tries: i64 = row.try_get("max_tries")?;
+                let plan = self.plan_in(&mut *conn, row.try_get("dag_version_id")?).await?;
+
+                let verdict = match &completion.result {
+                    AttemptResult::Success { summary } => Verdict {
+                        state: TaskState::Success,
+                        attempt_state: "success",
+                        next_retry_at: None,
+                        error: None,
+                        summary: Some(summary.to_string()),
+                        outcome: CompletionOutcome::Succeeded,
+                    },
+                    AttemptResult::Failure { error, retryable } if *retryable && try_number < max_tries => {
+                        let at = match plan.task(&task_id) {
+                            Some(task) => {
+                                let retry = u32::try_from(try_number).unwrap_or(u32::MAX);
+                                let jitter: f64 = rand::random();
+                                now + micros(retry_delay(task.retry_delay, task.max_retry_delay, task.retry_backoff, retry, jitter))
+                            }
+                            None => now,
+                        };
+                        Verdict {
+                            state: TaskState::UpForRetry,
+                            attempt_state: failure_attempt_state,
+                            next_retry_at: Some(at),
+                            error: Some(error.clone()),
+                            summary: None,
+                            outcome: CompletionOutcome::WillRetry { at },
+                        }
+                    }
+                    AttemptResult::Failure { error, .. } => Verdict {
+                        state: TaskState::Failed,
+                        attempt_state: failure_attempt_state,
+                        next_retry_at: None,
+                        error: Some(error.clone()),
+                        summary: None,
+                        outcome: CompletionOutcome::Failed,
+                    },
+                };
+                let is_final = verdict.state.is_final();
+                let updated = sqlx::query(
+                    "UPDATE task_instances SET state = $1, worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL, \
+                     next_retry_at = $2, ended_at = $3, error = $4, summary = $5 \
+                     WHERE id = $6 AND fence = $7 AND state = 'running'",
+                )
+                .bind(verdict.state.as_str())
+                .bind(verdict.next_retry_at)
+                .bind(if is_final { Some(now) } else { None })
+                .bind(&verdict.error)
+                .bind(&verdict.summary)
+                .bind(id)
+                .bind(completion.fence)
+                .execute(&mut *conn)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(Err(Rejection::Stale { task_instance_id: id, state, current: fence, reported: completion.fence }));
+                }
+                sqlx::query(
+                    "UPDATE task_attempts SET state = $1, ended_at = $2, error = $3, summary = $4 \
+                     WHERE task_instance_id = $5 AND try_number = $6 AND state = 'running'",
+                )
+                .bind(verdict.attempt_state)
+                .bind(now)
+                .bind(&verdict.error)
+                .bind(&verdict.summary)
+                .bind(id)
+                .bind(try_number)
+                .execute(&mut *conn)
+                .await?;
+                if is_final {
+                    self.settle_in(&mut *conn, run_id, &plan, vec![(task_id, verdict.state)], now).await?;
+                }
+                Ok(Ok(verdict.outcome))
+            }
+
+            /// Ends the running attempt of a task instance that an operator or a cancel moved on.
+            async fn close_attempt_in(&self, conn: &mut Conn, task_instance_id: i64, reason: &str, now: Micros) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = $2 WHERE task_instance_id = $3 AND state = 'running'",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(task_instance_id)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn task_instance_in(&self, conn: &mut Conn, run_id: i64, task_id: &str) -> Result<TaskInstanceRecord, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", task_instance_columns!(), " FROM task_instances WHERE run_id = $1 AND task_id = $2"))
+                    .bind(run_id)
+                    .bind(task_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("task `{task_id}` in run {run_id}")))?;
+                task_instance_from_row(&row)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $Store {
+            fn backend(&self) -> Backend {
+                Self::BACKEND
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                let known = Self::MIGRATOR.iter().map(|migration| migration.version).max().unwrap_or(0);
+                let table_exists = self.migrations_table_exists().await?;
+                if table_exists {
+                    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                        .fetch_one(self.pool())
+                        .await?;
+                    if let Some(found) = found
+                        && found > known
+                    {
+                        return Err(StoreError::SchemaTooNew { found, known });
+                    }
+                }
+                Self::MIGRATOR.run(self.pool()).await?;
+                Ok(())
+            }
+
+            async fn dag_sync(&self, loaded: &$crate::dag::LoadedDag, now: Micros) -> Result<DagRecord, StoreError> {
+                let dag_id = loaded.dag.id.as_str();
+                let file_path = loaded.path.display().to_string();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO dags (id, paused, source_hash, file_path, created_at, updated_at) \
+                     VALUES ($1, FALSE, '', $2, $3, $3) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(dag_id)
+                .bind(&file_path)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Self::lock_dag(&mut *tx, dag_id).await?;
+                let current: Option<(Option<i64>, String, String)> =
+                    sqlx::query_as("SELECT current_version_id, source_hash, file_path FROM dags WHERE id = $1")
+                        .bind(dag_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let unchanged = matches!(&current, Some((Some(_), hash, _)) if *hash == loaded.source_hash);
+                if !unchanged {
+                    let next_version: i64 =
+                        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dag_versions WHERE dag_id = $1")
+                            .bind(dag_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let definition = serde_json::to_string(&loaded.dag)
+                        .map_err(|error| StoreError::Corrupt(format!("DAG `{dag_id}` does not serialize: {error}")))?;
+                    let version_id: i64 = sqlx::query_scalar(
+                        "INSERT INTO dag_versions (dag_id, version, source_hash, source, definition, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    )
+                    .bind(dag_id)
+                    .bind(next_version)
+                    .bind(&loaded.source_hash)
+                    .bind(&loaded.source)
+                    .bind(definition)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE dags SET current_version_id = $1, source_hash = $2, file_path = $3, updated_at = $4 WHERE id = $5")
+                        .bind(version_id)
+                        .bind(&loaded.source_hash)
+                        .bind(&file_path)
+                        .bind(now)
+                        .bind(dag_id)
+                        .execute(&mut *tx)
+                        .await?;
+                } else if current.as_ref().is_some_and(|(_, _, path)| *path != file_path) {
+                    sqlx::query("UPDATE dags SET file_path = $1, updated_at = $2 WHERE id = $3")
+                        .bind(&file_path)
+                        .bind(now)
+                        .bind(dag_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM dag_file_errors WHERE file_path = $1")
+                    .bind(&file_path)
+                    .execute(&mut *tx)
+                    .await?;
+                let record = self.dag_in(&mut *tx, dag_id).await?;
+                tx.commit().await?;
+                record.ok_or_else(|| StoreError::NotFound(format!("DAG `{dag_id}`")))
+            }
+
+            async fn dag_file_error_set(&self, file_path: &str, dag_id: Option<&str>, errors: &str, now: Micros) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO dag_file_errors (file_path, dag_id, errors, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (file_path) DO UPDATE SET dag_id = excluded.dag_id, errors = excluded.errors, updated_at = excluded.updated_at",
+                )
+                .bind(file_path)
+                .bind(dag_id)
+                .bind(errors)
+                .bind(now)
+                .execute(self.pool())
+                .await?;
+                Ok(())
+            }
+
+            async fn dag_file_errors(&self) -> Result<Vec<DagFileErrorRecord>, StoreError> {
+                let rows: Vec<(String, Option<String>, String, i64)> =
+                    sqlx::query_as("SELECT file_path, dag_id, errors, updated_at FROM dag_file_errors ORDER BY file_path")
+                        .fetch_all(self.pool())
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(file_path, dag_id, errors, updated_at)| DagFileErrorRecord { file_path, dag_id, errors, updated_at })
+                    .collect())
+            }
+
+            async fn dag_list(&self) -> Result<Vec<DagRecord>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    dag_columns!(),
+                    " FROM dags d JOIN dag_versions v ON v.id = d.current_version_id ORDER BY d.id"
+                ))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(dag_from_row).collect()
+            }
+
+            async fn dag_get(&self, dag_id: &str) -> Result<Option<DagRecord>, StoreError> {
+                let mut conn = self.pool().acquire().await?;
+                self.dag_in(&mut conn, dag_id).await
+            }
+
+            async fn dag_set_paused(&self, dag_id: &str, paused: bool, now: Micros) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query("UPDATE dags SET paused = $1, updated_at = $2 WHERE id = $3")
+                    .bind(paused)
+                    .bind(now)
+                    .bind(dag_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("DAG `{dag_id}`")));
+                }
+                if !paused {
+                    self.start_queued_in(&mut *tx, Some(dag_id), now).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn dag_version(&self, version_id: i64) -> Result<SharedArc<DagPlan>, StoreError> {
+                if let Some(plan) = self.plans.get(version_id) {
+                    return Ok(plan);
+                }
+                let mut conn = self.pool().acquire().await?;
+                self.plan_in(&mut conn, version_id).await
+            }
+
+            async fn dag_set_last_scheduled(&self, dag_id: &str, logical_date: Micros) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE dags SET last_scheduled_at = $1 WHERE id = $2 AND (last_scheduled_at IS NULL OR last_scheduled_at < $1)",
+                )
+                .bind(logical_date)
+                .bind(dag_id)
+                .execute(self.pool())
+                .await?;
+                Ok(())
+            }
+
+            async fn run_create(&self, params: &RunCreateParams) -> Result<Option<RunRecord>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let version_id = match params.dag_version_id {
+                    Some(version_id) => version_id,
+                    None => {
+                        let current: Option<Option<i64>> = sqlx::query_scalar("SELECT current_version_id FROM dags WHERE id = $1")
+                            .bind(&params.dag_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        current.flatten().ok_or_else(|| StoreError::NotFound(format!("DAG `{}`", params.dag_id)))?
+                    }
+                };
+                let row = sqlx::query(concat!(
+                    "INSERT INTO runs (dag_id, dag_version_id, logical_date, data_interval_start, data_interval_end, \
+                     trigger_kind, params, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8) \
+                     ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING ",
+                    run_columns!()
+                ))
+                .bind(&params.dag_id)
+                .bind(version_id)
+                .bind(params.logical_date)
+                .bind(params.data_interval.map(|interval| interval.0))
+                .bind(params.data_interval.map(|interval| interval.1))
+                .bind(params.trigger.as_str())
+                .bind(params.params.to_string())
+                .bind(params.now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let run = row.as_ref().map(run_from_row).transpose()?;
+                tx.commit().await?;
+                Ok(run)
+            }
+
+            async fn run_get(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
+                    .bind(run_id)
+                    .fetch_optional(self.pool())
+                    .await?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn run_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE ($1 IS NULL OR dag_id = $1) AND ($2 IS NULL OR state = $2) ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(filter.dag_id.as_deref())
+                .bind(filter.state.map(RunState::as_str))
+                .bind(i64::from(filter.limit.unwrap_or(100)))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn runs_start_queued(&self, now: Micros) -> Result<Vec<i64>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let started = self.start_queued_in(&mut *tx, None, now).await?;
+                tx.commit().await?;
+                Ok(started)
+            }
+
+            async fn run_cancel(&self, run_id: i64, now: Micros) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let dag_id: Option<String> = sqlx::query_scalar(
+                    "UPDATE runs SET state = 'cancelled', ended_at = $1, unfinished_tasks = 0 \
+                     WHERE id = $2 AND state IN ('queued', 'running') RETURNING dag_id",
+                )
+                .bind(now)
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(dag_id) = dag_id else {
+                    tx.commit().await?;
+                    return Ok(false);
+                };
+                sqlx::query(
+                    "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = 'the run was cancelled' \
+                     WHERE state = 'running' AND task_instance_id IN (SELECT id FROM task_instances WHERE run_id = $2 AND state = 'running')",
+                )
+                .bind(now)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE task_instances SET state = 'cancelled', ended_at = $1, fence = fence + 1, worker_id = NULL, \
+                     lease_expires_at = NULL, timeout_at = NULL, next_retry_at = NULL \
+                     WHERE run_id = $2 AND state IN ('scheduled', 'queued', 'running', 'up_for_retry')",
+                )
+                .bind(now)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                self.start_queued_in(&mut *tx, Some(&dag_id), now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn task_instances(&self, run_id: i64) -> Result<Vec<TaskInstanceRecord>, StoreError> {
+                let mut conn = self.pool().acquire().await?;
+                let run = self.run_in(&mut conn, run_id).await?;
+                let plan = self.plan_in(&mut conn, run.dag_version_id).await?;
+                let rows = sqlx::query(concat!("SELECT ", task_instance_columns!(), " FROM task_instances WHERE run_id = $1"))
+                    .bind(run_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut records = rows.iter().map(task_instance_from_row).collect::<Result<Vec<_>, _>>()?;
+                let order: SharedHashMap<&str, usize> =
+                    plan.dag.tasks.iter().enumerate().map(|(position, task)| (task.id.as_str(), position)).collect();
+                records.sort_by_key(|record| order.get(record.task_id.as_str()).copied().unwrap_or(usize::MAX));
+                Ok(records)
+            }
+
+            async fn task_attempts(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+                let rows: Vec<(i64, String, i64, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                    "SELECT try_number, worker_id, fence, state, started_at, ended_at, error FROM task_attempts \
+                     WHERE task_instance_id = $1 ORDER BY try_number",
+                )
+                .bind(task_instance_id)
+                .fetch_all(self.pool())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(try_number, worker_id, fence, state, started_at, ended_at, error)| AttemptRecord {
+                        try_number,
+                        worker_id,
+                        fence,
+                        state,
+                        started_at,
+                        ended_at,
+                        error,
+                    })
+                    .collect())
+            }
+
+            async fn task_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
+                if params.limit == 0 || params.queues.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                let lease_expires_at = params.now + micros(params.lease);
+                let rows = Self::claim_rows(&mut *tx, params, lease_expires_at).await?;
+                let mut claimed = Vec::with_capacity(rows.len());
+                let mut runs: SharedHashMap<i64, RunRecord> = SharedHashMap::new();
+                for row in &rows {
+                    let task_instance_id: i64 = row.try_get("id")?;
+                    let run_id: i64 = row.try_get("run_id")?;
+                    let task_id: String = row.try_get("task_id")?;
+                    let try_number: i64 = row.try_get("try_number")?;
+                    let fence: i64 = row.try_get("fence")?;
+                    sqlx::query(
+                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at) \
+                         VALUES ($1, $2, $3, $4, 'running', $5)",
+                    )
+                    .bind(task_instance_id)
+                    .bind(try_number)
+                    .bind(&params.worker_id)
+                    .bind(fence)
+                    .bind(params.now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if !runs.contains_key(&run_id) {
+                        let run = self.run_in(&mut *tx, run_id).await?;
+                        runs.insert(run_id, run);
+                    }
+                    let run = &runs[&run_id];
+                    let plan = self.plan_in(&mut *tx, run.dag_version_id).await?;
+                    let task = plan
+                        .task(&task_id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("task `{task_id}` is not in DAG version {}", plan.version_id)))?;
+                    claimed.push(ClaimedTask {
+                        task_instance_id,
+                        fence,
+                        run_id,
+                        dag_id: run.dag_id.clone(),
+                        task_id: task_id.clone(),
+                        try_number,
+                        kind: task.kind.clone(),
+                        params: task.params.clone(),
+                        run_params: run.params.clone(),
+                        logical_date: run.logical_date,
+                        timeout_at: row.try_get("timeout_at")?,
+                    });
+                }
+                tx.commit().await?;
+                Ok(claimed)
+            }
+
+            async fn task_complete(
+                &self,
+                completions: &[Completion],
+                now: Micros,
+            ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut outcomes = Vec::with_capacity(completions.len());
+                for completion in completions {
+                    outcomes.push(self.complete_in(&mut *tx, completion, "failed", now).await?);
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn task_heartbeat(&self, worker_id: &str, tasks: &[(i64, i64)], lease_expires_at: Micros) -> Result<Vec<i64>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut lost = Vec::new();
+                for &(task_instance_id, fence) in tasks {
+                    let updated = sqlx::query(
+                        "UPDATE task_instances SET lease_expires_at = $1 WHERE id = $2 AND fence = $3 AND state = 'running' AND worker_id = $4",
+                    )
+                    .bind(lease_expires_at)
+                    .bind(task_instance_id)
+                    .bind(fence)
+                    .bind(worker_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() == 0 {
+                        lost.push(task_instance_id);
+                    }
+                }
+                tx.commit().await?;
+                Ok(lost)
+            }
+
+            async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut report = MaintenanceReport::default();
+                let retried = sqlx::query(
+                    "UPDATE task_instances SET state = 'queued', next_retry_at = NULL, queued_at = $1 \
+                     WHERE state = 'up_for_retry' AND next_retry_at <= $1",
+                )
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                report.retried = usize::try_from(retried.rows_affected()).unwrap_or(usize::MAX);
+
+                let expired: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT id, fence, worker_id FROM task_instances WHERE state = 'running' AND lease_expires_at < $1 ORDER BY id LIMIT 1000",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (task_instance_id, fence, worker_id) in expired {
+                    let error = format!(
+                        "worker `{}` stopped heartbeating; its lease expired, so the attempt is presumed lost",
+                        worker_id.unwrap_or_default()
+                    );
+                    let completion = Completion { task_instance_id, fence, result: AttemptResult::Failure { error, retryable: true } };
+                    if self.complete_in(&mut *tx, &completion, "lost", now).await?.is_ok() {
+                        report.rescued += 1;
+                    }
+                }
+
+                let timed_out: Vec<(i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, fence, started_at, timeout_micros FROM task_instances \
+                     WHERE state = 'running' AND timeout_at IS NOT NULL AND timeout_at <= $1 ORDER BY id LIMIT 1000",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (task_instance_id, fence, _started_at, timeout_micros) in timed_out {
+                    let limit = std::time::Duration::from_micros(u64::try_from(timeout_micros.unwrap_or(0)).unwrap_or(0));
+                    let error = format!("timed out after {}", $crate::duration::format(limit));
+                    let completion = Completion { task_instance_id, fence, result: AttemptResult::Failure { error, retryable: true } };
+                    if self.complete_in(&mut *tx, &completion, "timed_out", now).await?.is_ok() {
+                        report.timed_out += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(report)
+            }
+
+            async fn next_due(&self) -> Result<Option<Micros>, StoreError> {
+                let due: Option<i64> = sqlx::query_scalar(
+                    "SELECT MIN(due) FROM ( \
+                       SELECT MIN(next_retry_at) AS due FROM task_instances WHERE state = 'up_for_retry' \
+                       UNION ALL SELECT MIN(lease_expires_at) AS due FROM task_instances WHERE state = 'running' \
+                       UNION ALL SELECT MIN(timeout_at) AS due FROM task_instances WHERE state = 'running' \
+                     ) AS pending",
+                )
+                .fetch_one(self.pool())
+                .await?;
+                Ok(due)
+            }
+
+            async fn task_clear(&self, run_id: i64, task_id: &str, downstream: bool, now: Micros) -> Result<Vec<String>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let run = self.run_in(&mut *tx, run_id).await?;
+                if run.state == RunState::Cancelled || run.state == RunState::Queued {
+                    return Err(StoreError::Conflict(format!("run {run_id} is {}; only started runs can have tasks cleared", run.state)));
+                }
+                let plan = self.plan_in(&mut *tx, run.dag_version_id).await?;
+                let targets: Vec<String> = if downstream {
+                    plan.with_descendants(task_id).into_iter().map(|task| task.id.clone()).collect()
+                } else {
+                    plan.task(task_id).map(|task| vec![task.id.clone()]).unwrap_or_default()
+                };
+                if targets.is_empty() {
+                    return Err(StoreError::NotFound(format!("task `{task_id}` in run {run_id}")));
+                }
+                for target in &targets {
+                    let instance = self.task_instance_in(&mut *tx, run_id, target).await?;
+                    if instance.state == TaskState::Running {
+                        self.close_attempt_in(&mut *tx, instance.id, "cleared while running", now).await?;
+                    }
+                    let retries = plan.task(target).map_or(0, |task| i64::from(task.retries));
+                    sqlx::query(
+                        "UPDATE task_instances SET state = 'scheduled', max_tries = try_number + $1 + 1, fence = fence + 1, \
+                         worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL, next_retry_at = NULL, \
+                         ended_at = NULL, error = NULL, summary = NULL WHERE id = $2",
+                    )
+                    .bind(retries)
+                    .bind(instance.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                self.recompute_run_in(&mut *tx, &run, &plan, now).await?;
+                tx.commit().await?;
+                Ok(targets)
+            }
+
+            async fn task_mark(&self, run_id: i64, task_id: &str, state: TaskState, now: Micros) -> Result<(), StoreError> {
+                if !matches!(state, TaskState::Success | TaskState::Failed) {
+                    return Err(StoreError::Conflict(format!("a task can be marked success or failed, not {state}")));
+                }
+                let mut tx = self.begin_write().await?;
+                let run = self.run_in(&mut *tx, run_id).await?;
+                if !matches!(run.state, RunState::Running | RunState::Success | RunState::Failed) {
+                    return Err(StoreError::Conflict(format!("run {run_id} is {}; only started runs can have tasks marked", run.state)));
+                }
+                let plan = self.plan_in(&mut *tx, run.dag_version_id).await?;
+                let instance = self.task_instance_in(&mut *tx, run_id, task_id).await?;
+                if instance.state == TaskState::Running {
+                    self.close_attempt_in(&mut *tx, instance.id, &format!("marked {state} by hand"), now).await?;
+                }
+                sqlx::query(
+                    "UPDATE task_instances SET state = $1, ended_at = $2, fence = fence + 1, worker_id = NULL, \
+                     lease_expires_at = NULL, timeout_at = NULL, next_retry_at = NULL WHERE id = $3",
+                )
+                .bind(state.as_str())
+                .bind(now)
+                .bind(instance.id)
+                .execute(&mut *tx)
+                .await?;
+                self.recompute_run_in(&mut *tx, &run, &plan, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn log_append(&self, task_instance_id: i64, try_number: i64, seq: i64, chunk: &str, now: Micros) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO task_logs (task_instance_id, try_number, seq, chunk, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (task_instance_id, try_number, seq) DO NOTHING",
+                )
+                .bind(task_instance_id)
+                .bind(try_number)
+                .bind(seq)
+                .bind(chunk)
+                .bind(now)
+                .execute(self.pool())
+                .await?;
+                Ok(())
+            }
+
+            async fn log_read(&self, task_instance_id: i64, try_number: i64, after_seq: i64, limit: u32) -> Result<Vec<LogChunk>, StoreError> {
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT seq, chunk, created_at FROM task_logs WHERE task_instance_id = $1 AND try_number = $2 AND seq > $3 \
+                     ORDER BY seq LIMIT $4",
+                )
+                .bind(task_instance_id)
+                .bind(try_number)
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?;
+                Ok(rows.into_iter().map(|(seq, chunk, created_at)| LogChunk { seq, chunk, created_at }).collect())
+            }
+
+            async fn leader_attempt(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {
+                let leader: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO leaders (name, holder, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE leaders.holder = excluded.holder OR leaders.expires_at < $4 RETURNING holder",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(now + micros(ttl))
+                .bind(now)
+                .fetch_optional(self.pool())
+                .await?;
+                Ok(leader.as_deref() == Some(holder))
+            }
+        }
+    };
+}
