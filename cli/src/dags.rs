@@ -31,10 +31,30 @@ pub(crate) enum DagsCommand {
         #[arg(long, value_name = "TIME")]
         from: Option<String>,
     },
+    /// Stop scheduling a DAG; its queued runs wait.
+    Pause {
+        /// The DAG id.
+        id: String,
+    },
+    /// Resume scheduling a DAG.
+    Unpause {
+        /// The DAG id.
+        id: String,
+    },
 }
 
-pub(crate) fn run(command: DagsCommand, dags_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    command: DagsCommand,
+    dags_dir: &Path,
+    database: &crate::ops::DatabaseConfig,
+) -> anyhow::Result<ExitCode> {
     match command {
+        DagsCommand::Pause { id } => {
+            crate::block_on(crate::ops::set_paused(database, dags_dir, &id, true))
+        }
+        DagsCommand::Unpause { id } => {
+            crate::block_on(crate::ops::set_paused(database, dags_dir, &id, false))
+        }
         DagsCommand::Validate { path } => validate(path.as_deref().unwrap_or(dags_dir)),
         DagsCommand::List { path } => list(path.as_deref().unwrap_or(dags_dir)),
         DagsCommand::Show { id, dot, from } => show(dags_dir, &id, dot, from.as_deref()),
