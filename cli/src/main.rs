@@ -5,6 +5,9 @@
 
 mod dags;
 mod ops;
+mod remote;
+mod server;
+mod standalone;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +29,19 @@ struct Cli {
     /// Where kiln keeps its SQLite database and local artifacts.
     #[arg(long, global = true, default_value = ".kiln", env = "KILN_DATA_DIR")]
     data_dir: PathBuf,
+
+    /// The server that `trigger`, `runs show` and `logs` talk to.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "KILN_SERVER"
+    )]
+    server: String,
+
+    /// The API token, when the server requires one.
+    #[arg(long, global = true, env = "KILN_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -59,6 +75,82 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Run the scheduler and the HTTP server (REST API and workers' execution API).
+    Server {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The secret workers must present.
+        #[arg(long, env = "KILN_WORKER_TOKEN", hide_env_values = true)]
+        worker_token: String,
+        /// How long a worker's lease lasts without a heartbeat.
+        #[arg(long, default_value = "6s", value_parser = parse_duration)]
+        lease: std::time::Duration,
+    },
+    /// Run a worker that claims tasks from a server and runs them.
+    Worker {
+        /// The worker token.
+        #[arg(long, env = "KILN_WORKER_TOKEN", hide_env_values = true)]
+        token: String,
+        /// How many tasks to run at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// A queue to serve (repeat for several); `default` if none is given.
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// This worker's id; `hostname-pid` by default.
+        #[arg(long)]
+        id: Option<String>,
+        /// Where attempts get scratch directories.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// On SIGTERM, how long running tasks may take before they are handed back.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Everything on one machine: a server on SQLite and worker processes.
+    Standalone {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// How many worker processes (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// How many tasks each worker runs at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// How long a worker's lease lasts without a heartbeat.
+        #[arg(long, default_value = "6s", value_parser = parse_duration)]
+        lease: std::time::Duration,
+    },
+    /// Trigger a run through the server.
+    Trigger {
+        /// The DAG id.
+        id: String,
+        /// A param, as name=value (the value is JSON when it parses as JSON).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Follow the run with a progress bar; the exit code is the run's outcome.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a task's log.
+    Logs {
+        /// The run id.
+        run: String,
+        /// The task id.
+        task: String,
+        /// The attempt (default: the latest).
+        #[arg(long = "try")]
+        try_number: Option<i64>,
+        /// Keep printing until the attempt ends.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    kiln_engine::duration::parse(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +173,11 @@ enum RunsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Show a run's tasks: state, tries, durations (through the server).
+    Show {
+        /// The run id.
+        run: String,
+    },
 }
 
 /// Runs a future to completion on a fresh multi-threaded runtime, returning success.
@@ -95,15 +192,31 @@ fn block_on(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Like [`block_on`], for commands whose exit code carries an outcome.
+fn run_code(
+    future: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::anyhow!("failed to start the async runtime: {error}"))?;
+    runtime.block_on(future)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
+    let address = remote::ServerAddress {
+        url: cli.server.clone(),
+        api_token: cli.api_token.clone(),
+    };
     let database = ops::DatabaseConfig {
         url: cli.database_url.clone(),
         data_dir: cli.data_dir.clone(),
@@ -119,6 +232,67 @@ fn main() -> ExitCode {
         Command::Backfill { id, from, to } => {
             block_on(ops::backfill(&database, &cli.dags, &id, &from, &to))
         }
+        Command::Runs {
+            command: RunsCommand::Show { run },
+        } => remote::check_run_id(&run).and_then(|run| run_code(remote::show(&address, run))),
+        Command::Server {
+            listen,
+            worker_token,
+            lease,
+        } => {
+            let options = server::ServerOptions {
+                listen,
+                worker_token,
+                api_token: cli.api_token.clone(),
+                lease,
+            };
+            block_on(server::server(&database, &cli.dags, options))
+        }
+        Command::Worker {
+            token,
+            concurrency,
+            queues,
+            id,
+            work_dir,
+            grace,
+        } => {
+            let options = server::WorkerOptions {
+                server: cli.server.clone(),
+                token,
+                concurrency,
+                queues,
+                id,
+                work_dir,
+                shutdown_grace: grace,
+            };
+            block_on(server::worker(options))
+        }
+        Command::Standalone {
+            listen,
+            workers,
+            concurrency,
+            lease,
+        } => {
+            let workers = workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+            let options = standalone::StandaloneOptions {
+                listen,
+                workers,
+                concurrency,
+                lease,
+            };
+            block_on(standalone::standalone(&database, &cli.dags, options))
+        }
+        Command::Trigger { id, params, wait } => {
+            run_code(remote::trigger(&address, &id, &params, wait))
+        }
+        Command::Logs {
+            run,
+            task,
+            try_number,
+            follow,
+        } => remote::check_run_id(&run)
+            .and_then(|run| run_code(remote::logs(&address, run, &task, try_number, follow))),
     };
     match result {
         Ok(code) => code,

@@ -8,11 +8,13 @@
 
 pub mod dag;
 pub mod duration;
+pub mod execution;
 pub mod plugin;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod worker;
 
 pub use dag::{Dag, Task};
 pub use plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};

@@ -1,42 +1,96 @@
-//! HTTP for kiln: the REST API, the workers' execution API and the console.
+//! HTTP for kiln: the REST API, the workers' execution API and (later) the console.
 //!
-//! Only this crate speaks HTTP and HTML; its request and response types are its own, so the
-//! engine's types can change without changing the wire format.
+//! Only this crate speaks HTTP. Its request and response types (`wire`) are its own, converted
+//! from and to the engine's, so the engine can change without changing the wire format. The
+//! same crate holds the matching clients: the worker's execution client and the CLI's API client.
+
+mod api;
+mod auth;
+pub mod client;
+mod error;
+mod exec;
+pub mod wire;
+
+use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
+use kiln_engine::execution::ExecutionService;
+use kiln_engine::scheduler::Scheduler;
 
-/// The HTTP application. For now it answers liveness probes; the APIs and the console are added
-/// here as they land.
-pub fn app() -> Router {
-    Router::new().route("/healthz", get(health))
+pub use error::AppError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The execution service (and through it, the scheduler and store).
+    pub execution: Arc<ExecutionService>,
+    /// The secret workers must present.
+    pub worker_token: Arc<str>,
+    /// The secret API callers must present, when one is configured.
+    pub api_token: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// The scheduler.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        self.execution.scheduler()
+    }
+}
+
+/// The HTTP application: `/healthz`, the REST API under `/api/v1`, and the execution API under
+/// `/api/v1/exec`.
+pub fn app(state: AppState) -> Router {
+    let exec = Router::new()
+        .route("/register", post(exec::register))
+        .route("/claim", post(exec::claim))
+        .route("/heartbeat", post(exec::heartbeat))
+        .route("/logs", post(exec::logs))
+        .route("/complete", post(exec::complete))
+        .route("/release", post(exec::release))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_worker_token,
+        ));
+    let api = Router::new()
+        .route("/dags", get(api::list_dags))
+        .route("/dags/{dag_id}", get(api::get_dag))
+        .route("/dags/{dag_id}/runs", post(api::trigger_run))
+        .route("/dags/{dag_id}/pause", post(api::pause_dag))
+        .route("/dags/{dag_id}/unpause", post(api::unpause_dag))
+        .route("/runs", get(api::list_runs))
+        .route("/runs/{run_id}", get(api::get_run))
+        .route("/runs/{run_id}/cancel", post(api::cancel_run))
+        .route("/runs/{run_id}/tasks/{task_id}/logs", get(api::task_logs))
+        .route(
+            "/runs/{run_id}/tasks/{task_id}/clear",
+            post(api::clear_task),
+        )
+        .route("/runs/{run_id}/tasks/{task_id}/mark", post(api::mark_task))
+        .route("/workers", get(api::list_workers))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health))
+        .nest("/api/v1/exec", exec)
+        .nest("/api/v1", api)
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` fires, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 async fn health() -> &'static str {
     "ok"
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn health_answers_ok() {
-        let response = super::app()
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn unknown_paths_are_404() {
-        let response = super::app()
-            .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    }
 }

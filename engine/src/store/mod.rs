@@ -506,6 +506,19 @@ pub trait Store: Send + Sync + 'static {
         lease_expires_at: Micros,
     ) -> Result<Vec<i64>, StoreError>;
 
+    /// Hands running tasks back (a worker shutting down): they are queued again without the
+    /// attempt counting against their retries. Returns how many were handed back.
+    async fn task_release(
+        &self,
+        worker_id: &str,
+        tasks: &[(i64, i64)],
+        now: Micros,
+    ) -> Result<usize, StoreError>;
+
+    /// Fails every attempt a worker is running, as if its lease had expired: for a worker known
+    /// to be dead, without waiting for the lease. Returns how many were rescued.
+    async fn tasks_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError>;
+
     /// Queues retries that are due, fails or retries tasks past their timeout, and rescues tasks
     /// whose lease expired.
     async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError>;

@@ -945,6 +945,49 @@ macro_rules! shared_store {
                 Ok(lost)
             }
 
+            async fn task_release(&self, worker_id: &str, tasks: &[(i64, i64)], now: Micros) -> Result<usize, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut released = 0;
+                for &(task_instance_id, fence) in tasks {
+                    let updated = sqlx::query(
+                        "UPDATE task_instances SET state = 'queued', queued_at = $1, max_tries = max_tries + 1, fence = fence + 1, \
+                         worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL \
+                         WHERE id = $2 AND fence = $3 AND state = 'running' AND worker_id = $4",
+                    )
+                    .bind(now)
+                    .bind(task_instance_id)
+                    .bind(fence)
+                    .bind(worker_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() == 1 {
+                        self.close_attempt_in(&mut *tx, task_instance_id, "handed back by a worker shutting down", now).await?;
+                        released += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(released)
+            }
+
+            async fn tasks_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let running: Vec<(i64, i64)> =
+                    sqlx::query_as("SELECT id, fence FROM task_instances WHERE state = 'running' AND worker_id = $1 ORDER BY id")
+                        .bind(worker_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let mut rescued = 0;
+                for (task_instance_id, fence) in running {
+                    let error = format!("worker `{worker_id}` died while running the attempt");
+                    let completion = Completion { task_instance_id, fence, result: AttemptResult::Failure { error, retryable: true } };
+                    if self.complete_in(&mut *tx, &completion, "lost", now).await?.is_ok() {
+                        rescued += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(rescued)
+            }
+
             async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let mut report = MaintenanceReport::default();

@@ -1,0 +1,192 @@
+//! Commands that talk to a running server through the public REST API: `kiln trigger`,
+//! `kiln runs show`, `kiln logs`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kiln_engine::state::{RunState, TaskState};
+use kiln_web::client::ApiClient;
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerAddress {
+    pub(crate) url: String,
+    pub(crate) api_token: Option<String>,
+}
+
+impl ServerAddress {
+    fn client(&self) -> ApiClient {
+        ApiClient::new(&self.url, self.api_token.clone())
+    }
+}
+
+/// Reads `k=v`; the value is JSON when it parses as JSON (`3`, `true`, `[1,2]`), text otherwise.
+fn parse_param(text: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let (key, value) = text
+        .split_once('=')
+        .with_context(|| format!("--param `{text}` must look like name=value"))?;
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+pub(crate) async fn trigger(
+    server: &ServerAddress,
+    dag_id: &str,
+    params: &[String],
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let params = params
+        .iter()
+        .map(|text| parse_param(text))
+        .collect::<anyhow::Result<serde_json::Map<_, _>>>()?;
+    let client = server.client();
+    let run = client
+        .trigger(dag_id, params)
+        .await
+        .with_context(|| format!("failed to trigger `{dag_id}`"))?;
+    println!("triggered run {} of `{dag_id}`", run.id);
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stderr = std::io::stderr();
+    loop {
+        let detail = client
+            .run(run.id)
+            .await
+            .context("failed to follow the run")?;
+        let total = detail.tasks.len();
+        let done = detail
+            .tasks
+            .iter()
+            .filter(|task| is_final(task.state))
+            .count();
+        let width = 30;
+        let filled = (done * width).checked_div(total).unwrap_or(width);
+        let _ = write!(
+            stderr,
+            "\r[{}{}] {done}/{total} tasks  {}   ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            detail.run.state
+        );
+        let _ = stderr.flush();
+        if detail.run.state.is_final() {
+            let _ = writeln!(stderr);
+            print_tasks(&detail);
+            return Ok(if detail.run.state == RunState::Success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn is_final(state: TaskState) -> bool {
+    state.is_final()
+}
+
+fn print_tasks(detail: &kiln_web::wire::RunDetail) {
+    println!(
+        "run {} of `{}`: {}",
+        detail.run.id, detail.run.dag_id, detail.run.state
+    );
+    println!(
+        "  {:<24} {:<16} {:>5}  {:>10}  ERROR",
+        "TASK", "STATE", "TRIES", "DURATION"
+    );
+    for task in &detail.tasks {
+        let duration = task
+            .duration_seconds
+            .map_or_else(|| "-".to_owned(), |seconds| format!("{seconds:.3}s"));
+        let error = task
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("");
+        println!(
+            "  {:<24} {:<16} {:>2}/{:<2}  {:>10}  {}",
+            task.task_id,
+            task.state.as_str(),
+            task.try_number,
+            task.max_tries,
+            duration,
+            error
+        );
+    }
+}
+
+pub(crate) async fn show(server: &ServerAddress, run_id: i64) -> anyhow::Result<ExitCode> {
+    let detail = server
+        .client()
+        .run(run_id)
+        .await
+        .with_context(|| format!("failed to read run {run_id}"))?;
+    print_tasks(&detail);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn logs(
+    server: &ServerAddress,
+    run_id: i64,
+    task_id: &str,
+    try_number: Option<i64>,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = server.client();
+    let mut after = -1;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let page = client
+            .logs(run_id, task_id, try_number, after)
+            .await
+            .with_context(|| format!("failed to read the log of `{task_id}` in run {run_id}"))?;
+        for chunk in &page.chunks {
+            stdout
+                .write_all(chunk.text.as_bytes())
+                .context("failed to write the log")?;
+            after = chunk.seq;
+        }
+        stdout.flush().ok();
+        if !follow || (page.finished && page.chunks.is_empty()) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if page.chunks.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// Refuses `kiln logs --follow` style misuse early, with the reason.
+pub(crate) fn check_run_id(text: &str) -> anyhow::Result<i64> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => bail!("`{text}` is not a run id (a positive number, as `kiln runs list` shows)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn params_parse_as_json_or_text() {
+        assert_eq!(
+            super::parse_param("n=3").unwrap(),
+            ("n".to_owned(), serde_json::json!(3))
+        );
+        assert_eq!(
+            super::parse_param("name=world").unwrap(),
+            ("name".to_owned(), serde_json::json!("world"))
+        );
+        assert_eq!(
+            super::parse_param("flags=[1,2]").unwrap(),
+            ("flags".to_owned(), serde_json::json!([1, 2]))
+        );
+        assert!(super::parse_param("oops").is_err());
+    }
+}

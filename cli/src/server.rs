@@ -1,0 +1,163 @@
+//! `kiln server` and `kiln worker`: the two long-running processes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kiln_engine::execution::ExecutionService;
+use kiln_engine::scheduler::Scheduler;
+use kiln_engine::worker::{WorkerConfig, hostname, run_worker};
+use kiln_web::AppState;
+use kiln_web::client::ExecutionClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::DatabaseConfig;
+
+/// How a server is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerOptions {
+    pub(crate) listen: SocketAddr,
+    pub(crate) worker_token: String,
+    pub(crate) api_token: Option<String>,
+    pub(crate) lease: Duration,
+}
+
+/// A server that is up: where it listens, and its execution service (standalone needs it to
+/// report dead workers at once).
+pub(crate) struct RunningServer {
+    pub(crate) address: SocketAddr,
+    pub(crate) execution: Arc<ExecutionService>,
+    pub(crate) done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the scheduler and the HTTP server; they stop when `shutdown` fires.
+pub(crate) async fn start_server(
+    database: &DatabaseConfig,
+    dags_dir: &Path,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningServer> {
+    if !options.listen.ip().is_loopback() && options.api_token.is_none() {
+        tracing::warn!(
+            message = "Listening beyond loopback without KILN_API_TOKEN: anyone who reaches this port can trigger and cancel runs.",
+            listen = %options.listen
+        );
+    }
+    let store = database.open().await?;
+    let holder = format!("server-{}-{}", hostname(), std::process::id());
+    let scheduler = Arc::new(Scheduler::new(
+        store,
+        kiln_tasks::builtin_registry(),
+        dags_dir.to_owned(),
+        holder,
+    ));
+    let report = scheduler
+        .sync_dags()
+        .await
+        .with_context(|| format!("failed to load DAGs from {}", dags_dir.display()))?;
+    for (path, problems) in &report.failed {
+        tracing::warn!(
+            message = "A DAG file did not load; `kiln dags validate` shows why.",
+            path,
+            problems
+        );
+    }
+    let execution = Arc::new(ExecutionService::new(scheduler.clone(), options.lease));
+    let state = AppState {
+        execution: execution.clone(),
+        worker_token: options.worker_token.into(),
+        api_token: options.api_token.map(Into::into),
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", options.listen))?;
+    let address = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    let loop_shutdown = shutdown.clone();
+    let scheduler_loop = tokio::spawn(async move { scheduler.run(loop_shutdown).await });
+    let done = tokio::spawn(async move {
+        kiln_web::serve(listener, state, shutdown)
+            .await
+            .context("the HTTP server failed")?;
+        scheduler_loop
+            .await
+            .context("the scheduler task panicked")?
+            .context("the scheduler failed")?;
+        Ok(())
+    });
+    tracing::info!(message = "kiln server listening.", address = %address, dags = report.loaded.len());
+    Ok(RunningServer {
+        address,
+        execution,
+        done,
+    })
+}
+
+/// Fires the token on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) fn cancel_on_signals() -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to install the SIGTERM handler")?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!(message = "Shutting down.");
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+pub(crate) async fn server(
+    database: &DatabaseConfig,
+    dags_dir: &Path,
+    options: ServerOptions,
+) -> anyhow::Result<()> {
+    let shutdown = cancel_on_signals()?;
+    let running = start_server(database, dags_dir, options, shutdown).await?;
+    eprintln!("kiln server listening on http://{}", running.address);
+    running.done.await.context("the server task panicked")?
+}
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerOptions {
+    pub(crate) server: String,
+    pub(crate) token: String,
+    pub(crate) concurrency: usize,
+    pub(crate) queues: Vec<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) work_dir: Option<PathBuf>,
+    pub(crate) shutdown_grace: Duration,
+}
+
+pub(crate) async fn worker(options: WorkerOptions) -> anyhow::Result<()> {
+    let shutdown = cancel_on_signals()?;
+    let worker_id = options
+        .id
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let work_root = options
+        .work_dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-worker-{worker_id}")));
+    let mut config = WorkerConfig::new(worker_id.clone(), work_root);
+    config.concurrency = options.concurrency.max(1);
+    if !options.queues.is_empty() {
+        config.queues = options.queues;
+    }
+    config.shutdown_grace = options.shutdown_grace;
+    let api = Arc::new(ExecutionClient::new(&options.server, &options.token));
+    let summary = run_worker(api, kiln_tasks::builtin_registry(), config, shutdown)
+        .await
+        .with_context(|| format!("worker `{worker_id}` stopped"))?;
+    tracing::info!(
+        message = "Worker exited.",
+        attempts = summary.attempts,
+        handed_back = summary.handed_back
+    );
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `kiln standalone`: a server on SQLite and its workers as child processes, in one command.
+//!
+//! The workers talk to the server over loopback with a token generated for this session, exactly
+//! as remote workers would. A child that dies is noticed at once: its tasks are failed over
+//! without waiting for their leases, and a new worker takes its place.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kiln_engine::execution::ExecutionService;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::DatabaseConfig;
+use crate::server::{ServerOptions, cancel_on_signals, start_server};
+
+/// How standalone is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct StandaloneOptions {
+    pub(crate) listen: SocketAddr,
+    pub(crate) workers: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) lease: Duration,
+}
+
+pub(crate) async fn standalone(
+    database: &DatabaseConfig,
+    dags_dir: &Path,
+    options: StandaloneOptions,
+) -> anyhow::Result<()> {
+    let shutdown = cancel_on_signals()?;
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let server_options = ServerOptions {
+        listen: options.listen,
+        worker_token: token.clone(),
+        api_token: std::env::var("KILN_API_TOKEN")
+            .ok()
+            .filter(|token| !token.is_empty()),
+        lease: options.lease,
+    };
+    let server = start_server(database, dags_dir, server_options, shutdown.clone()).await?;
+    let url = format!("http://{}", server.address);
+    eprintln!(
+        "kiln standalone: server on {url}, {} worker(s), data in {}",
+        options.workers,
+        database.data_dir.display()
+    );
+    eprintln!("  trigger a run:  kiln trigger hello --wait");
+    eprintln!("  REST API:       curl {url}/api/v1/dags");
+
+    let supervisor = Supervisor {
+        executable: std::env::current_exe().context("failed to find the kiln executable")?,
+        url,
+        token,
+        concurrency: options.concurrency,
+        work_dir: database.data_dir.join("work"),
+        execution: server.execution.clone(),
+    };
+    supervisor.run(options.workers, shutdown.clone()).await?;
+    server.done.await.context("the server task panicked")?
+}
+
+struct Supervisor {
+    executable: std::path::PathBuf,
+    url: String,
+    token: String,
+    concurrency: usize,
+    work_dir: std::path::PathBuf,
+    execution: Arc<ExecutionService>,
+}
+
+impl Supervisor {
+    fn spawn(&self, slot: usize, generation: u32) -> anyhow::Result<(String, Child)> {
+        let worker_id = format!("standalone-{slot}-{generation}");
+        let child = Command::new(&self.executable)
+            .arg("worker")
+            .args(["--server", &self.url])
+            .args(["--concurrency", &self.concurrency.to_string()])
+            .args(["--id", &worker_id])
+            .arg("--work-dir")
+            .arg(self.work_dir.join(&worker_id))
+            // The token travels in the environment, not the command line, so `ps` does not show it.
+            .env("KILN_WORKER_TOKEN", &self.token)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("failed to start worker {worker_id}"))?;
+        Ok((worker_id, child))
+    }
+
+    async fn run(&self, workers: usize, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut children: HashMap<usize, (String, Child, u32)> = HashMap::new();
+        for slot in 0..workers {
+            let (id, child) = self.spawn(slot, 0)?;
+            children.insert(slot, (id, child, 0));
+        }
+        loop {
+            // Checking for exits every 100 ms is cheap, and finds a dead worker long before its
+            // lease would expire.
+            let dead: Vec<(usize, std::process::ExitStatus)> = children
+                .iter_mut()
+                .filter_map(|(slot, (_, child, _))| {
+                    child
+                        .try_wait()
+                        .ok()
+                        .flatten()
+                        .map(|status| (*slot, status))
+                })
+                .collect();
+            for (slot, status) in dead {
+                let Some((worker_id, _, generation)) = children.remove(&slot) else {
+                    continue;
+                };
+                if shutdown.is_cancelled() {
+                    continue;
+                }
+                let rescued = self.execution.worker_died(&worker_id).await.unwrap_or_else(|error| {
+                    tracing::error!(message = "Could not fail over a dead worker's tasks.", %error);
+                    0
+                });
+                tracing::warn!(message = "A worker died; restarting it.", worker_id, %status, rescued);
+                let (id, child) = self.spawn(slot, generation + 1)?;
+                children.insert(slot, (id, child, generation + 1));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Ctrl-C: workers finish or hand back their tasks, then exit.
+        for (_, child, _) in children.values() {
+            if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                // SAFETY: sends SIGTERM to our own child process.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        for (worker_id, mut child, _) in children.into_values() {
+            match tokio::time::timeout(Duration::from_secs(40), child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        message = "A worker did not stop in time; killing it.",
+                        worker_id
+                    );
+                    let _ = child.kill().await;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! The execution protocol between the server and its workers, independent of transport.
+//!
+//! [`ExecutionApi`] is what a worker needs from a server: register, claim (long poll),
+//! heartbeat, ship logs, report completions, hand tasks back. [`ExecutionService`] implements it
+//! on a [`Scheduler`]; the `web` crate exposes the same calls over HTTP and supplies an HTTP
+//! client implementing the trait, so the worker runtime runs unchanged in-process or remote.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::scheduler::{Scheduler, SchedulerError};
+use crate::store::{
+    ClaimParams, ClaimedTask, Completion, CompletionOutcome, Micros, Rejection, now_micros,
+};
+
+/// The longest a claim may wait for work before answering empty.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// What a worker says about itself when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The worker's id, unique among live workers (by default `hostname-pid`).
+    pub worker_id: String,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// How many tasks it runs at once.
+    pub concurrency: u32,
+    /// Its host.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: u32,
+    /// kiln's version on the worker.
+    pub version: String,
+}
+
+/// The server's answer to a registration: the timing the worker must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationAck {
+    /// How long a lease lasts without a heartbeat, in milliseconds.
+    pub lease_ms: u64,
+    /// How often to heartbeat, in milliseconds (a third of the lease).
+    pub heartbeat_ms: u64,
+}
+
+/// One chunk of an attempt's log, numbered so that a resent chunk is stored once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogUpload {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The attempt.
+    pub try_number: i64,
+    /// The chunk's position in the attempt's log.
+    pub seq: i64,
+    /// The text.
+    pub chunk: String,
+}
+
+/// Why a call to the server failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The server could not be reached or did not answer; try again later.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// The server failed; try again later.
+    #[error("server error: {0}")]
+    Server(String),
+    /// The worker token was refused.
+    #[error("the server refused the worker token")]
+    Unauthorized,
+    /// The server refused the request as malformed; retrying will not help.
+    #[error("request refused: {0}")]
+    Rejected(String),
+}
+
+impl ApiError {
+    /// Whether the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::Unreachable(_) | ApiError::Server(_))
+    }
+}
+
+/// What a worker needs from a server.
+#[async_trait]
+pub trait ExecutionApi: Send + Sync + 'static {
+    /// Announces the worker; answers the lease timing.
+    async fn register(&self, registration: &Registration) -> Result<RegistrationAck, ApiError>;
+
+    /// Claims up to `limit` tasks, waiting up to `wait` for work when none is ready.
+    async fn claim(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedTask>, ApiError>;
+
+    /// Renews the leases of running `(task instance, fence)` pairs; answers the task instances
+    /// the worker must stop (cancelled, timed out, or given to another worker).
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        running: &[(i64, i64)],
+    ) -> Result<Vec<i64>, ApiError>;
+
+    /// Stores log chunks.
+    async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError>;
+
+    /// Reports finished attempts; each is accepted or refused on its own.
+    async fn complete(
+        &self,
+        worker_id: &str,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError>;
+
+    /// Hands running tasks back without counting the attempt.
+    async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError>;
+}
+
+/// A worker the server has heard from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// What it registered with.
+    pub registration: Registration,
+    /// When it last called the server.
+    pub last_seen: Micros,
+}
+
+/// The server side of the execution protocol, on a scheduler.
+pub struct ExecutionService {
+    scheduler: Arc<Scheduler>,
+    lease: Duration,
+    workers: Mutex<HashMap<String, WorkerStatus>>,
+}
+
+impl ExecutionService {
+    /// A service granting leases of `lease` (workers heartbeat every third of it).
+    pub fn new(scheduler: Arc<Scheduler>, lease: Duration) -> ExecutionService {
+        ExecutionService {
+            scheduler,
+            lease,
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The scheduler behind the service.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// Workers heard from, by id.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        let workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut list: Vec<WorkerStatus> = workers.values().cloned().collect();
+        list.sort_by(|a, b| a.registration.worker_id.cmp(&b.registration.worker_id));
+        list
+    }
+
+    /// Fails the attempts of a worker known to be dead, at once, without waiting for its lease.
+    pub async fn worker_died(&self, worker_id: &str) -> Result<usize, SchedulerError> {
+        let rescued = self
+            .scheduler
+            .store()
+            .tasks_rescue_worker(worker_id, now_micros())
+            .await?;
+        self.workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(worker_id);
+        self.scheduler.wake();
+        self.scheduler.work_available().notify_waiters();
+        Ok(rescued)
+    }
+
+    fn seen(&self, worker_id: &str) {
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(status) = workers.get_mut(worker_id) {
+            status.last_seen = now_micros();
+        }
+    }
+}
+
+impl std::fmt::Debug for ExecutionService {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ExecutionService")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+fn server_error(error: SchedulerError) -> ApiError {
+    tracing::error!(message = "Execution API call failed.", %error);
+    ApiError::Server(error.to_string())
+}
+
+#[async_trait]
+impl ExecutionApi for ExecutionService {
+    async fn register(&self, registration: &Registration) -> Result<RegistrationAck, ApiError> {
+        if registration.worker_id.is_empty() || registration.queues.is_empty() {
+            return Err(ApiError::Rejected(
+                "a worker needs an id and at least one queue".to_owned(),
+            ));
+        }
+        tracing::info!(message = "Worker registered.", worker_id = %registration.worker_id, queues = ?registration.queues);
+        let status = WorkerStatus {
+            registration: registration.clone(),
+            last_seen: now_micros(),
+        };
+        self.workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(registration.worker_id.clone(), status);
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        Ok(RegistrationAck {
+            lease_ms,
+            heartbeat_ms: (lease_ms / 3).max(1),
+        })
+    }
+
+    async fn claim(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedTask>, ApiError> {
+        self.seen(worker_id);
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_CLAIM_WAIT);
+        let work_available = self.scheduler.work_available();
+        loop {
+            // Registered before the query, so work queued while it runs still wakes this claim.
+            let notified = work_available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let params = ClaimParams {
+                worker_id: worker_id.to_owned(),
+                queues: queues.to_vec(),
+                limit,
+                lease: self.lease,
+                now: now_micros(),
+            };
+            let claimed = self
+                .scheduler
+                .store()
+                .task_claim(&params)
+                .await
+                .map_err(|error| server_error(error.into()))?;
+            if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(claimed);
+            }
+            // Another server on the same database may queue work this one is not told about;
+            // the one-second poll bounds how late such work is noticed.
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        running: &[(i64, i64)],
+    ) -> Result<Vec<i64>, ApiError> {
+        self.seen(worker_id);
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease_end = now_micros() + crate::store::micros(self.lease);
+        self.scheduler
+            .store()
+            .task_heartbeat(worker_id, running, lease_end)
+            .await
+            .map_err(|error| server_error(error.into()))
+    }
+
+    async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError> {
+        self.seen(worker_id);
+        let now = now_micros();
+        for chunk in chunks {
+            self.scheduler
+                .store()
+                .log_append(
+                    chunk.task_instance_id,
+                    chunk.try_number,
+                    chunk.seq,
+                    &chunk.chunk,
+                    now,
+                )
+                .await
+                .map_err(|error| server_error(error.into()))?;
+        }
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        worker_id: &str,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError> {
+        self.seen(worker_id);
+        self.scheduler
+            .complete(completions)
+            .await
+            .map_err(server_error)
+    }
+
+    async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError> {
+        self.seen(worker_id);
+        self.scheduler
+            .store()
+            .task_release(worker_id, running, now_micros())
+            .await
+            .map_err(|error| server_error(error.into()))?;
+        self.scheduler.work_available().notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,684 @@
+//! The worker runtime: claims tasks through an [`ExecutionApi`], runs their plugins, heartbeats
+//! their leases, ships their logs and reports how they ended.
+//!
+//! The runtime is transport-agnostic: `kiln worker` gives it an HTTP client, tests and benchmarks
+//! may give it the server's [`ExecutionService`](crate::execution::ExecutionService) directly.
+//! A task's logs are always shipped before its completion, so a finished run's logs are whole.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::execution::{ApiError, ExecutionApi, LogUpload, Registration, RegistrationAck};
+use crate::plugin::{LogSink, LogStream, PluginRegistry, TaskContext, TaskError};
+use crate::store::{AttemptResult, ClaimedTask, Completion, now_micros};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The worker's id, unique among live workers.
+    pub worker_id: String,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// How many tasks it runs at once.
+    pub concurrency: usize,
+    /// Where attempts get their scratch directories.
+    pub work_root: PathBuf,
+    /// On shutdown, how long running tasks may take to finish before they are handed back.
+    pub shutdown_grace: Duration,
+    /// The most log bytes kept per attempt; the rest is dropped, and the log says so.
+    pub max_log_bytes: u64,
+    /// How long one claim waits for work.
+    pub claim_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker with this id: the `default` queue, one task per core, 30 s grace,
+    /// 16 MiB of log per attempt.
+    pub fn new(worker_id: impl Into<String>, work_root: PathBuf) -> WorkerConfig {
+        WorkerConfig {
+            worker_id: worker_id.into(),
+            queues: vec!["default".to_owned()],
+            concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            work_root,
+            shutdown_grace: Duration::from_secs(30),
+            max_log_bytes: 16 * 1024 * 1024,
+            claim_wait: crate::execution::MAX_CLAIM_WAIT,
+        }
+    }
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The server refused the worker token.
+    #[error("the server refused the worker token; check --token / KILN_WORKER_TOKEN")]
+    Unauthorized,
+    /// The server refused the worker's registration.
+    #[error("the server refused to register this worker: {0}")]
+    Rejected(String),
+    /// The scratch directory could not be prepared.
+    #[error("cannot use the work directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Attempts run to an end (success or failure).
+    pub attempts: u64,
+    /// Attempts handed back at shutdown.
+    pub handed_back: u64,
+}
+
+/// A running attempt, as the heartbeat and shutdown see it.
+struct Running {
+    fence: i64,
+    cancel: CancellationToken,
+    /// Set when the server said the task moved on, or it was handed back: its result is moot.
+    abandoned: Arc<AtomicBool>,
+}
+
+type RunningMap = Arc<Mutex<HashMap<i64, Running>>>;
+
+fn lock(running: &RunningMap) -> std::sync::MutexGuard<'_, HashMap<i64, Running>> {
+    running
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What flows to the log shipper: lines, and the end of an attempt (whose completion is sent
+/// only after its last lines are stored).
+enum LogEvent {
+    Line {
+        task_instance_id: i64,
+        try_number: i64,
+        text: String,
+    },
+    Finished {
+        task_instance_id: i64,
+        try_number: i64,
+        completion: Option<Completion>,
+    },
+}
+
+/// The log sink of one attempt: forwards lines, enforcing the per-attempt byte cap.
+struct AttemptLog {
+    task_instance_id: i64,
+    try_number: i64,
+    sender: mpsc::UnboundedSender<LogEvent>,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    cap: u64,
+}
+
+impl AttemptLog {
+    fn send(&self, text: String) {
+        let _ = self.sender.send(LogEvent::Line {
+            task_instance_id: self.task_instance_id,
+            try_number: self.try_number,
+            text,
+        });
+    }
+}
+
+impl LogSink for AttemptLog {
+    fn line(&self, stream: LogStream, text: &str) {
+        let line = match stream {
+            LogStream::System => format!("[kiln] {text}\n"),
+            LogStream::Stdout | LogStream::Stderr => format!("{text}\n"),
+        };
+        let size = line.len() as u64;
+        let before = self.written.fetch_add(size, Ordering::Relaxed);
+        if before + size <= self.cap {
+            self.send(line);
+        } else {
+            if before <= self.cap {
+                self.send(format!(
+                    "[kiln] the log reached its cap of {} bytes; further output is dropped\n",
+                    self.cap
+                ));
+            }
+            self.dropped.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs a worker until `shutdown` fires (then drains within the grace period) or the server
+/// refuses its token.
+pub async fn run_worker(
+    api: Arc<dyn ExecutionApi>,
+    registry: PluginRegistry,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    std::fs::create_dir_all(&config.work_root).map_err(|source| WorkerError::WorkDir {
+        path: config.work_root.clone(),
+        source,
+    })?;
+    let Some(ack) = register(&*api, &config, &shutdown).await? else {
+        return Ok(WorkerSummary::default());
+    };
+    tracing::info!(message = "Worker started.", worker_id = %config.worker_id, concurrency = config.concurrency);
+
+    let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
+    let stop_background = CancellationToken::new();
+    let (completion_sender, completion_receiver) = mpsc::unbounded_channel::<Completion>();
+    let (log_sender, log_receiver) = mpsc::unbounded_channel::<LogEvent>();
+    let completions = tokio::spawn(send_completions(
+        api.clone(),
+        config.worker_id.clone(),
+        completion_receiver,
+    ));
+    let logs = tokio::spawn(ship_logs(
+        api.clone(),
+        config.worker_id.clone(),
+        log_receiver,
+        completion_sender,
+    ));
+    let heartbeats = tokio::spawn(heartbeat(
+        api.clone(),
+        config.worker_id.clone(),
+        running.clone(),
+        Duration::from_millis(ack.heartbeat_ms),
+        stop_background.clone(),
+    ));
+
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let attempts_done = Arc::new(AtomicU64::new(0));
+    let mut attempt_tasks = tokio::task::JoinSet::new();
+    let mut backoff = Backoff::new();
+    let mut fatal = None;
+    while !shutdown.is_cancelled() {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(first_permit) = permit else { break };
+        let free = u32::try_from(slots.available_permits() + 1).unwrap_or(u32::MAX);
+        let claimed = tokio::select! {
+            claimed = api.claim(&config.worker_id, &config.queues, free, config.claim_wait) => claimed,
+            () = shutdown.cancelled() => break,
+        };
+        let tasks = match claimed {
+            Ok(tasks) => {
+                backoff.reset();
+                tasks
+            }
+            Err(ApiError::Unauthorized) => {
+                fatal = Some(WorkerError::Unauthorized);
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(message = "Claim failed; retrying.", %error);
+                drop(first_permit);
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+        };
+        let mut permits = vec![first_permit];
+        for task in tasks {
+            let permit = match permits.pop() {
+                Some(permit) => permit,
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    // The server never hands out more than asked for; if it did, run the task
+                    // anyway rather than lose it.
+                    Err(_) => match slots.clone().acquire_owned().await {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                },
+            };
+            let attempt = Attempt {
+                registry: registry.clone(),
+                running: running.clone(),
+                logs: log_sender.clone(),
+                work_root: config.work_root.clone(),
+                max_log_bytes: config.max_log_bytes,
+                done: attempts_done.clone(),
+            };
+            attempt_tasks.spawn(async move {
+                attempt.run(task).await;
+                drop(permit);
+            });
+        }
+        while attempt_tasks.try_join_next().is_some() {}
+    }
+
+    // Shutdown: let running attempts finish within the grace period, then hand back the rest.
+    let grace = tokio::time::sleep(config.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = attempt_tasks.join_next() => if next.is_none() { break },
+            () = &mut grace => break,
+        }
+    }
+    let leftover: Vec<(i64, i64)> = {
+        let running = lock(&running);
+        running
+            .iter()
+            .map(|(id, attempt)| {
+                attempt.abandoned.store(true, Ordering::Relaxed);
+                attempt.cancel.cancel();
+                (*id, attempt.fence)
+            })
+            .collect()
+    };
+    let mut summary = WorkerSummary::default();
+    if !leftover.is_empty() {
+        match api.release(&config.worker_id, &leftover).await {
+            Ok(()) => summary.handed_back = leftover.len() as u64,
+            Err(error) => {
+                tracing::warn!(message = "Could not hand tasks back; their leases will expire.", %error)
+            }
+        }
+    }
+    while attempt_tasks.join_next().await.is_some() {}
+    stop_background.cancel();
+    drop(log_sender);
+    let _ = heartbeats.await;
+    let _ = logs.await;
+    let _ = completions.await;
+    summary.attempts = attempts_done.load(Ordering::Relaxed);
+    tracing::info!(
+        message = "Worker stopped.",
+        attempts = summary.attempts,
+        handed_back = summary.handed_back
+    );
+    match fatal {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
+}
+
+async fn register(
+    api: &dyn ExecutionApi,
+    config: &WorkerConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<RegistrationAck>, WorkerError> {
+    let registration = Registration {
+        worker_id: config.worker_id.clone(),
+        queues: config.queues.clone(),
+        concurrency: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+        hostname: hostname(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut backoff = Backoff::new();
+    loop {
+        match api.register(&registration).await {
+            Ok(ack) => return Ok(Some(ack)),
+            Err(ApiError::Unauthorized) => return Err(WorkerError::Unauthorized),
+            Err(ApiError::Rejected(message)) => return Err(WorkerError::Rejected(message)),
+            Err(error) => {
+                tracing::warn!(message = "Server not reachable yet; retrying.", %error);
+                if !backoff.wait(shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// This host's name, for worker ids and registration.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Everything one attempt needs besides its task.
+struct Attempt {
+    registry: PluginRegistry,
+    running: RunningMap,
+    logs: mpsc::UnboundedSender<LogEvent>,
+    work_root: PathBuf,
+    max_log_bytes: u64,
+    done: Arc<AtomicU64>,
+}
+
+impl Attempt {
+    async fn run(self, task: ClaimedTask) {
+        let cancel = CancellationToken::new();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        lock(&self.running).insert(
+            task.task_instance_id,
+            Running {
+                fence: task.fence,
+                cancel: cancel.clone(),
+                abandoned: abandoned.clone(),
+            },
+        );
+        let log = Arc::new(AttemptLog {
+            task_instance_id: task.task_instance_id,
+            try_number: task.try_number,
+            sender: self.logs.clone(),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            cap: self.max_log_bytes,
+        });
+        let result = self.execute(&task, log.clone(), cancel).await;
+        let dropped = log.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            log.send(format!(
+                "[kiln] {dropped} bytes of output were dropped after the cap\n"
+            ));
+        }
+        lock(&self.running).remove(&task.task_instance_id);
+        self.done.fetch_add(1, Ordering::Relaxed);
+        let completion = (!abandoned.load(Ordering::Relaxed)).then_some(Completion {
+            task_instance_id: task.task_instance_id,
+            fence: task.fence,
+            result,
+        });
+        let _ = self.logs.send(LogEvent::Finished {
+            task_instance_id: task.task_instance_id,
+            try_number: task.try_number,
+            completion,
+        });
+    }
+
+    async fn execute(
+        &self,
+        task: &ClaimedTask,
+        log: Arc<AttemptLog>,
+        cancel: CancellationToken,
+    ) -> AttemptResult {
+        let Some(plugin) = self.registry.get(&task.kind).cloned() else {
+            let error = format!("this worker has no `{}` plugin", task.kind);
+            log.line(LogStream::System, &error);
+            return AttemptResult::Failure {
+                error,
+                retryable: false,
+            };
+        };
+        let work_dir = self
+            .work_root
+            .join(format!("{}-{}", task.task_instance_id, task.try_number));
+        if let Err(error) = tokio::fs::create_dir_all(&work_dir).await {
+            let error = format!(
+                "cannot create the work directory {}: {error}",
+                work_dir.display()
+            );
+            return AttemptResult::Failure {
+                error,
+                retryable: true,
+            };
+        }
+        log.line(
+            LogStream::System,
+            &format!(
+                "attempt {} of task `{}` (run {}) starting",
+                task.try_number, task.task_id, task.run_id
+            ),
+        );
+        let ctx = TaskContext::new(
+            task.dag_id.clone(),
+            task.run_id,
+            task.task_id.clone(),
+            u32::try_from(task.try_number).unwrap_or(u32::MAX),
+            work_dir.clone(),
+            log.clone(),
+            cancel.clone(),
+        );
+        let params = task.params.clone();
+        let mut handle = tokio::spawn(async move { plugin.run(&ctx, params).await });
+        let remaining = task
+            .timeout_at
+            .map(|at| Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)));
+        let timeout = async {
+            match remaining {
+                Some(remaining) => tokio::time::sleep(remaining).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut timed_out = false;
+        let joined = tokio::select! {
+            joined = &mut handle => joined,
+            () = timeout => {
+                timed_out = true;
+                cancel.cancel();
+                finish_or_abort(handle).await
+            }
+        };
+        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+        let result = match joined {
+            _ if timed_out => AttemptResult::Failure {
+                error: "timed out".to_owned(),
+                retryable: true,
+            },
+            Ok(Ok(output)) => AttemptResult::Success {
+                summary: output.summary,
+            },
+            Ok(Err(error)) => {
+                let retryable = error.is_retryable() || matches!(error, TaskError::Cancelled(_));
+                AttemptResult::Failure {
+                    error: error.to_string(),
+                    retryable,
+                }
+            }
+            Err(join_error) if join_error.is_panic() => {
+                let panic = join_error.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic payload".to_owned());
+                AttemptResult::Failure {
+                    error: format!("the plugin panicked: {message}"),
+                    retryable: true,
+                }
+            }
+            Err(join_error) => AttemptResult::Failure {
+                error: format!("the attempt was aborted: {join_error}"),
+                retryable: true,
+            },
+        };
+        match &result {
+            AttemptResult::Success { .. } => log.line(LogStream::System, "attempt succeeded"),
+            AttemptResult::Failure { error, .. } => {
+                log.line(LogStream::System, &format!("attempt failed: {error}"))
+            }
+        }
+        result
+    }
+}
+
+/// Gives a cancelled plugin a moment to stop on its own, then aborts it.
+async fn finish_or_abort(
+    mut handle: tokio::task::JoinHandle<Result<crate::plugin::TaskOutput, TaskError>>,
+) -> Result<Result<crate::plugin::TaskOutput, TaskError>, tokio::task::JoinError> {
+    match tokio::time::timeout(Duration::from_secs(10), &mut handle).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            handle.abort();
+            handle.await
+        }
+    }
+}
+
+async fn heartbeat(
+    api: Arc<dyn ExecutionApi>,
+    worker_id: String,
+    running: RunningMap,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let snapshot: Vec<(i64, i64)> = lock(&running)
+            .iter()
+            .map(|(id, attempt)| (*id, attempt.fence))
+            .collect();
+        match api.heartbeat(&worker_id, &snapshot).await {
+            Ok(stop_these) => {
+                let running = lock(&running);
+                for id in stop_these {
+                    if let Some(attempt) = running.get(&id) {
+                        tracing::info!(
+                            message = "The server moved a task on; stopping it.",
+                            task_instance_id = id
+                        );
+                        attempt.abandoned.store(true, Ordering::Relaxed);
+                        attempt.cancel.cancel();
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(message = "Heartbeat failed.", %error),
+        }
+    }
+}
+
+/// Batches log lines into numbered chunks, ships them every 100 ms, and forwards an attempt's
+/// completion only after its last chunk is stored.
+async fn ship_logs(
+    api: Arc<dyn ExecutionApi>,
+    worker_id: String,
+    mut events: mpsc::UnboundedReceiver<LogEvent>,
+    completions: mpsc::UnboundedSender<Completion>,
+) {
+    const CHUNK_BYTES: usize = 32 * 1024;
+    let mut buffers: HashMap<(i64, i64), (i64, String)> = HashMap::new();
+    let mut ready: Vec<LogUpload> = Vec::new();
+    let mut finished: Vec<Completion> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut open = true;
+    while open || !ready.is_empty() || !finished.is_empty() {
+        let mut flush_all = false;
+        tokio::select! {
+            event = events.recv(), if open => match event {
+                Some(LogEvent::Line { task_instance_id, try_number, text }) => {
+                    let (seq, buffer) = buffers.entry((task_instance_id, try_number)).or_insert((0, String::new()));
+                    buffer.push_str(&text);
+                    if buffer.len() >= CHUNK_BYTES {
+                        ready.push(LogUpload { task_instance_id, try_number, seq: *seq, chunk: std::mem::take(buffer) });
+                        *seq += 1;
+                    }
+                }
+                Some(LogEvent::Finished { task_instance_id, try_number, completion }) => {
+                    if let Some((seq, buffer)) = buffers.remove(&(task_instance_id, try_number))
+                        && !buffer.is_empty()
+                    {
+                        ready.push(LogUpload { task_instance_id, try_number, seq, chunk: buffer });
+                    }
+                    finished.extend(completion);
+                    flush_all = true;
+                }
+                None => { open = false; flush_all = true; }
+            },
+            _ = tick.tick() => flush_all = true,
+        }
+        if !flush_all {
+            continue;
+        }
+        for ((task_instance_id, try_number), (seq, buffer)) in &mut buffers {
+            if !buffer.is_empty() {
+                ready.push(LogUpload {
+                    task_instance_id: *task_instance_id,
+                    try_number: *try_number,
+                    seq: *seq,
+                    chunk: std::mem::take(buffer),
+                });
+                *seq += 1;
+            }
+        }
+        if !ready.is_empty() {
+            match api.logs(&worker_id, &ready).await {
+                Ok(()) => ready.clear(),
+                Err(error) if error.is_transient() && open => {
+                    tracing::warn!(message = "Log upload failed; will retry.", %error);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Log upload failed; dropping these chunks.", %error, chunks = ready.len());
+                    ready.clear();
+                }
+            }
+        }
+        for completion in finished.drain(..) {
+            let _ = completions.send(completion);
+        }
+    }
+}
+
+/// Sends completions in batches, retrying with backoff while the server is away, so results
+/// finished during an outage still arrive.
+async fn send_completions(
+    api: Arc<dyn ExecutionApi>,
+    worker_id: String,
+    mut receiver: mpsc::UnboundedReceiver<Completion>,
+) {
+    let never = CancellationToken::new();
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = receiver.try_recv() {
+            batch.push(next);
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match api.complete(&worker_id, &batch).await {
+                Ok(outcomes) => {
+                    for (completion, outcome) in batch.iter().zip(outcomes) {
+                        if let Err(rejection) = outcome {
+                            tracing::info!(message = "Completion refused.", task_instance_id = completion.task_instance_id, %rejection);
+                        }
+                    }
+                    break;
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(message = "Could not report completions; retrying.", %error, pending = batch.len());
+                    backoff.wait(&never).await;
+                }
+                Err(error) => {
+                    tracing::error!(message = "Completions refused; dropping them.", %error, pending = batch.len());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+
+    /// Sleeps for the next delay; false if `cancel` fired first.
+    async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = cancel.cancelled() => false,
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! HTTP clients: [`ExecutionClient`] for workers (it implements the engine's `ExecutionApi`) and
+//! [`ApiClient`] for the CLI's calls to the REST API.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kiln_engine::execution::{ApiError, ExecutionApi, LogUpload, Registration, RegistrationAck};
+use kiln_engine::store::{ClaimedTask, Completion, CompletionOutcome, Rejection};
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::wire::{
+    ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, CompletionReport, DagList,
+    HeartbeatResponse, Lease, LeasesRequest, LogChunkUpload, LogPage, LogsRequest, RegisterRequest,
+    RegisterResponse, RunDetail, RunView, TriggerRequest,
+};
+
+/// How long an ordinary call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failed REST call, for the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot reach the kiln server at {url}: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("the server answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from {url}: {source}")]
+    Decode {
+        /// The URL called.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+}
+
+/// Shared plumbing: base URL, bearer token, JSON in and out.
+#[derive(Debug, Clone)]
+struct Http {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Http {
+    fn new(base: &str, token: Option<String>) -> Http {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Http {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .timeout(CALL_TIMEOUT);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<T, ClientError> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|value| {
+                    value
+                        .get("error")
+                        .and_then(|error| error.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or(body);
+            return Err(ClientError::Status { status, message });
+        }
+        if status == StatusCode::NO_CONTENT {
+            return serde_json::from_value(serde_json::Value::Null).map_err(|_| {
+                ClientError::Status {
+                    status,
+                    message: "expected a body, got none".to_owned(),
+                }
+            });
+        }
+        response
+            .json()
+            .await
+            .map_err(|source| ClientError::Decode { url, source })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(
+            self.request(reqwest::Method::GET, path),
+            format!("{}{path}", self.base),
+        )
+        .await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let builder = self
+            .request(reqwest::Method::POST, path)
+            .timeout(timeout)
+            .json(body);
+        self.send(builder, format!("{}{path}", self.base)).await
+    }
+}
+
+fn api_error(error: ClientError) -> ApiError {
+    match error {
+        ClientError::Unreachable { source, .. } => ApiError::Unreachable(source.to_string()),
+        ClientError::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
+            ApiError::Unauthorized
+        }
+        ClientError::Status { status, message } if status.is_server_error() => {
+            ApiError::Server(message)
+        }
+        ClientError::Status { message, .. } => ApiError::Rejected(message),
+        ClientError::Decode { source, .. } => ApiError::Server(source.to_string()),
+    }
+}
+
+/// A worker's connection to a server's execution API.
+#[derive(Debug, Clone)]
+pub struct ExecutionClient {
+    http: Http,
+}
+
+impl ExecutionClient {
+    /// A client for the server at `base` (such as `http://127.0.0.1:8080`) using the worker token.
+    pub fn new(base: &str, worker_token: &str) -> ExecutionClient {
+        ExecutionClient {
+            http: Http::new(base, Some(worker_token.to_owned())),
+        }
+    }
+}
+
+fn lease_list(running: &[(i64, i64)]) -> Vec<Lease> {
+    running
+        .iter()
+        .map(|&(task_instance_id, fence)| Lease {
+            task_instance_id,
+            fence,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ExecutionApi for ExecutionClient {
+    async fn register(&self, registration: &Registration) -> Result<RegistrationAck, ApiError> {
+        let request = RegisterRequest {
+            worker_id: registration.worker_id.clone(),
+            queues: registration.queues.clone(),
+            concurrency: registration.concurrency,
+            hostname: registration.hostname.clone(),
+            pid: registration.pid,
+            version: registration.version.clone(),
+        };
+        let response: RegisterResponse = self
+            .http
+            .post("/api/v1/exec/register", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(RegistrationAck {
+            lease_ms: response.lease_ms,
+            heartbeat_ms: response.heartbeat_ms,
+        })
+    }
+
+    async fn claim(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedTask>, ApiError> {
+        let request = ClaimRequest {
+            worker_id: worker_id.to_owned(),
+            queues: queues.to_vec(),
+            limit,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let response: ClaimResponse = self
+            .http
+            .post("/api/v1/exec/claim", &request, wait + CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(response.tasks.into_iter().map(ClaimedTask::from).collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        running: &[(i64, i64)],
+    ) -> Result<Vec<i64>, ApiError> {
+        let request = LeasesRequest {
+            worker_id: worker_id.to_owned(),
+            running: lease_list(running),
+        };
+        let response: HeartbeatResponse = self
+            .http
+            .post("/api/v1/exec/heartbeat", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(response.stop)
+    }
+
+    async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError> {
+        let request = LogsRequest {
+            worker_id: worker_id.to_owned(),
+            chunks: chunks
+                .iter()
+                .map(|chunk| LogChunkUpload {
+                    task_instance_id: chunk.task_instance_id,
+                    try_number: chunk.try_number,
+                    seq: chunk.seq,
+                    text: chunk.chunk.clone(),
+                })
+                .collect(),
+        };
+        let _: serde_json::Value = self
+            .http
+            .post("/api/v1/exec/logs", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        worker_id: &str,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError> {
+        let request = CompleteRequest {
+            worker_id: worker_id.to_owned(),
+            completions: completions.iter().map(CompletionReport::from).collect(),
+        };
+        let response: CompleteResponse = self
+            .http
+            .post("/api/v1/exec/complete", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        if response.results.len() != completions.len() {
+            return Err(ApiError::Server(format!(
+                "the server answered {} results for {} completions",
+                response.results.len(),
+                completions.len()
+            )));
+        }
+        Ok(response
+            .results
+            .into_iter()
+            .zip(completions)
+            .map(|(result, completion)| result.into_outcome(completion))
+            .collect())
+    }
+
+    async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError> {
+        let request = LeasesRequest {
+            worker_id: worker_id.to_owned(),
+            running: lease_list(running),
+        };
+        let _: serde_json::Value = self
+            .http
+            .post("/api/v1/exec/release", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(())
+    }
+}
+
+/// The CLI's client for the public REST API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: Http,
+}
+
+impl ApiClient {
+    /// A client for the server at `base`, with the API token if one is configured.
+    pub fn new(base: &str, api_token: Option<String>) -> ApiClient {
+        ApiClient {
+            http: Http::new(base, api_token),
+        }
+    }
+
+    /// `GET /api/v1/dags`.
+    pub async fn dags(&self) -> Result<DagList, ClientError> {
+        self.http.get("/api/v1/dags").await
+    }
+
+    /// `POST /api/v1/dags/{id}/runs`.
+    pub async fn trigger(
+        &self,
+        dag_id: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RunView, ClientError> {
+        self.http
+            .post(
+                &format!("/api/v1/dags/{dag_id}/runs"),
+                &TriggerRequest { params },
+                CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// `GET /api/v1/runs/{id}`.
+    pub async fn run(&self, run_id: i64) -> Result<RunDetail, ClientError> {
+        self.http.get(&format!("/api/v1/runs/{run_id}")).await
+    }
+
+    /// `POST /api/v1/runs/{id}/cancel`.
+    pub async fn cancel(&self, run_id: i64) -> Result<serde_json::Value, ClientError> {
+        self.http
+            .post(
+                &format!("/api/v1/runs/{run_id}/cancel"),
+                &serde_json::json!({}),
+                CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// `GET /api/v1/runs/{id}/tasks/{task}/logs`.
+    pub async fn logs(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        try_number: Option<i64>,
+        after_seq: i64,
+    ) -> Result<LogPage, ClientError> {
+        let mut path = format!("/api/v1/runs/{run_id}/tasks/{task_id}/logs?after_seq={after_seq}");
+        if let Some(try_number) = try_number {
+            path.push_str(&format!("&try_number={try_number}"));
+        }
+        self.http.get(&path).await
+    }
+}

@@ -1,0 +1,523 @@
+//! The JSON shapes of the REST and execution APIs: this crate's own types, so that the wire
+//! format is a decision of its own and not a side effect of engine refactors.
+
+use std::collections::BTreeMap;
+
+use kiln_engine::state::{RunState, TaskState};
+use kiln_engine::store::{AttemptResult, ClaimedTask, Completion, CompletionOutcome, Rejection};
+use serde::{Deserialize, Serialize};
+
+/// Times on the wire are RFC 3339 strings (UTC).
+pub fn time(micros: i64) -> String {
+    kiln_engine::scheduler::to_datetime(micros).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+// ---- Execution API ----------------------------------------------------------------------
+
+/// `POST /api/v1/exec/register`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Unique among live workers.
+    pub worker_id: String,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Tasks run at once.
+    pub concurrency: u32,
+    /// The worker's host.
+    pub hostname: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// kiln's version on the worker.
+    pub version: String,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// Lease length without heartbeat.
+    pub lease_ms: u64,
+    /// How often to heartbeat.
+    pub heartbeat_ms: u64,
+}
+
+/// `POST /api/v1/exec/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// Queues to claim from.
+    pub queues: Vec<String>,
+    /// The most tasks to take.
+    pub limit: u32,
+    /// How long to wait for work, at most 30 000.
+    pub wait_ms: u64,
+}
+
+/// Tasks handed to a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    /// Possibly none, when the wait ran out.
+    pub tasks: Vec<Assignment>,
+}
+
+/// One claimed task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The fencing token to present with every report.
+    pub fence: i64,
+    /// The run.
+    pub run_id: i64,
+    /// The DAG.
+    pub dag_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The attempt number.
+    pub try_number: i64,
+    /// The plugin kind.
+    pub kind: String,
+    /// The plugin params.
+    pub params: serde_json::Value,
+    /// The run's params.
+    pub run_params: serde_json::Value,
+    /// The run's logical date, in microseconds since the epoch.
+    pub logical_date: i64,
+    /// When the attempt must stop, in microseconds since the epoch.
+    pub timeout_at: Option<i64>,
+}
+
+impl From<ClaimedTask> for Assignment {
+    fn from(task: ClaimedTask) -> Assignment {
+        Assignment {
+            task_instance_id: task.task_instance_id,
+            fence: task.fence,
+            run_id: task.run_id,
+            dag_id: task.dag_id,
+            task_id: task.task_id,
+            try_number: task.try_number,
+            kind: task.kind,
+            params: task.params,
+            run_params: task.run_params,
+            logical_date: task.logical_date,
+            timeout_at: task.timeout_at,
+        }
+    }
+}
+
+impl From<Assignment> for ClaimedTask {
+    fn from(task: Assignment) -> ClaimedTask {
+        ClaimedTask {
+            task_instance_id: task.task_instance_id,
+            fence: task.fence,
+            run_id: task.run_id,
+            dag_id: task.dag_id,
+            task_id: task.task_id,
+            try_number: task.try_number,
+            kind: task.kind,
+            params: task.params,
+            run_params: task.run_params,
+            logical_date: task.logical_date,
+            timeout_at: task.timeout_at,
+        }
+    }
+}
+
+/// A `(task instance, fence)` pair a worker holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Lease {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The fence it was claimed under.
+    pub fence: i64,
+}
+
+/// `POST /api/v1/exec/heartbeat` and `/release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeasesRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// What it holds.
+    pub running: Vec<Lease>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Task instances to stop now.
+    pub stop: Vec<i64>,
+}
+
+/// `POST /api/v1/exec/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// Chunks to store.
+    pub chunks: Vec<LogChunkUpload>,
+}
+
+/// One log chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogChunkUpload {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The attempt.
+    pub try_number: i64,
+    /// Position in the attempt's log.
+    pub seq: i64,
+    /// The text.
+    pub text: String,
+}
+
+/// `POST /api/v1/exec/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// Finished attempts.
+    pub completions: Vec<CompletionReport>,
+}
+
+/// One finished attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletionReport {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The fence it was claimed under.
+    pub fence: i64,
+    /// `true` for success.
+    pub success: bool,
+    /// The success summary.
+    #[serde(default)]
+    pub summary: serde_json::Value,
+    /// The failure.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Whether a failure may be retried.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+impl From<&Completion> for CompletionReport {
+    fn from(completion: &Completion) -> CompletionReport {
+        let (success, summary, error, retryable) = match &completion.result {
+            AttemptResult::Success { summary } => (true, summary.clone(), None, false),
+            AttemptResult::Failure { error, retryable } => (
+                false,
+                serde_json::Value::Null,
+                Some(error.clone()),
+                *retryable,
+            ),
+        };
+        CompletionReport {
+            task_instance_id: completion.task_instance_id,
+            fence: completion.fence,
+            success,
+            summary,
+            error,
+            retryable,
+        }
+    }
+}
+
+impl From<CompletionReport> for Completion {
+    fn from(report: CompletionReport) -> Completion {
+        let result = if report.success {
+            AttemptResult::Success {
+                summary: report.summary,
+            }
+        } else {
+            AttemptResult::Failure {
+                error: report
+                    .error
+                    .unwrap_or_else(|| "failed without a message".to_owned()),
+                retryable: report.retryable,
+            }
+        };
+        Completion {
+            task_instance_id: report.task_instance_id,
+            fence: report.fence,
+            result,
+        }
+    }
+}
+
+/// The answer to a completion batch, one result per report, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteResponse {
+    /// Results.
+    pub results: Vec<CompletionResult>,
+}
+
+/// How one report was taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletionResult {
+    /// `succeeded`, `will_retry`, `failed`, or `refused`.
+    pub outcome: String,
+    /// For `will_retry`: when, in microseconds since the epoch.
+    #[serde(default)]
+    pub retry_at: Option<i64>,
+    /// For `refused`: the task instance's state now.
+    #[serde(default)]
+    pub state: Option<TaskState>,
+    /// For `refused`: the current fence (absent when the task instance does not exist).
+    #[serde(default)]
+    pub current_fence: Option<i64>,
+    /// For `refused`: why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl CompletionResult {
+    /// Encodes one outcome for the wire.
+    pub fn from_outcome(outcome: &Result<CompletionOutcome, Rejection>) -> CompletionResult {
+        let blank = CompletionResult {
+            outcome: String::new(),
+            retry_at: None,
+            state: None,
+            current_fence: None,
+            reason: None,
+        };
+        match outcome {
+            Ok(CompletionOutcome::Succeeded) => CompletionResult {
+                outcome: "succeeded".to_owned(),
+                ..blank
+            },
+            Ok(CompletionOutcome::WillRetry { at }) => CompletionResult {
+                outcome: "will_retry".to_owned(),
+                retry_at: Some(*at),
+                ..blank
+            },
+            Ok(CompletionOutcome::Failed) => CompletionResult {
+                outcome: "failed".to_owned(),
+                ..blank
+            },
+            Err(rejection) => {
+                let (state, current) = match rejection {
+                    Rejection::Stale { state, current, .. } => (Some(*state), Some(*current)),
+                    Rejection::Unknown(_) => (None, None),
+                };
+                CompletionResult {
+                    outcome: "refused".to_owned(),
+                    state,
+                    current_fence: current,
+                    reason: Some(rejection.to_string()),
+                    ..blank
+                }
+            }
+        }
+    }
+
+    /// Decodes one outcome; `reported` is the report it answers.
+    pub fn into_outcome(self, reported: &Completion) -> Result<CompletionOutcome, Rejection> {
+        match (self.outcome.as_str(), self.state, self.current_fence) {
+            ("succeeded", ..) => Ok(CompletionOutcome::Succeeded),
+            ("will_retry", ..) => Ok(CompletionOutcome::WillRetry {
+                at: self.retry_at.unwrap_or_default(),
+            }),
+            ("failed", ..) => Ok(CompletionOutcome::Failed),
+            (_, Some(state), Some(current)) => Err(Rejection::Stale {
+                task_instance_id: reported.task_instance_id,
+                state,
+                current,
+                reported: reported.fence,
+            }),
+            _ => Err(Rejection::Unknown(reported.task_instance_id)),
+        }
+    }
+}
+
+// ---- REST API ---------------------------------------------------------------------------
+
+/// `GET /api/v1/dags`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DagList {
+    /// DAGs that loaded.
+    pub dags: Vec<DagSummary>,
+    /// Files whose newest content did not load.
+    pub import_errors: Vec<ImportError>,
+}
+
+/// One DAG in a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DagSummary {
+    /// Its id.
+    pub id: String,
+    /// What it does.
+    pub description: String,
+    /// Its cron expression or preset, if scheduled.
+    pub schedule: Option<String>,
+    /// The schedule's timezone.
+    pub timezone: String,
+    /// The next scheduled time, RFC 3339.
+    pub next_run: Option<String>,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// The active version number.
+    pub version: i64,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// How many tasks it has.
+    pub tasks: usize,
+}
+
+/// A DAG file that did not load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportError {
+    /// The file.
+    pub file: String,
+    /// Every problem, one per line.
+    pub errors: String,
+}
+
+/// `GET /api/v1/dags/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DagDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: DagSummary,
+    /// Its params, by name.
+    pub params: BTreeMap<String, ParamView>,
+    /// Its tasks, upstream before downstream.
+    pub task_list: Vec<TaskDefinitionView>,
+}
+
+/// A DAG param.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamView {
+    /// `string`, `integer`, `number`, `boolean`, `array` or `object`.
+    #[serde(rename = "type")]
+    pub param_type: String,
+    /// The default; none means required.
+    pub default: Option<serde_json::Value>,
+    /// What it means.
+    pub description: String,
+}
+
+/// A task's definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskDefinitionView {
+    /// Its id.
+    pub id: String,
+    /// Its plugin.
+    pub kind: String,
+    /// Its upstream tasks.
+    pub depends_on: Vec<String>,
+}
+
+/// `POST /api/v1/dags/{id}/runs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Param values by name; defaults fill the rest.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunView {
+    /// Its id.
+    pub id: i64,
+    /// Its DAG.
+    pub dag_id: String,
+    /// Its DAG version's id.
+    pub dag_version_id: i64,
+    /// Its state.
+    pub state: RunState,
+    /// How it was created.
+    pub trigger: String,
+    /// RFC 3339.
+    pub logical_date: String,
+    /// Its params.
+    pub params: serde_json::Value,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub ended_at: Option<String>,
+}
+
+/// `GET /api/v1/runs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The run.
+    pub run: RunView,
+    /// Its task instances, in DAG order.
+    pub tasks: Vec<TaskInstanceView>,
+}
+
+/// A task instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskInstanceView {
+    /// Its id.
+    pub id: i64,
+    /// The task.
+    pub task_id: String,
+    /// Its state.
+    pub state: TaskState,
+    /// Attempts so far.
+    pub try_number: i64,
+    /// Attempts allowed.
+    pub max_tries: i64,
+    /// The worker running it.
+    pub worker_id: Option<String>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub ended_at: Option<String>,
+    /// Seconds from the latest attempt's start to the end.
+    pub duration_seconds: Option<f64>,
+    /// The latest failure.
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/runs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunList {
+    /// Newest first.
+    pub runs: Vec<RunView>,
+}
+
+/// `GET /api/v1/runs/{id}/tasks/{task}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The attempt shown.
+    pub try_number: i64,
+    /// The task instance's state.
+    pub state: TaskState,
+    /// Whether the attempt is over (no more chunks will come).
+    pub finished: bool,
+    /// Chunks after the requested position.
+    pub chunks: Vec<LogChunkView>,
+}
+
+/// A log chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogChunkView {
+    /// Its position.
+    pub seq: i64,
+    /// Its text.
+    pub text: String,
+}
+
+/// `POST …/clear`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRequest {
+    /// Also clear everything downstream.
+    #[serde(default)]
+    pub downstream: bool,
+}
+
+/// `POST …/mark`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRequest {
+    /// `success` or `failed`.
+    pub state: TaskState,
+}
