@@ -600,23 +600,49 @@ async fn ship_logs(
                 *seq += 1;
             }
         }
-        if !ready.is_empty() {
-            match api.logs(&worker_id, &ready).await {
-                Ok(()) => ready.clear(),
-                Err(error) if error.is_transient() && open => {
-                    tracing::warn!(message = "Log upload failed; will retry.", %error);
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(message = "Log upload failed; dropping these chunks.", %error, chunks = ready.len());
-                    ready.clear();
-                }
-            }
+        if !upload(&*api, &worker_id, &mut ready, open).await {
+            continue;
         }
         for completion in finished.drain(..) {
             let _ = completions.send(completion);
         }
     }
+}
+
+/// Uploads pending chunks in requests of at most about 1 MiB. Returns false when a transient
+/// failure left chunks to retry on the next tick (only while more events may come).
+async fn upload(
+    api: &dyn ExecutionApi,
+    worker_id: &str,
+    ready: &mut Vec<LogUpload>,
+    retry_later: bool,
+) -> bool {
+    const REQUEST_BYTES: usize = 1024 * 1024;
+    while !ready.is_empty() {
+        let mut size = 0;
+        let count = ready
+            .iter()
+            .take_while(|chunk| {
+                size += chunk.chunk.len();
+                size <= REQUEST_BYTES
+            })
+            .count()
+            .max(1);
+        match api.logs(worker_id, &ready[..count]).await {
+            Ok(()) => {
+                ready.drain(..count);
+            }
+            Err(error) if error.is_transient() && retry_later => {
+                tracing::warn!(message = "Log upload failed; will retry.", %error);
+                return false;
+            }
+            Err(error) => {
+                tracing::warn!(message = "Log upload failed; dropping these chunks.", %error, chunks = count);
+                ready.drain(..count);
+            }
+        }
+    }
+    true
 }
 
 /// Sends completions in batches, retrying with backoff while the server is away, so results

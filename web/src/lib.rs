@@ -48,6 +48,8 @@ pub fn app(state: AppState) -> Router {
         .route("/logs", post(exec::logs))
         .route("/complete", post(exec::complete))
         .route("/release", post(exec::release))
+        // Workers send log chunks in requests of about 1 MiB; leave room above that.
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_worker_token,

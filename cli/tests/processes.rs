@@ -1,0 +1,430 @@
+//! The server and workers as real processes: work is done exactly once, dead workers and a
+//! restarted server lose nothing, cancellation and timeouts stop child processes, tokens hold.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use kiln_engine::execution::ExecutionApi;
+use kiln_engine::state::{RunState, TaskState};
+use kiln_engine::store::{AttemptResult, Completion, Rejection};
+use kiln_web::client::ExecutionClient;
+use support::{Cluster, Process, TOKEN, kiln};
+
+fn fan_out(id: &str, count: usize, command: &str) -> String {
+    let mut text = format!("id = \"{id}\"\n[defaults]\nretries = 2\nretry_delay = \"1s\"\n");
+    for index in 0..count {
+        text.push_str(&format!(
+            "[[tasks]]\nid = \"t{index}\"\nkind = \"command\"\nparams = {{ program = \"sh\", args = [\"-c\", \"{command}\"] }}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn two_workers_run_200_tasks_each_exactly_once() {
+    let mut cluster = Cluster::start(&[("wide.toml", &fan_out("wide", 200, "true"))], "6s");
+    cluster.start_worker("w1", 8);
+    cluster.start_worker("w2", 8);
+    let run_id = cluster.trigger("wide");
+    let detail = cluster.wait_finished(run_id, Duration::from_secs(60));
+    assert_eq!(detail.run.state, RunState::Success);
+    assert_eq!(detail.tasks.len(), 200);
+    let attempts = cluster.attempts(run_id);
+    for (task, states) in &attempts {
+        assert_eq!(
+            states,
+            &["success"],
+            "task {task} ran {} time(s)",
+            states.len()
+        );
+    }
+    let workers: HashSet<String> = detail
+        .tasks
+        .iter()
+        .filter_map(|task| task.worker_id.clone())
+        .collect();
+    assert!(workers.is_empty(), "finished tasks hold no worker");
+}
+
+#[test]
+fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
+    let mut cluster = Cluster::start(&[("sleepy.toml", &fan_out("sleepy", 16, "sleep 1"))], "2s");
+    let doomed = cluster.start_worker("doomed", 4);
+    let run_id = cluster.trigger("sleepy");
+    // Wait until the doomed worker holds tasks, then kill it before it can finish them.
+    cluster.wait_for(run_id, Duration::from_secs(30), |detail| {
+        detail
+            .tasks
+            .iter()
+            .filter(|task| task.worker_id.as_deref() == Some("doomed"))
+            .count()
+            == 4
+    });
+    cluster.workers[doomed].signal(libc::SIGKILL);
+    cluster.start_worker("survivor", 4);
+    let detail = cluster.wait_finished(run_id, Duration::from_secs(90));
+    assert_eq!(detail.run.state, RunState::Success);
+    let attempts = cluster.attempts(run_id);
+    let lost: usize = attempts
+        .iter()
+        .map(|(_, states)| states.iter().filter(|state| *state == "lost").count())
+        .sum();
+    assert_eq!(
+        lost, 4,
+        "the four tasks the dead worker held were rescued: {attempts:?}"
+    );
+    for (task, states) in &attempts {
+        assert_eq!(
+            states.iter().filter(|state| *state == "success").count(),
+            1,
+            "{task}: {states:?}"
+        );
+    }
+
+    // Replay the dead worker's completion by hand, with its old fencing token: refused.
+    let url = cluster.database_url();
+    let (task_instance_id, fence) = Cluster::runtime().block_on(async {
+        let store = kiln_engine::store::connect(&url).await.unwrap();
+        for instance in store.task_instances(run_id).await.unwrap() {
+            for attempt in store.task_attempts(instance.id).await.unwrap() {
+                if attempt.state == "lost" {
+                    return (instance.id, attempt.fence);
+                }
+            }
+        }
+        panic!("no lost attempt");
+    });
+    let client = ExecutionClient::new(&cluster.url(), TOKEN);
+    let replay = Completion {
+        task_instance_id,
+        fence,
+        result: AttemptResult::Success {
+            summary: serde_json::json!({}),
+        },
+    };
+    let outcome = Cluster::runtime()
+        .block_on(client.complete("doomed", &[replay]))
+        .unwrap();
+    assert!(
+        matches!(
+            outcome[0],
+            Err(Rejection::Stale {
+                state: TaskState::Success,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn the_run_completes_across_a_server_restart() {
+    let mut chain = String::from("id = \"chain\"\n");
+    for index in 0..8 {
+        chain.push_str(&format!(
+            "[[tasks]]\nid = \"s{index}\"\nkind = \"command\"\nparams = {{ program = \"sleep\", args = [\"0.3\"] }}\n"
+        ));
+        if index > 0 {
+            chain.push_str(&format!("depends_on = [\"s{}\"]\n", index - 1));
+        }
+    }
+    let mut cluster = Cluster::start(&[("chain.toml", &chain)], "4s");
+    cluster.start_worker("w1", 2);
+    let run_id = cluster.trigger("chain");
+    cluster.wait_for(run_id, Duration::from_secs(30), |detail| {
+        detail
+            .tasks
+            .iter()
+            .filter(|task| task.state == TaskState::Success)
+            .count()
+            >= 2
+    });
+    let mut server = cluster.server.take().unwrap();
+    server.signal(libc::SIGKILL);
+    server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server died");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_server("4s");
+    let detail = cluster.wait_finished(run_id, Duration::from_secs(60));
+    assert_eq!(detail.run.state, RunState::Success, "{detail:?}");
+    for (task, states) in cluster.attempts(run_id) {
+        assert_eq!(
+            states.iter().filter(|state| *state == "success").count(),
+            1,
+            "{task}: {states:?}"
+        );
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks whether the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+        .unwrap_or(true);
+    exists && !zombie
+}
+
+#[test]
+fn cancelling_a_run_stops_its_processes_within_5_seconds() {
+    let dag = fan_out(
+        "forever",
+        3,
+        "echo $$ > $KILN_WORK_DIR/../$KILN_TASK_ID.pid; exec sleep 300",
+    );
+    let mut cluster = Cluster::start(&[("forever.toml", &dag)], "3s");
+    cluster.start_worker("w1", 4);
+    let run_id = cluster.trigger("forever");
+    let pid_dir = cluster.path().join("work").join("w1");
+    let started = Instant::now();
+    let pids: Vec<i32> = loop {
+        let pids: Vec<i32> = (0..3)
+            .filter_map(|index| std::fs::read_to_string(pid_dir.join(format!("t{index}.pid"))).ok())
+            .filter_map(|text| text.trim().parse().ok())
+            .collect();
+        if pids.len() == 3 {
+            break pids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "tasks did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(pids.iter().all(|pid| alive(*pid)));
+    let cancelled_at = Instant::now();
+    let answer = Cluster::runtime()
+        .block_on(cluster.client().cancel(run_id))
+        .unwrap();
+    assert_eq!(answer["cancelled"], true);
+    while pids.iter().any(|pid| alive(*pid)) {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(5),
+            "task processes outlived the cancel by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cluster.run(run_id).run.state, RunState::Cancelled);
+}
+
+#[test]
+fn a_task_past_its_timeout_is_killed_and_retried_with_backoff() {
+    let dag = "id = \"slow\"\n[[tasks]]\nid = \"stuck\"\nkind = \"command\"\ntimeout = \"1s\"\nretries = 1\nretry_delay = \"2s\"\nparams = { program = \"sleep\", args = [\"60\"] }\n";
+    let mut cluster = Cluster::start(&[("slow.toml", dag)], "6s");
+    cluster.start_worker("w1", 2);
+    let started = Instant::now();
+    let run_id = cluster.trigger("slow");
+    let detail = cluster.wait_finished(run_id, Duration::from_secs(40));
+    assert_eq!(detail.run.state, RunState::Failed);
+    let task = &detail.tasks[0];
+    assert_eq!((task.state, task.try_number), (TaskState::Failed, 2));
+    assert!(
+        task.error.as_deref().unwrap_or("").contains("timed out"),
+        "{task:?}"
+    );
+    // Two 1 s attempts with a ~2 s wait between them, not two back-to-back attempts.
+    assert!(
+        started.elapsed() >= Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
+    let url = cluster.database_url();
+    let attempts = Cluster::runtime().block_on(async move {
+        let store = kiln_engine::store::connect(&url).await.unwrap();
+        store.task_attempts(task.id).await.unwrap()
+    });
+    assert_eq!(attempts.len(), 2);
+    let gap = attempts[1].started_at - attempts[0].ended_at.unwrap();
+    assert!(
+        gap >= 1_700_000,
+        "retry waited {gap} µs, expected about 2 s"
+    );
+}
+
+#[test]
+fn a_wrong_worker_token_gets_401_and_nothing_else() {
+    let cluster = Cluster::start(&[("wide.toml", &fan_out("wide", 3, "true"))], "6s");
+    cluster.trigger("wide");
+    let response =
+        Cluster::runtime().block_on(async { reqwest_claim(&cluster.url(), "not-the-token").await });
+    assert_eq!(response.0, 401);
+    assert!(
+        !response.1.contains("t0") && !response.1.contains("wide"),
+        "{}",
+        response.1
+    );
+
+    let mut command = std::process::Command::new(kiln());
+    command
+        .args(["--server", &cluster.url(), "worker", "--id", "intruder"])
+        .env("KILN_WORKER_TOKEN", "not-the-token");
+    let mut worker = Process::spawn(command);
+    let status = worker
+        .wait_exit(Duration::from_secs(20))
+        .expect("the worker gives up");
+    assert!(!status.success());
+    assert!(
+        worker.output().contains("refused the worker token"),
+        "{}",
+        worker.output()
+    );
+}
+
+async fn reqwest_claim(url: &str, token: &str) -> (u16, String) {
+    let client = ExecutionClient::new(url, token);
+    match client
+        .claim("intruder", &["default".to_owned()], 10, Duration::ZERO)
+        .await
+    {
+        Err(kiln_engine::execution::ApiError::Unauthorized) => {}
+        other => panic!("expected 401, got {other:?}"),
+    }
+    // The raw answer, to check that it carries nothing about the queue.
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"worker_id":"x","queues":["default"],"limit":5,"wait_ms":0}"#,
+        ])
+        .arg(format!("{url}/api/v1/exec/claim"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn a_task_that_prints_100_mb_is_capped_and_the_worker_survives() {
+    let dag = "id = \"loud\"\n[[tasks]]\nid = \"loud\"\nkind = \"command\"\nparams = { program = \"sh\", args = [\"-c\", \"yes 0123456789012345678901234567890123456789012345678 | head -c 100000000; echo done\"] }\n[[tasks]]\nid = \"after\"\nkind = \"command\"\ndepends_on = [\"loud\"]\nparams = { program = \"echo\", args = [\"still here\"] }\n";
+    let mut cluster = Cluster::start(&[("loud.toml", dag)], "6s");
+    cluster.start_worker("w1", 2);
+    let run_id = cluster.trigger("loud");
+    let detail = cluster.wait_finished(run_id, Duration::from_secs(120));
+    assert_eq!(detail.run.state, RunState::Success, "{detail:?}");
+    let runtime = Cluster::runtime();
+    let client = cluster.client();
+    let mut text = String::new();
+    let mut after = -1;
+    loop {
+        let page = runtime
+            .block_on(client.logs(run_id, "loud", None, after))
+            .unwrap();
+        if page.chunks.is_empty() {
+            break;
+        }
+        for chunk in page.chunks {
+            after = chunk.seq;
+            text.push_str(&chunk.text);
+        }
+    }
+    assert!(
+        text.len() < 20 * 1024 * 1024,
+        "the stored log is capped: {} bytes",
+        text.len()
+    );
+    assert!(
+        text.contains("the log reached its cap"),
+        "the log says it was capped: {} bytes, ending {:?}",
+        text.len(),
+        &text[text.len().saturating_sub(300)..]
+    );
+    assert!(
+        text.contains("bytes of output were dropped"),
+        "and how much was dropped"
+    );
+    let after_log = runtime
+        .block_on(client.logs(run_id, "after", None, -1))
+        .unwrap();
+    assert!(
+        after_log
+            .chunks
+            .iter()
+            .any(|chunk| chunk.text.contains("still here"))
+    );
+}
+
+#[test]
+fn standalone_runs_hello_from_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dags")).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    std::fs::copy(
+        root.join("dags/hello.toml"),
+        dir.path().join("dags/hello.toml"),
+    )
+    .unwrap();
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = std::process::Command::new(kiln());
+    command
+        .current_dir(dir.path())
+        .args(["standalone", "--listen", &listen, "--workers", "2"])
+        .env_remove("KILN_API_TOKEN");
+    let mut standalone = Process::spawn(command);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !standalone.output().contains("Worker registered") {
+        assert!(
+            Instant::now() < deadline,
+            "standalone did not start:\n{}",
+            standalone.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let trigger = std::process::Command::new(kiln())
+        .current_dir(dir.path())
+        .args([
+            "--server",
+            &format!("http://{listen}"),
+            "trigger",
+            "hello",
+            "--wait",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&trigger.stdout);
+    assert!(
+        trigger.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&trigger.stderr),
+        standalone.output()
+    );
+    assert!(
+        stdout.contains("run ") && stdout.contains(": success"),
+        "{stdout}"
+    );
+    assert!(
+        dir.path().join(".kiln/kiln.db").exists(),
+        "the data dir defaults to ./.kiln"
+    );
+    standalone.signal(libc::SIGINT);
+    let status = standalone
+        .wait_exit(Duration::from_secs(30))
+        .expect("Ctrl-C stops standalone");
+    assert!(status.success(), "{}", standalone.output());
+    let leftovers = std::process::Command::new("pgrep")
+        .args(["-f", &format!("--server http://{listen}")])
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "worker processes outlived standalone"
+    );
+}

@@ -1,0 +1,271 @@
+//! Real kiln processes for end-to-end tests: a server and workers as child processes, each test
+//! in its own temporary data directory and DAG folder.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_web::client::ApiClient;
+use kiln_web::wire::RunDetail;
+
+pub const TOKEN: &str = "test-worker-token";
+
+pub fn kiln() -> &'static str {
+    env!("CARGO_BIN_EXE_kiln")
+}
+
+/// A child process whose output is collected, and which is killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub output: Arc<Mutex<String>>,
+}
+
+impl Process {
+    pub fn spawn(mut command: Command) -> Process {
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("KILN_LOG", "info,sqlx=warn");
+        let mut child = command.spawn().expect("kiln starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|err| Box::new(err) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut output = output.lock().unwrap();
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+            });
+        }
+        Process { child, output }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal (SIGKILL, SIGTERM).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signals our own child.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test's folders and its server.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub server: Option<Process>,
+    pub workers: Vec<Process>,
+}
+
+/// A free loopback port (bound and released; the small race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Writes the DAG files and starts a server with a short lease.
+    pub fn start(dags: &[(&str, &str)], lease: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("dags")).unwrap();
+        for (name, text) in dags {
+            std::fs::write(dir.path().join("dags").join(name), text).unwrap();
+        }
+        let mut cluster = Cluster {
+            dir,
+            port: free_port(),
+            server: None,
+            workers: Vec::new(),
+        };
+        cluster.start_server(lease);
+        cluster
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.path().join("data/kiln.db").display())
+    }
+
+    pub fn start_server(&mut self, lease: &str) {
+        let mut command = Command::new(kiln());
+        command
+            .current_dir(self.path())
+            .args(["--data-dir", "data", "--dags", "dags", "server", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["--lease", lease])
+            .env("KILN_WORKER_TOKEN", TOKEN)
+            .env_remove("KILN_API_TOKEN")
+            .env_remove("KILN_DATABASE_URL");
+        let server = Process::spawn(command);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.output().contains("kiln server listening") {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start:\n{}",
+                server.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.server = Some(server);
+    }
+
+    pub fn start_worker(&mut self, id: &str, concurrency: usize) -> usize {
+        let mut command = Command::new(kiln());
+        command
+            .current_dir(self.path())
+            .args([
+                "--server",
+                &self.url(),
+                "worker",
+                "--id",
+                id,
+                "--concurrency",
+                &concurrency.to_string(),
+                "--grace",
+                "2s",
+            ])
+            .arg("--work-dir")
+            .arg(self.path().join("work").join(id))
+            .env("KILN_WORKER_TOKEN", TOKEN);
+        self.workers.push(Process::spawn(command));
+        self.workers.len() - 1
+    }
+
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(&self.url(), None)
+    }
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    pub fn trigger(&self, dag_id: &str) -> i64 {
+        Cluster::runtime()
+            .block_on(self.client().trigger(dag_id, serde_json::Map::new()))
+            .unwrap()
+            .id
+    }
+
+    pub fn run(&self, run_id: i64) -> RunDetail {
+        Cluster::runtime()
+            .block_on(self.client().run(run_id))
+            .unwrap()
+    }
+
+    /// Polls the run until `done` says so, or fails the test after `limit`.
+    pub fn wait_for(
+        &self,
+        run_id: i64,
+        limit: Duration,
+        done: impl Fn(&RunDetail) -> bool,
+    ) -> RunDetail {
+        let runtime = Cluster::runtime();
+        let client = self.client();
+        let started = Instant::now();
+        loop {
+            if let Ok(detail) = runtime.block_on(client.run(run_id))
+                && done(&detail)
+            {
+                return detail;
+            }
+            if started.elapsed() > limit {
+                let detail = runtime.block_on(client.run(run_id));
+                panic!(
+                    "run {run_id} did not get there in {limit:?}: {detail:?}\nserver:\n{}\nworkers:\n{}",
+                    self.server
+                        .as_ref()
+                        .map(Process::output)
+                        .unwrap_or_default(),
+                    self.workers
+                        .iter()
+                        .map(Process::output)
+                        .collect::<Vec<_>>()
+                        .join("\n---\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_finished(&self, run_id: i64, limit: Duration) -> RunDetail {
+        self.wait_for(run_id, limit, |detail| detail.run.state.is_final())
+    }
+
+    /// Attempts per task instance, straight from the database: (task id, attempt states).
+    pub fn attempts(&self, run_id: i64) -> Vec<(String, Vec<String>)> {
+        let url = self.database_url();
+        Cluster::runtime().block_on(async move {
+            let store = kiln_engine::store::connect(&url).await.unwrap();
+            let mut result = Vec::new();
+            for instance in store.task_instances(run_id).await.unwrap() {
+                let attempts = store.task_attempts(instance.id).await.unwrap();
+                result.push((
+                    instance.task_id.clone(),
+                    attempts.into_iter().map(|attempt| attempt.state).collect(),
+                ));
+            }
+            result
+        })
+    }
+}
+
+pub fn dags_path(path: &Path) -> PathBuf {
+    path.join("dags")
+}
