@@ -283,30 +283,14 @@ async fn reqwest_claim(url: &str, token: &str) -> (u16, String) {
         other => panic!("expected 401, got {other:?}"),
     }
     // The raw answer, to check that it carries nothing about the queue.
-    let output = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-        ])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            r#"{"worker_id":"x","queues":["default"],"limit":5,"wait_ms":0}"#,
-        ])
-        .arg(format!("{url}/api/v1/exec/claim"))
-        .output()
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/exec/claim"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "worker_id": "x", "queues": ["default"], "limit": 5, "wait_ms": 0 }))
+        .send()
+        .await
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 #[test]
@@ -419,12 +403,15 @@ fn standalone_runs_hello_from_an_empty_directory() {
         .wait_exit(Duration::from_secs(30))
         .expect("Ctrl-C stops standalone");
     assert!(status.success(), "{}", standalone.output());
-    let leftovers = std::process::Command::new("pgrep")
-        .args(["-f", &format!("--server http://{listen}")])
-        .output()
-        .unwrap();
+    let server_arg = format!("http://{listen}");
+    let leftovers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains("worker") && cmdline.contains(&server_arg))
+        .collect();
     assert!(
-        leftovers.stdout.is_empty(),
-        "worker processes outlived standalone"
+        leftovers.is_empty(),
+        "worker processes outlived standalone: {leftovers:?}"
     );
 }
