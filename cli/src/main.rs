@@ -205,14 +205,25 @@ fn run_code(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::{EnvFilter, Layer as _};
+        let filter = EnvFilter::try_from_env("KILN_LOG")
+            .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            // Plugins' own events at INFO and above go into their task's log, whatever KILN_LOG says.
+            .with(
+                kiln_engine::worker::TaskLogLayer
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            )
+            .init();
+    }
     let address = remote::ServerAddress {
         url: cli.server.clone(),
         api_token: cli.api_token.clone(),

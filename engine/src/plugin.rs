@@ -67,6 +67,8 @@ pub enum LogStream {
     Stderr,
     /// Messages from kiln itself about the attempt.
     System,
+    /// `tracing` events the plugin emitted during the attempt.
+    Event,
 }
 
 /// Where a running task's log lines go; the worker supplies one that ships them to the server.

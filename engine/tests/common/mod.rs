@@ -157,6 +157,7 @@ pub fn skip(test: &str, service: &str, variable: &str) {
 }
 
 /// Defines each named conformance check as a test on SQLite and a test on PostgreSQL.
+#[allow(unused_macros)]
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {

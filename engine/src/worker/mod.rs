@@ -5,6 +5,8 @@
 //! may give it the server's [`ExecutionService`](crate::execution::ExecutionService) directly.
 //! A task's logs are always shipped before its completion, so a finished run's logs are whole.
 
+mod task_log;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,10 +15,13 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::execution::{ApiError, ExecutionApi, LogUpload, Registration, RegistrationAck};
 use crate::plugin::{LogSink, LogStream, PluginRegistry, TaskContext, TaskError};
 use crate::store::{AttemptResult, ClaimedTask, Completion, now_micros};
+
+pub use task_log::TaskLogLayer;
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -136,7 +141,7 @@ impl LogSink for AttemptLog {
     fn line(&self, stream: LogStream, text: &str) {
         let line = match stream {
             LogStream::System => format!("[kiln] {text}\n"),
-            LogStream::Stdout | LogStream::Stderr => format!("{text}\n"),
+            LogStream::Stdout | LogStream::Stderr | LogStream::Event => format!("{text}\n"),
         };
         let size = line.len() as u64;
         let before = self.written.fetch_add(size, Ordering::Relaxed);
@@ -437,7 +442,15 @@ impl Attempt {
             cancel.clone(),
         );
         let params = task.params.clone();
-        let mut handle = tokio::spawn(async move { plugin.run(&ctx, params).await });
+        let span = tracing::info_span!(
+            "task_attempt",
+            task_instance_id = task.task_instance_id,
+            try_number = task.try_number,
+            task_id = %task.task_id
+        );
+        task_log::attach(&span, log.clone());
+        let mut handle =
+            tokio::spawn(async move { plugin.run(&ctx, params).await }.instrument(span));
         let remaining = task
             .timeout_at
             .map(|at| Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)));
