@@ -3,6 +3,7 @@
 // A command-line tool's job is to print; the workspace lint is for the libraries.
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod dags;
 mod ops;
 mod remote;
@@ -133,6 +134,25 @@ enum Command {
         /// Follow the run with a progress bar; the exit code is the run's outcome.
         #[arg(long)]
         wait: bool,
+    },
+    /// Measure the benchmark workloads (W1–W5, idle) against real server and worker processes.
+    Bench {
+        /// Small sizes and one repetition, for CI; prints only.
+        #[arg(long)]
+        quick: bool,
+        /// PostgreSQL to benchmark against (a database is created and dropped per repetition).
+        #[arg(
+            long,
+            env = "KILN_BENCH_DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres_url: String,
+        /// Where to append the report.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        output: PathBuf,
+        /// Repetitions per workload (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
     },
     /// Print a task's log.
     Logs {
@@ -293,6 +313,20 @@ fn main() -> ExitCode {
                 lease,
             };
             block_on(standalone::standalone(&database, &cli.dags, options))
+        }
+        Command::Bench {
+            quick,
+            postgres_url,
+            output,
+            repetitions,
+        } => {
+            let postgres_url = Some(postgres_url).filter(|url| !url.is_empty());
+            block_on(bench::bench(bench::BenchOptions {
+                quick,
+                postgres_url,
+                output: Some(output),
+                repetitions,
+            }))
         }
         Command::Trigger { id, params, wait } => {
             run_code(remote::trigger(&address, &id, &params, wait))

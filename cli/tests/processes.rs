@@ -105,7 +105,7 @@ fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
         },
     };
     let outcome = Cluster::runtime()
-        .block_on(client.complete("doomed", &[replay]))
+        .block_on(client.complete("doomed", &[replay], &[]))
         .unwrap();
     assert!(
         matches!(

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::scheduler::{Scheduler, SchedulerError};
+pub use crate::store::LogUpload;
 use crate::store::{
     ClaimParams, ClaimedTask, Completion, CompletionOutcome, Micros, Rejection, now_micros,
 };
@@ -44,19 +45,6 @@ pub struct RegistrationAck {
     pub lease_ms: u64,
     /// How often to heartbeat, in milliseconds (a third of the lease).
     pub heartbeat_ms: u64,
-}
-
-/// One chunk of an attempt's log, numbered so that a resent chunk is stored once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogUpload {
-    /// The task instance.
-    pub task_instance_id: i64,
-    /// The attempt.
-    pub try_number: i64,
-    /// The chunk's position in the attempt's log.
-    pub seq: i64,
-    /// The text.
-    pub chunk: String,
 }
 
 /// Why a call to the server failed.
@@ -109,11 +97,13 @@ pub trait ExecutionApi: Send + Sync + 'static {
     /// Stores log chunks.
     async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError>;
 
-    /// Reports finished attempts; each is accepted or refused on its own.
+    /// Reports finished attempts with their last log chunks; each report is accepted or refused
+    /// on its own.
     async fn complete(
         &self,
         worker_id: &str,
         completions: &[Completion],
+        logs: &[LogUpload],
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError>;
 
     /// Hands running tasks back without counting the attempt.
@@ -287,31 +277,22 @@ impl ExecutionApi for ExecutionService {
 
     async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError> {
         self.seen(worker_id);
-        let now = now_micros();
-        for chunk in chunks {
-            self.scheduler
-                .store()
-                .log_append(
-                    chunk.task_instance_id,
-                    chunk.try_number,
-                    chunk.seq,
-                    &chunk.chunk,
-                    now,
-                )
-                .await
-                .map_err(|error| server_error(error.into()))?;
-        }
-        Ok(())
+        self.scheduler
+            .store()
+            .log_append(chunks, now_micros())
+            .await
+            .map_err(|error| server_error(error.into()))
     }
 
     async fn complete(
         &self,
         worker_id: &str,
         completions: &[Completion],
+        logs: &[LogUpload],
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError> {
         self.seen(worker_id);
         self.scheduler
-            .complete(completions)
+            .complete(completions, logs)
             .await
             .map_err(server_error)
     }

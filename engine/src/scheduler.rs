@@ -21,8 +21,8 @@ use crate::dag::{Dag, LoadedDag, load_dir};
 use crate::plugin::PluginRegistry;
 use crate::state::TaskState;
 use crate::store::{
-    Completion, CompletionOutcome, DagRecord, Micros, Rejection, RunCreateParams, RunRecord, Store,
-    StoreError, TriggerKind, now_micros,
+    Completion, CompletionOutcome, DagRecord, LogUpload, Micros, Rejection, RunCreateParams,
+    RunRecord, Store, StoreError, TriggerKind, now_micros,
 };
 
 /// How long leadership lasts without renewal; a crashed leader is replaced after this.
@@ -356,12 +356,17 @@ impl Scheduler {
         }
     }
 
-    /// Applies workers' reports and wakes waiting workers when downstream tasks became ready.
+    /// Applies workers' reports (with their attempts' last log chunks) and wakes waiting workers
+    /// when downstream tasks became ready.
     pub async fn complete(
         &self,
         completions: &[Completion],
+        logs: &[LogUpload],
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, SchedulerError> {
-        let outcomes = self.store.task_complete(completions, now_micros()).await?;
+        let outcomes = self
+            .store
+            .task_complete_with_logs(completions, logs, now_micros())
+            .await?;
         self.work_available.notify_waiters();
         self.wake.notify_one();
         Ok(outcomes)

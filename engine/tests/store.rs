@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{TestDb, dag};
 use kiln_engine::state::{RunState, TaskState};
 use kiln_engine::store::{
-    AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionOutcome, Rejection,
-    RunCreateParams, RunFilter, RunRecord, Store, StoreError, TriggerKind,
+    AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionOutcome, LogUpload,
+    Rejection, RunCreateParams, RunFilter, RunRecord, Store, StoreError, TriggerKind,
 };
 use sqlx::Connection;
 
@@ -779,12 +779,18 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
     let run = started_run(store, CHAIN).await;
     let claimed = claim(store, "w", 1, T0).await;
     let id = claimed[0].task_instance_id;
-    store.log_append(id, 1, 1, "second\n", T0).await.unwrap();
-    store.log_append(id, 1, 0, "first\n", T0).await.unwrap();
+    let chunk = |seq: i64, text: &str| LogUpload {
+        task_instance_id: id,
+        try_number: 1,
+        seq,
+        chunk: text.to_owned(),
+    };
+    store.log_append(&[chunk(1, "second\n")], T0).await.unwrap();
     store
-        .log_append(id, 1, 0, "first, sent again\n", T0)
+        .log_append(&[chunk(0, "first\n"), chunk(0, "first, sent again\n")], T0)
         .await
         .unwrap();
+    store.log_append(&[], T0).await.unwrap();
     let chunks = store.log_read(id, 1, -1, 100).await.unwrap();
     assert_eq!(
         chunks
@@ -795,7 +801,20 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
     );
     assert_eq!(store.log_read(id, 1, 0, 100).await.unwrap().len(), 1);
     assert!(store.log_read(id, 2, -1, 100).await.unwrap().is_empty());
-    let _ = run;
+    // A completion carries the attempt's last chunk in the same transaction.
+    let last = chunk(2, "third\n");
+    store
+        .task_complete_with_logs(&[success(&claimed[0])], &[last], T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.log_read(id, 1, 1, 100).await.unwrap()[0].chunk,
+        "third\n"
+    );
+    assert_eq!(
+        states(store, run.id).await,
+        "a=success b=queued c=scheduled"
+    );
 }
 
 async fn leadership_is_exclusive_until_it_expires(db: &TestDb) {

@@ -244,15 +244,7 @@ impl ExecutionApi for ExecutionClient {
     async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError> {
         let request = LogsRequest {
             worker_id: worker_id.to_owned(),
-            chunks: chunks
-                .iter()
-                .map(|chunk| LogChunkUpload {
-                    task_instance_id: chunk.task_instance_id,
-                    try_number: chunk.try_number,
-                    seq: chunk.seq,
-                    text: chunk.chunk.clone(),
-                })
-                .collect(),
+            chunks: chunks.iter().map(LogChunkUpload::from).collect(),
         };
         let _: serde_json::Value = self
             .http
@@ -266,10 +258,12 @@ impl ExecutionApi for ExecutionClient {
         &self,
         worker_id: &str,
         completions: &[Completion],
+        logs: &[LogUpload],
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError> {
         let request = CompleteRequest {
             worker_id: worker_id.to_owned(),
             completions: completions.iter().map(CompletionReport::from).collect(),
+            logs: logs.iter().map(LogChunkUpload::from).collect(),
         };
         let response: CompleteResponse = self
             .http

@@ -94,16 +94,7 @@ pub(crate) async fn logs(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<LogsRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let chunks: Vec<LogUpload> = request
-        .chunks
-        .into_iter()
-        .map(|chunk| LogUpload {
-            task_instance_id: chunk.task_instance_id,
-            try_number: chunk.try_number,
-            seq: chunk.seq,
-            chunk: chunk.text,
-        })
-        .collect();
+    let chunks: Vec<LogUpload> = request.chunks.into_iter().map(LogUpload::from).collect();
     state
         .execution
         .logs(&request.worker_id, &chunks)
@@ -121,9 +112,10 @@ pub(crate) async fn complete(
         .into_iter()
         .map(Completion::from)
         .collect();
+    let logs: Vec<LogUpload> = request.logs.into_iter().map(LogUpload::from).collect();
     let outcomes = state
         .execution
-        .complete(&request.worker_id, &completions)
+        .complete(&request.worker_id, &completions, &logs)
         .await
         .map_err(api_error)?;
     Ok(Json(CompleteResponse {

@@ -177,6 +177,9 @@ pub struct CompleteRequest {
     pub worker_id: String,
     /// Finished attempts.
     pub completions: Vec<CompletionReport>,
+    /// Their last log chunks, stored in the same transaction.
+    #[serde(default)]
+    pub logs: Vec<LogChunkUpload>,
 }
 
 /// One finished attempt.
@@ -520,4 +523,26 @@ pub struct ClearRequest {
 pub struct MarkRequest {
     /// `success` or `failed`.
     pub state: TaskState,
+}
+
+impl From<&kiln_engine::store::LogUpload> for LogChunkUpload {
+    fn from(chunk: &kiln_engine::store::LogUpload) -> LogChunkUpload {
+        LogChunkUpload {
+            task_instance_id: chunk.task_instance_id,
+            try_number: chunk.try_number,
+            seq: chunk.seq,
+            text: chunk.chunk.clone(),
+        }
+    }
+}
+
+impl From<LogChunkUpload> for kiln_engine::store::LogUpload {
+    fn from(chunk: LogChunkUpload) -> kiln_engine::store::LogUpload {
+        kiln_engine::store::LogUpload {
+            task_instance_id: chunk.task_instance_id,
+            try_number: chunk.try_number,
+            seq: chunk.seq,
+            chunk: chunk.text,
+        }
+    }
 }

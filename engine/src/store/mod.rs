@@ -395,6 +395,19 @@ pub struct MaintenanceReport {
     pub timed_out: usize,
 }
 
+/// A log chunk to store, numbered so that a resent chunk is stored once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogUpload {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The attempt.
+    pub try_number: i64,
+    /// The chunk's position in the attempt's log.
+    pub seq: i64,
+    /// The text.
+    pub chunk: String,
+}
+
 /// A piece of a task attempt's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogChunk {
@@ -495,6 +508,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         completions: &[Completion],
         now: Micros,
+    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
+        self.task_complete_with_logs(completions, &[], now).await
+    }
+
+    /// Stores the attempts' last log chunks and applies their reports, in one transaction, so a
+    /// finished task's log is whole the moment its completion is visible.
+    async fn task_complete_with_logs(
+        &self,
+        completions: &[Completion],
+        logs: &[LogUpload],
+        now: Micros,
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError>;
 
     /// Extends the leases of a worker's running tasks; returns those no longer the worker's
@@ -545,15 +569,9 @@ pub trait Store: Send + Sync + 'static {
         now: Micros,
     ) -> Result<(), StoreError>;
 
-    /// Stores a log chunk; storing the same `(task instance, try, seq)` again is a no-op.
-    async fn log_append(
-        &self,
-        task_instance_id: i64,
-        try_number: i64,
-        seq: i64,
-        chunk: &str,
-        now: Micros,
-    ) -> Result<(), StoreError>;
+    /// Stores log chunks in one transaction; storing the same `(task instance, try, seq)` again is
+    /// a no-op.
+    async fn log_append(&self, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError>;
 
     /// Log chunks of an attempt after `after_seq` (use -1 for all), in order.
     async fn log_read(

@@ -65,7 +65,7 @@ macro_rules! shared_store {
         };
         use $crate::store::{
             micros, AttemptRecord, AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionOutcome,
-            DagFileErrorRecord, DagPlan, DagRecord, LogChunk, MaintenanceReport, Micros, Rejection, RunCreateParams,
+            DagFileErrorRecord, DagPlan, DagRecord, LogChunk, LogUpload, MaintenanceReport, Micros, Rejection, RunCreateParams,
             RunFilter, RunRecord, Store, StoreError, TaskInstanceRecord, TriggerKind,
         };
 
@@ -545,6 +545,23 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            async fn log_append_in(&self, conn: &mut Conn, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError> {
+                for chunk in chunks {
+                    sqlx::query(
+                        "INSERT INTO task_logs (task_instance_id, try_number, seq, chunk, created_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (task_instance_id, try_number, seq) DO NOTHING",
+                    )
+                    .bind(chunk.task_instance_id)
+                    .bind(chunk.try_number)
+                    .bind(chunk.seq)
+                    .bind(&chunk.chunk)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            }
+
             async fn task_instance_in(&self, conn: &mut Conn, run_id: i64, task_id: &str) -> Result<TaskInstanceRecord, StoreError> {
                 let row = sqlx::query(concat!("SELECT ", task_instance_columns!(), " FROM task_instances WHERE run_id = $1 AND task_id = $2"))
                     .bind(run_id)
@@ -910,12 +927,14 @@ macro_rules! shared_store {
                 Ok(claimed)
             }
 
-            async fn task_complete(
+            async fn task_complete_with_logs(
                 &self,
                 completions: &[Completion],
+                logs: &[LogUpload],
                 now: Micros,
             ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
                 let mut tx = self.begin_write().await?;
+                self.log_append_in(&mut *tx, logs, now).await?;
                 let mut outcomes = Vec::with_capacity(completions.len());
                 for completion in completions {
                     outcomes.push(self.complete_in(&mut *tx, completion, "failed", now).await?);
@@ -1113,18 +1132,13 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            async fn log_append(&self, task_instance_id: i64, try_number: i64, seq: i64, chunk: &str, now: Micros) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO task_logs (task_instance_id, try_number, seq, chunk, created_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (task_instance_id, try_number, seq) DO NOTHING",
-                )
-                .bind(task_instance_id)
-                .bind(try_number)
-                .bind(seq)
-                .bind(chunk)
-                .bind(now)
-                .execute(self.pool())
-                .await?;
+            async fn log_append(&self, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError> {
+                if chunks.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                self.log_append_in(&mut *tx, chunks, now).await?;
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::execution::{ApiError, ExecutionApi, LogUpload, Registration, RegistrationAck};
+
+/// A finished attempt's report and the log chunks not yet stored, sent together.
+type Report = (Completion, Vec<LogUpload>);
 use crate::plugin::{LogSink, LogStream, PluginRegistry, TaskContext, TaskError};
 use crate::store::{AttemptResult, ClaimedTask, Completion, now_micros};
 
@@ -178,7 +181,7 @@ pub async fn run_worker(
 
     let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
     let stop_background = CancellationToken::new();
-    let (completion_sender, completion_receiver) = mpsc::unbounded_channel::<Completion>();
+    let (completion_sender, completion_receiver) = mpsc::unbounded_channel::<Report>();
     let (log_sender, log_receiver) = mpsc::unbounded_channel::<LogEvent>();
     let completions = tokio::spawn(send_completions(
         api.clone(),
@@ -560,22 +563,20 @@ async fn heartbeat(
     }
 }
 
-/// Batches log lines into numbered chunks, ships them every 100 ms, and forwards an attempt's
-/// completion only after its last chunk is stored.
+/// Batches log lines into numbered chunks and ships them every 100 ms; when an attempt ends, its
+/// unshipped chunks travel with its completion, so they are stored in the same transaction.
 async fn ship_logs(
     api: Arc<dyn ExecutionApi>,
     worker_id: String,
     mut events: mpsc::UnboundedReceiver<LogEvent>,
-    completions: mpsc::UnboundedSender<Completion>,
+    completions: mpsc::UnboundedSender<Report>,
 ) {
     const CHUNK_BYTES: usize = 32 * 1024;
     let mut buffers: HashMap<(i64, i64), (i64, String)> = HashMap::new();
     let mut ready: Vec<LogUpload> = Vec::new();
-    let mut finished: Vec<Completion> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut open = true;
-    while open || !ready.is_empty() || !finished.is_empty() {
-        let mut flush_all = false;
+    while open || !ready.is_empty() {
         tokio::select! {
             event = events.recv(), if open => match event {
                 Some(LogEvent::Line { task_instance_id, try_number, text }) => {
@@ -585,22 +586,33 @@ async fn ship_logs(
                         ready.push(LogUpload { task_instance_id, try_number, seq: *seq, chunk: std::mem::take(buffer) });
                         *seq += 1;
                     }
+                    continue;
                 }
                 Some(LogEvent::Finished { task_instance_id, try_number, completion }) => {
+                    let mut last = Vec::new();
+                    ready.retain(|chunk| {
+                        let mine = chunk.task_instance_id == task_instance_id && chunk.try_number == try_number;
+                        if mine {
+                            last.push(chunk.clone());
+                        }
+                        !mine
+                    });
                     if let Some((seq, buffer)) = buffers.remove(&(task_instance_id, try_number))
                         && !buffer.is_empty()
                     {
-                        ready.push(LogUpload { task_instance_id, try_number, seq, chunk: buffer });
+                        last.push(LogUpload { task_instance_id, try_number, seq, chunk: buffer });
                     }
-                    finished.extend(completion);
-                    flush_all = true;
+                    match completion {
+                        Some(completion) => {
+                            let _ = completions.send((completion, last));
+                        }
+                        None => ready.extend(last),
+                    }
+                    continue;
                 }
-                None => { open = false; flush_all = true; }
+                None => open = false,
             },
-            _ = tick.tick() => flush_all = true,
-        }
-        if !flush_all {
-            continue;
+            _ = tick.tick() => {}
         }
         for ((task_instance_id, try_number), (seq, buffer)) in &mut buffers {
             if !buffer.is_empty() {
@@ -613,12 +625,7 @@ async fn ship_logs(
                 *seq += 1;
             }
         }
-        if !upload(&*api, &worker_id, &mut ready, open).await {
-            continue;
-        }
-        for completion in finished.drain(..) {
-            let _ = completions.send(completion);
-        }
+        upload(&*api, &worker_id, &mut ready, open).await;
     }
 }
 
@@ -663,7 +670,7 @@ async fn upload(
 async fn send_completions(
     api: Arc<dyn ExecutionApi>,
     worker_id: String,
-    mut receiver: mpsc::UnboundedReceiver<Completion>,
+    mut receiver: mpsc::UnboundedReceiver<Report>,
 ) {
     let never = CancellationToken::new();
     while let Some(first) = receiver.recv().await {
@@ -671,11 +678,13 @@ async fn send_completions(
         while let Ok(next) = receiver.try_recv() {
             batch.push(next);
         }
+        let (completions, logs): (Vec<Completion>, Vec<Vec<LogUpload>>) = batch.into_iter().unzip();
+        let logs: Vec<LogUpload> = logs.into_iter().flatten().collect();
         let mut backoff = Backoff::new();
         loop {
-            match api.complete(&worker_id, &batch).await {
+            match api.complete(&worker_id, &completions, &logs).await {
                 Ok(outcomes) => {
-                    for (completion, outcome) in batch.iter().zip(outcomes) {
+                    for (completion, outcome) in completions.iter().zip(outcomes) {
                         if let Err(rejection) = outcome {
                             tracing::info!(message = "Completion refused.", task_instance_id = completion.task_instance_id, %rejection);
                         }
@@ -683,11 +692,11 @@ async fn send_completions(
                     break;
                 }
                 Err(error) if error.is_transient() => {
-                    tracing::warn!(message = "Could not report completions; retrying.", %error, pending = batch.len());
+                    tracing::warn!(message = "Could not report completions; retrying.", %error, pending = completions.len());
                     backoff.wait(&never).await;
                 }
                 Err(error) => {
-                    tracing::error!(message = "Completions refused; dropping them.", %error, pending = batch.len());
+                    tracing::error!(message = "Completions refused; dropping them.", %error, pending = completions.len());
                     break;
                 }
             }
