@@ -105,8 +105,9 @@ fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
         },
     };
     let outcome = Cluster::runtime()
-        .block_on(client.complete("doomed", &[replay], &[]))
-        .unwrap();
+        .block_on(client.complete("doomed", &[replay], &[], None))
+        .unwrap()
+        .outcomes;
     assert!(
         matches!(
             outcome[0],

@@ -47,6 +47,25 @@ pub struct RegistrationAck {
     pub heartbeat_ms: u64,
 }
 
+/// What a worker claims along with its completions: as many tasks as the attempts it reports
+/// freed slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextClaim {
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// The most tasks it takes now.
+    pub limit: u32,
+}
+
+/// The server's answer to a batch of completions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionReply {
+    /// One outcome per completion, in order.
+    pub outcomes: Vec<Result<CompletionOutcome, Rejection>>,
+    /// Tasks claimed for the worker in the same transaction.
+    pub claimed: Vec<ClaimedTask>,
+}
+
 /// Why a call to the server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -98,13 +117,15 @@ pub trait ExecutionApi: Send + Sync + 'static {
     async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError>;
 
     /// Reports finished attempts with their last log chunks; each report is accepted or refused
-    /// on its own.
+    /// on its own. With `next`, the worker's next tasks are claimed in the same transaction and
+    /// returned in the reply.
     async fn complete(
         &self,
         worker_id: &str,
         completions: &[Completion],
         logs: &[LogUpload],
-    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError>;
+        next: Option<&NextClaim>,
+    ) -> Result<CompletionReply, ApiError>;
 
     /// Hands running tasks back without counting the attempt.
     async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError>;
@@ -289,12 +310,22 @@ impl ExecutionApi for ExecutionService {
         worker_id: &str,
         completions: &[Completion],
         logs: &[LogUpload],
-    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError> {
+        next: Option<&NextClaim>,
+    ) -> Result<CompletionReply, ApiError> {
         self.seen(worker_id);
-        self.scheduler
-            .complete(completions, logs)
+        let claim = next.map(|next| ClaimParams {
+            worker_id: worker_id.to_owned(),
+            queues: next.queues.clone(),
+            limit: next.limit,
+            lease: self.lease,
+            now: now_micros(),
+        });
+        let (outcomes, claimed) = self
+            .scheduler
+            .complete(completions, logs, claim.as_ref())
             .await
-            .map_err(server_error)
+            .map_err(server_error)?;
+        Ok(CompletionReply { outcomes, claimed })
     }
 
     async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError> {

@@ -21,8 +21,8 @@ use crate::dag::{Dag, LoadedDag, load_dir};
 use crate::plugin::PluginRegistry;
 use crate::state::TaskState;
 use crate::store::{
-    Completion, CompletionOutcome, DagRecord, LogUpload, Micros, Rejection, RunCreateParams,
-    RunRecord, Store, StoreError, TriggerKind, now_micros,
+    ClaimParams, ClaimedTask, Completion, CompletionOutcome, DagRecord, LogUpload, Micros,
+    Rejection, RunCreateParams, RunRecord, Store, StoreError, TriggerKind, now_micros,
 };
 
 /// How long leadership lasts without renewal; a crashed leader is replaced after this.
@@ -356,20 +356,22 @@ impl Scheduler {
         }
     }
 
-    /// Applies workers' reports (with their attempts' last log chunks) and wakes waiting workers
-    /// when downstream tasks became ready.
+    /// Applies workers' reports (with their attempts' last log chunks), claims the worker's next
+    /// tasks in the same transaction when asked, and wakes waiting workers when downstream tasks
+    /// became ready.
     pub async fn complete(
         &self,
         completions: &[Completion],
         logs: &[LogUpload],
-    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, SchedulerError> {
-        let outcomes = self
+        claim: Option<&ClaimParams>,
+    ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), SchedulerError> {
+        let (outcomes, claimed) = self
             .store
-            .task_complete_with_logs(completions, logs, now_micros())
+            .task_complete_and_claim(completions, logs, claim, now_micros())
             .await?;
         self.work_available.notify_waiters();
         self.wake.notify_one();
-        Ok(outcomes)
+        Ok((outcomes, claimed))
     }
 
     /// Wakes the loop early (a retry or timeout may now be due sooner).

@@ -4,16 +4,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_engine::execution::{ApiError, ExecutionApi, LogUpload, Registration, RegistrationAck};
-use kiln_engine::store::{ClaimedTask, Completion, CompletionOutcome, Rejection};
+use kiln_engine::execution::{
+    ApiError, CompletionReply, ExecutionApi, LogUpload, NextClaim, Registration, RegistrationAck,
+};
+use kiln_engine::store::{ClaimedTask, Completion};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::wire::{
-    ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, CompletionReport, DagList,
-    HeartbeatResponse, Lease, LeasesRequest, LogChunkUpload, LogPage, LogsRequest, RegisterRequest,
-    RegisterResponse, RunDetail, RunView, TriggerRequest,
+    ClaimNext, ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, CompletionReport,
+    DagList, HeartbeatResponse, Lease, LeasesRequest, LogChunkUpload, LogPage, LogsRequest,
+    RegisterRequest, RegisterResponse, RunDetail, RunView, TriggerRequest,
 };
 
 /// How long an ordinary call may take.
@@ -259,11 +261,16 @@ impl ExecutionApi for ExecutionClient {
         worker_id: &str,
         completions: &[Completion],
         logs: &[LogUpload],
-    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, ApiError> {
+        next: Option<&NextClaim>,
+    ) -> Result<CompletionReply, ApiError> {
         let request = CompleteRequest {
             worker_id: worker_id.to_owned(),
             completions: completions.iter().map(CompletionReport::from).collect(),
             logs: logs.iter().map(LogChunkUpload::from).collect(),
+            claim: next.map(|next| ClaimNext {
+                queues: next.queues.clone(),
+                limit: next.limit,
+            }),
         };
         let response: CompleteResponse = self
             .http
@@ -277,12 +284,16 @@ impl ExecutionApi for ExecutionClient {
                 completions.len()
             )));
         }
-        Ok(response
+        let outcomes = response
             .results
             .into_iter()
             .zip(completions)
             .map(|(result, completion)| result.into_outcome(completion))
-            .collect())
+            .collect();
+        Ok(CompletionReply {
+            outcomes,
+            claimed: response.tasks.into_iter().map(ClaimedTask::from).collect(),
+        })
     }
 
     async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use kiln_engine::execution::{ExecutionApi, LogUpload, Registration};
+use kiln_engine::execution::{ExecutionApi, LogUpload, NextClaim, Registration};
 use kiln_engine::store::Completion;
 
 use crate::error::JsonBody;
@@ -113,16 +113,22 @@ pub(crate) async fn complete(
         .map(Completion::from)
         .collect();
     let logs: Vec<LogUpload> = request.logs.into_iter().map(LogUpload::from).collect();
-    let outcomes = state
+    let next = request.claim.map(|claim| NextClaim {
+        queues: claim.queues,
+        limit: claim.limit.min(1000),
+    });
+    let reply = state
         .execution
-        .complete(&request.worker_id, &completions, &logs)
+        .complete(&request.worker_id, &completions, &logs, next.as_ref())
         .await
         .map_err(api_error)?;
     Ok(Json(CompleteResponse {
-        results: outcomes
+        results: reply
+            .outcomes
             .iter()
             .map(CompletionResult::from_outcome)
             .collect(),
+        tasks: reply.claimed.into_iter().map(Assignment::from).collect(),
     }))
 }
 

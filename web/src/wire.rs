@@ -180,6 +180,18 @@ pub struct CompleteRequest {
     /// Their last log chunks, stored in the same transaction.
     #[serde(default)]
     pub logs: Vec<LogChunkUpload>,
+    /// Claim the worker's next tasks in the same transaction.
+    #[serde(default)]
+    pub claim: Option<ClaimNext>,
+}
+
+/// The claim that rides along with a completion batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimNext {
+    /// Queues to claim from.
+    pub queues: Vec<String>,
+    /// The most tasks to take.
+    pub limit: u32,
 }
 
 /// One finished attempt.
@@ -251,6 +263,9 @@ impl From<CompletionReport> for Completion {
 pub struct CompleteResponse {
     /// Results.
     pub results: Vec<CompletionResult>,
+    /// Tasks claimed for the worker, when the request asked.
+    #[serde(default)]
+    pub tasks: Vec<Assignment>,
 }
 
 /// How one report was taken.

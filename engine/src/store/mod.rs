@@ -519,7 +519,23 @@ pub trait Store: Send + Sync + 'static {
         completions: &[Completion],
         logs: &[LogUpload],
         now: Micros,
-    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError>;
+    ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
+        Ok(self
+            .task_complete_and_claim(completions, logs, None, now)
+            .await?
+            .0)
+    }
+
+    /// Stores log chunks, applies reports and, in the same transaction, claims the worker's next
+    /// tasks: one commit (and one round trip) per step instead of two, which is what a chain of
+    /// tasks waits on.
+    async fn task_complete_and_claim(
+        &self,
+        completions: &[Completion],
+        logs: &[LogUpload],
+        claim: Option<&ClaimParams>,
+        now: Micros,
+    ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError>;
 
     /// Extends the leases of a worker's running tasks; returns those no longer the worker's
     /// (cancelled, timed out or rescued), which it must stop.

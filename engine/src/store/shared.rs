@@ -562,6 +562,55 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            /// Claims queued tasks inside the caller's transaction (see `Store::task_claim`).
+            async fn claim_in(&self, conn: &mut Conn, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
+                let lease_expires_at = params.now + micros(params.lease);
+                let rows = Self::claim_rows(&mut *conn, params, lease_expires_at).await?;
+                let mut claimed = Vec::with_capacity(rows.len());
+                let mut runs: SharedHashMap<i64, RunRecord> = SharedHashMap::new();
+                for row in &rows {
+                    let task_instance_id: i64 = row.try_get("id")?;
+                    let run_id: i64 = row.try_get("run_id")?;
+                    let task_id: String = row.try_get("task_id")?;
+                    let try_number: i64 = row.try_get("try_number")?;
+                    let fence: i64 = row.try_get("fence")?;
+                    sqlx::query(
+                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at) \
+                         VALUES ($1, $2, $3, $4, 'running', $5)",
+                    )
+                    .bind(task_instance_id)
+                    .bind(try_number)
+                    .bind(&params.worker_id)
+                    .bind(fence)
+                    .bind(params.now)
+                    .execute(&mut *conn)
+                    .await?;
+                    if !runs.contains_key(&run_id) {
+                        let run = self.run_in(&mut *conn, run_id).await?;
+                        runs.insert(run_id, run);
+                    }
+                    let run = &runs[&run_id];
+                    let plan = self.plan_in(&mut *conn, run.dag_version_id).await?;
+                    let task = plan
+                        .task(&task_id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("task `{task_id}` is not in DAG version {}", plan.version_id)))?;
+                    claimed.push(ClaimedTask {
+                        task_instance_id,
+                        fence,
+                        run_id,
+                        dag_id: run.dag_id.clone(),
+                        task_id: task_id.clone(),
+                        try_number,
+                        kind: task.kind.clone(),
+                        params: task.params.clone(),
+                        run_params: run.params.clone(),
+                        logical_date: run.logical_date,
+                        timeout_at: row.try_get("timeout_at")?,
+                    });
+                }
+                Ok(claimed)
+            }
+
             async fn task_instance_in(&self, conn: &mut Conn, run_id: i64, task_id: &str) -> Result<TaskInstanceRecord, StoreError> {
                 let row = sqlx::query(concat!("SELECT ", task_instance_columns!(), " FROM task_instances WHERE run_id = $1 AND task_id = $2"))
                     .bind(run_id)
@@ -879,68 +928,30 @@ macro_rules! shared_store {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.begin_write().await?;
-                let lease_expires_at = params.now + micros(params.lease);
-                let rows = Self::claim_rows(&mut *tx, params, lease_expires_at).await?;
-                let mut claimed = Vec::with_capacity(rows.len());
-                let mut runs: SharedHashMap<i64, RunRecord> = SharedHashMap::new();
-                for row in &rows {
-                    let task_instance_id: i64 = row.try_get("id")?;
-                    let run_id: i64 = row.try_get("run_id")?;
-                    let task_id: String = row.try_get("task_id")?;
-                    let try_number: i64 = row.try_get("try_number")?;
-                    let fence: i64 = row.try_get("fence")?;
-                    sqlx::query(
-                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at) \
-                         VALUES ($1, $2, $3, $4, 'running', $5)",
-                    )
-                    .bind(task_instance_id)
-                    .bind(try_number)
-                    .bind(&params.worker_id)
-                    .bind(fence)
-                    .bind(params.now)
-                    .execute(&mut *tx)
-                    .await?;
-                    if !runs.contains_key(&run_id) {
-                        let run = self.run_in(&mut *tx, run_id).await?;
-                        runs.insert(run_id, run);
-                    }
-                    let run = &runs[&run_id];
-                    let plan = self.plan_in(&mut *tx, run.dag_version_id).await?;
-                    let task = plan
-                        .task(&task_id)
-                        .ok_or_else(|| StoreError::Corrupt(format!("task `{task_id}` is not in DAG version {}", plan.version_id)))?;
-                    claimed.push(ClaimedTask {
-                        task_instance_id,
-                        fence,
-                        run_id,
-                        dag_id: run.dag_id.clone(),
-                        task_id: task_id.clone(),
-                        try_number,
-                        kind: task.kind.clone(),
-                        params: task.params.clone(),
-                        run_params: run.params.clone(),
-                        logical_date: run.logical_date,
-                        timeout_at: row.try_get("timeout_at")?,
-                    });
-                }
+                let claimed = self.claim_in(&mut *tx, params).await?;
                 tx.commit().await?;
                 Ok(claimed)
             }
 
-            async fn task_complete_with_logs(
+            async fn task_complete_and_claim(
                 &self,
                 completions: &[Completion],
                 logs: &[LogUpload],
+                claim: Option<&ClaimParams>,
                 now: Micros,
-            ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
+            ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
                 let mut tx = self.begin_write().await?;
                 self.log_append_in(&mut *tx, logs, now).await?;
                 let mut outcomes = Vec::with_capacity(completions.len());
                 for completion in completions {
                     outcomes.push(self.complete_in(&mut *tx, completion, "failed", now).await?);
                 }
+                let claimed = match claim {
+                    Some(params) if params.limit > 0 && !params.queues.is_empty() => self.claim_in(&mut *tx, params).await?,
+                    _ => Vec::new(),
+                };
                 tx.commit().await?;
-                Ok(outcomes)
+                Ok((outcomes, claimed))
             }
 
             async fn task_heartbeat(&self, worker_id: &str, tasks: &[(i64, i64)], lease_expires_at: Micros) -> Result<Vec<i64>, StoreError> {

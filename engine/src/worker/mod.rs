@@ -13,14 +13,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::execution::{ApiError, ExecutionApi, LogUpload, Registration, RegistrationAck};
+use crate::execution::{
+    ApiError, ExecutionApi, LogUpload, NextClaim, Registration, RegistrationAck,
+};
 
-/// A finished attempt's report and the log chunks not yet stored, sent together.
-type Report = (Completion, Vec<LogUpload>);
+/// A finished attempt's report, the log chunks not yet stored, and the attempt's slot, which the
+/// completion call may fill at once with the next task.
+type Report = (Completion, Vec<LogUpload>, OwnedSemaphorePermit);
+
+/// A task to run, with the slot it runs in.
+type Assignment = (ClaimedTask, OwnedSemaphorePermit);
 use crate::plugin::{LogSink, LogStream, PluginRegistry, TaskContext, TaskError};
 use crate::store::{AttemptResult, ClaimedTask, Completion, now_micros};
 
@@ -117,6 +123,7 @@ enum LogEvent {
         task_instance_id: i64,
         try_number: i64,
         completion: Option<Completion>,
+        slot: OwnedSemaphorePermit,
     },
 }
 
@@ -183,11 +190,6 @@ pub async fn run_worker(
     let stop_background = CancellationToken::new();
     let (completion_sender, completion_receiver) = mpsc::unbounded_channel::<Report>();
     let (log_sender, log_receiver) = mpsc::unbounded_channel::<LogEvent>();
-    let completions = tokio::spawn(send_completions(
-        api.clone(),
-        config.worker_id.clone(),
-        completion_receiver,
-    ));
     let logs = tokio::spawn(ship_logs(
         api.clone(),
         config.worker_id.clone(),
@@ -204,64 +206,65 @@ pub async fn run_worker(
 
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let attempts_done = Arc::new(AtomicU64::new(0));
+    let (assign, mut assigned) = mpsc::unbounded_channel::<Assignment>();
+    let stop_claiming = shutdown.child_token();
+    let claimer = tokio::spawn(claim_loop(
+        api.clone(),
+        config.clone(),
+        slots.clone(),
+        assign.clone(),
+        stop_claiming.clone(),
+    ));
+    let completions = tokio::spawn(send_completions(
+        api.clone(),
+        config.clone(),
+        completion_receiver,
+        assign,
+        stop_claiming.clone(),
+    ));
     let mut attempt_tasks = tokio::task::JoinSet::new();
-    let mut backoff = Backoff::new();
+    let mut claimer = Some(claimer);
     let mut fatal = None;
-    while !shutdown.is_cancelled() {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit,
+    loop {
+        tokio::select! {
+            next = assigned.recv() => {
+                let Some((task, slot)) = next else { break };
+                let attempt = Attempt {
+                    registry: registry.clone(),
+                    running: running.clone(),
+                    logs: log_sender.clone(),
+                    work_root: config.work_root.clone(),
+                    max_log_bytes: config.max_log_bytes,
+                    done: attempts_done.clone(),
+                };
+                attempt_tasks.spawn(attempt.run(task, slot));
+            }
+            ended = async { claimer.as_mut().expect("awaited only while present").await }, if claimer.is_some() => {
+                claimer = None;
+                if let Ok(Err(error)) = ended {
+                    fatal = Some(error);
+                    break;
+                }
+            }
             () = shutdown.cancelled() => break,
-        };
-        let Ok(first_permit) = permit else { break };
-        let free = u32::try_from(slots.available_permits() + 1).unwrap_or(u32::MAX);
-        let claimed = tokio::select! {
-            claimed = api.claim(&config.worker_id, &config.queues, free, config.claim_wait) => claimed,
-            () = shutdown.cancelled() => break,
-        };
-        let tasks = match claimed {
-            Ok(tasks) => {
-                backoff.reset();
-                tasks
-            }
-            Err(ApiError::Unauthorized) => {
-                fatal = Some(WorkerError::Unauthorized);
-                break;
-            }
-            Err(error) => {
-                tracing::warn!(message = "Claim failed; retrying.", %error);
-                drop(first_permit);
-                backoff.wait(&shutdown).await;
-                continue;
-            }
-        };
-        let mut permits = vec![first_permit];
-        for task in tasks {
-            let permit = match permits.pop() {
-                Some(permit) => permit,
-                None => match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    // The server never hands out more than asked for; if it did, run the task
-                    // anyway rather than lose it.
-                    Err(_) => match slots.clone().acquire_owned().await {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                },
-            };
-            let attempt = Attempt {
-                registry: registry.clone(),
-                running: running.clone(),
-                logs: log_sender.clone(),
-                work_root: config.work_root.clone(),
-                max_log_bytes: config.max_log_bytes,
-                done: attempts_done.clone(),
-            };
-            attempt_tasks.spawn(async move {
-                attempt.run(task).await;
-                drop(permit);
-            });
         }
         while attempt_tasks.try_join_next().is_some() {}
+    }
+    stop_claiming.cancel();
+    if let Some(claimer) = claimer {
+        let _ = claimer.await;
+    }
+    // Tasks handed over while stopping still run: the server already counts them as claimed.
+    while let Ok((task, slot)) = assigned.try_recv() {
+        let attempt = Attempt {
+            registry: registry.clone(),
+            running: running.clone(),
+            logs: log_sender.clone(),
+            work_root: config.work_root.clone(),
+            max_log_bytes: config.max_log_bytes,
+            done: attempts_done.clone(),
+        };
+        attempt_tasks.spawn(attempt.run(task, slot));
     }
 
     // Shutdown: let running attempts finish within the grace period, then hand back the rest.
@@ -299,6 +302,19 @@ pub async fn run_worker(
     let _ = heartbeats.await;
     let _ = logs.await;
     let _ = completions.await;
+    // Completion calls still in flight at shutdown may have claimed tasks nobody will run now.
+    let mut late = Vec::new();
+    while let Ok((task, _slot)) = assigned.try_recv() {
+        late.push((task.task_instance_id, task.fence));
+    }
+    if !late.is_empty() {
+        match api.release(&config.worker_id, &late).await {
+            Ok(()) => summary.handed_back += late.len() as u64,
+            Err(error) => {
+                tracing::warn!(message = "Could not hand tasks back; their leases will expire.", %error)
+            }
+        }
+    }
     summary.attempts = attempts_done.load(Ordering::Relaxed);
     tracing::info!(
         message = "Worker stopped.",
@@ -308,6 +324,69 @@ pub async fn run_worker(
     match fatal {
         Some(error) => Err(error),
         None => Ok(summary),
+    }
+}
+
+/// Long-polls for work while slots are free and hands each claimed task, with its slot, to the
+/// main loop. Stops when `stop` fires; fails only when the server refuses the token.
+async fn claim_loop(
+    api: Arc<dyn ExecutionApi>,
+    config: WorkerConfig,
+    slots: Arc<Semaphore>,
+    assign: mpsc::UnboundedSender<Assignment>,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Ok(()),
+            },
+            () = stop.cancelled() => return Ok(()),
+        };
+        let free = u32::try_from(slots.available_permits() + 1).unwrap_or(u32::MAX);
+        let claimed = tokio::select! {
+            claimed = api.claim(&config.worker_id, &config.queues, free, config.claim_wait) => claimed,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let tasks = match claimed {
+            Ok(tasks) => {
+                backoff.reset();
+                tasks
+            }
+            Err(ApiError::Unauthorized) => return Err(WorkerError::Unauthorized),
+            Err(error) => {
+                tracing::warn!(message = "Claim failed; retrying.", %error);
+                drop(first);
+                backoff.wait(&stop).await;
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        let mut surplus = Vec::new();
+        for task in tasks {
+            // Only this loop takes new slots, so the ones counted free before the claim are
+            // still free; a surplus task would mean a server handing out more than asked for.
+            match first
+                .take()
+                .map_or_else(|| slots.clone().try_acquire_owned().ok(), Some)
+            {
+                Some(slot) => {
+                    let _ = assign.send((task, slot));
+                }
+                None => surplus.push((task.task_instance_id, task.fence)),
+            }
+        }
+        if !surplus.is_empty() {
+            tracing::warn!(
+                message = "The server handed out more tasks than asked for; handing them back.",
+                count = surplus.len()
+            );
+            if let Err(error) = api.release(&config.worker_id, &surplus).await {
+                tracing::warn!(message = "Could not hand tasks back; their leases will expire.", %error);
+            }
+        }
     }
 }
 
@@ -361,7 +440,7 @@ struct Attempt {
 }
 
 impl Attempt {
-    async fn run(self, task: ClaimedTask) {
+    async fn run(self, task: ClaimedTask, slot: OwnedSemaphorePermit) {
         let cancel = CancellationToken::new();
         let abandoned = Arc::new(AtomicBool::new(false));
         lock(&self.running).insert(
@@ -398,6 +477,7 @@ impl Attempt {
             task_instance_id: task.task_instance_id,
             try_number: task.try_number,
             completion,
+            slot,
         });
     }
 
@@ -588,7 +668,7 @@ async fn ship_logs(
                     }
                     continue;
                 }
-                Some(LogEvent::Finished { task_instance_id, try_number, completion }) => {
+                Some(LogEvent::Finished { task_instance_id, try_number, completion, slot }) => {
                     let mut last = Vec::new();
                     ready.retain(|chunk| {
                         let mine = chunk.task_instance_id == task_instance_id && chunk.try_number == try_number;
@@ -604,7 +684,7 @@ async fn ship_logs(
                     }
                     match completion {
                         Some(completion) => {
-                            let _ = completions.send((completion, last));
+                            let _ = completions.send((completion, last, slot));
                         }
                         None => ready.extend(last),
                     }
@@ -666,11 +746,15 @@ async fn upload(
 }
 
 /// Sends completions in batches, retrying with backoff while the server is away, so results
-/// finished during an outage still arrive.
+/// finished during an outage still arrive. Each batch claims as many next tasks as it frees
+/// slots (unless the worker is stopping), and those go straight to the main loop in the freed
+/// slots.
 async fn send_completions(
     api: Arc<dyn ExecutionApi>,
-    worker_id: String,
+    config: WorkerConfig,
     mut receiver: mpsc::UnboundedReceiver<Report>,
+    assign: mpsc::UnboundedSender<Assignment>,
+    stopping: CancellationToken,
 ) {
     let never = CancellationToken::new();
     while let Some(first) = receiver.recv().await {
@@ -678,15 +762,46 @@ async fn send_completions(
         while let Ok(next) = receiver.try_recv() {
             batch.push(next);
         }
-        let (completions, logs): (Vec<Completion>, Vec<Vec<LogUpload>>) = batch.into_iter().unzip();
-        let logs: Vec<LogUpload> = logs.into_iter().flatten().collect();
+        let mut completions = Vec::with_capacity(batch.len());
+        let mut logs = Vec::new();
+        let mut slots = Vec::with_capacity(batch.len());
+        for (completion, chunks, slot) in batch {
+            completions.push(completion);
+            logs.extend(chunks);
+            slots.push(slot);
+        }
         let mut backoff = Backoff::new();
         loop {
-            match api.complete(&worker_id, &completions, &logs).await {
-                Ok(outcomes) => {
-                    for (completion, outcome) in completions.iter().zip(outcomes) {
+            let next = (!stopping.is_cancelled()).then(|| NextClaim {
+                queues: config.queues.clone(),
+                limit: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+            });
+            match api
+                .complete(&config.worker_id, &completions, &logs, next.as_ref())
+                .await
+            {
+                Ok(reply) => {
+                    for (completion, outcome) in completions.iter().zip(&reply.outcomes) {
                         if let Err(rejection) = outcome {
                             tracing::info!(message = "Completion refused.", task_instance_id = completion.task_instance_id, %rejection);
+                        }
+                    }
+                    for task in reply.claimed {
+                        match slots.pop() {
+                            Some(slot) => {
+                                let _ = assign.send((task, slot));
+                            }
+                            None => {
+                                tracing::warn!(
+                                    message = "The server handed out more tasks than asked for; handing one back."
+                                );
+                                let _ = api
+                                    .release(
+                                        &config.worker_id,
+                                        &[(task.task_instance_id, task.fence)],
+                                    )
+                                    .await;
+                            }
                         }
                     }
                     break;
