@@ -53,7 +53,7 @@ pub enum TaskState {
 }
 
 macro_rules! string_enum {
-    ($type:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($type:ident, $label:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $type {
             /// The name used in the database, the API and the CLI.
             pub fn as_str(self) -> &'static str {
@@ -78,7 +78,7 @@ macro_rules! string_enum {
                     $($text => Ok($type::$variant),)+
                     other => Err(format!(
                         "unknown {} `{other}`; expected one of {}",
-                        stringify!($type),
+                        $label,
                         [$($text),+].join(", ")
                     )),
                 }
@@ -87,7 +87,7 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(RunState {
+string_enum!(RunState, "run state" {
     Queued => "queued",
     Running => "running",
     Success => "success",
@@ -95,7 +95,7 @@ string_enum!(RunState {
     Cancelled => "cancelled",
 });
 
-string_enum!(TaskState {
+string_enum!(TaskState, "task state" {
     Scheduled => "scheduled",
     Queued => "queued",
     Running => "running",
