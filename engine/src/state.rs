@@ -132,18 +132,19 @@ impl TaskState {
 
     /// Whether the state machine allows moving from `self` to `next`.
     ///
-    /// Clearing (any final state back to `Scheduled` or `Queued`) and marking (any state to
-    /// `Success` or `Failed`) are operator actions and are allowed here; everything else follows
-    /// the normal life of an attempt.
+    /// Clearing (any state back to `Scheduled`, then re-derived) and marking (any state to
+    /// `Success` or `Failed`) are operator actions and are allowed here, as is a worker handing a
+    /// running task back (`Running` to `Queued`); everything else follows the normal life of an
+    /// attempt.
     pub fn can_become(self, next: TaskState) -> bool {
         use TaskState::*;
         match (self, next) {
+            (_, Scheduled | Success | Failed) => true,
             (Scheduled, Queued | UpstreamFailed | Skipped | Cancelled) => true,
             (Queued, Running | Cancelled) => true,
-            (Running, Success | Failed | UpForRetry | Cancelled) => true,
+            (Running, Queued | UpForRetry | Cancelled) => true,
             (UpForRetry, Queued | Cancelled) => true,
-            (_, Success | Failed) => true,
-            (from, Scheduled | Queued) if from.is_final() => true,
+            (from, Queued) if from.is_final() => true,
             _ => false,
         }
     }

@@ -955,4 +955,46 @@ conformance!(
     leadership_is_exclusive_until_it_expires,
     claims_follow_queues_and_priority,
     concurrent_claimers_never_share_a_task,
+    crossing_completion_batches_do_not_deadlock,
 );
+
+/// Two batches finishing tasks of the same runs in opposite orders, at once, from two
+/// connection pools: on PostgreSQL this deadlocked until completions were applied in one order.
+async fn crossing_completion_batches_do_not_deadlock(db: &TestDb) {
+    let store_a = kiln_engine::store::connect(&db.url).await.unwrap();
+    let store_b = kiln_engine::store::connect(&db.url).await.unwrap();
+    let text = "id = \"p\"\nmax_active_runs = 1000\n[[tasks]]\nid = \"t1\"\nkind = \"noop\"\n[[tasks]]\nid = \"t2\"\nkind = \"noop\"\n[[tasks]]\nid = \"j\"\nkind = \"noop\"\ndepends_on = [\"t1\", \"t2\"]\n";
+    db.store.dag_sync(&dag(text), T0).await.unwrap();
+    for round in 0..30i64 {
+        let first = create_run(&*db.store, "p", T0 + round * 10).await;
+        let second = create_run(&*db.store, "p", T0 + round * 10 + 1).await;
+        db.store.runs_start_queued(T0).await.unwrap();
+        let claimed = claim(&*db.store, "w", 10, T0).await;
+        assert_eq!(claimed.len(), 4);
+        let find = |run_id: i64, task: &str| {
+            success(
+                claimed
+                    .iter()
+                    .find(|c| c.run_id == run_id && c.task_id == task)
+                    .unwrap(),
+            )
+        };
+        let one_way = vec![find(first.id, "t1"), find(second.id, "t1")];
+        let other_way = vec![find(second.id, "t2"), find(first.id, "t2")];
+        let (a, b) = tokio::join!(
+            store_a.task_complete(&one_way, T0),
+            store_b.task_complete(&other_way, T0)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            a.iter()
+                .chain(&b)
+                .all(|outcome| *outcome == Ok(CompletionOutcome::Succeeded))
+        );
+        let joins = claim(&*db.store, "w", 10, T0).await;
+        assert_eq!(joins.len(), 2, "both joins became ready");
+        let done: Vec<Completion> = joins.iter().map(success).collect();
+        db.store.task_complete(&done, T0).await.unwrap();
+    }
+}
+

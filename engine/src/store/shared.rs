@@ -942,10 +942,17 @@ macro_rules! shared_store {
             ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
                 let mut tx = self.begin_write().await?;
                 self.log_append_in(&mut *tx, logs, now).await?;
-                let mut outcomes = Vec::with_capacity(completions.len());
-                for completion in completions {
-                    outcomes.push(self.complete_in(&mut *tx, completion, "failed", now).await?);
+                // Applied in task-instance order: task instances are created run by run in
+                // topological order, so every batch then takes row locks (task instances,
+                // their downstream tasks, their runs) in one global order, and two batches
+                // finishing tasks of the same runs cannot deadlock on PostgreSQL.
+                let mut order: Vec<usize> = (0..completions.len()).collect();
+                order.sort_by_key(|&index| completions[index].task_instance_id);
+                let mut outcomes = vec![None; completions.len()];
+                for index in order {
+                    outcomes[index] = Some(self.complete_in(&mut *tx, &completions[index], "failed", now).await?);
                 }
+                let outcomes = outcomes.into_iter().map(|outcome| outcome.unwrap_or(Err(Rejection::Unknown(0)))).collect();
                 let claimed = match claim {
                     Some(params) if params.limit > 0 && !params.queues.is_empty() => self.claim_in(&mut *tx, params).await?,
                     _ => Vec::new(),
