@@ -9,7 +9,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kiln_engine::dag::{LoadedDag, parse_dag};
 use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
 use kiln_engine::store::{
-    AttemptResult, ClaimParams, Completion, RunCreateParams, Store, TriggerKind, connect, now_micros,
+    AttemptResult, ClaimParams, Completion, RunCreateParams, Store, TriggerKind, connect,
+    now_micros,
 };
 
 struct Noop;
@@ -37,11 +38,16 @@ fn big_dag(id: &str) -> String {
     let mut text = format!("id = \"{id}\"\nmax_active_runs = 100000\n");
     for layer in 0..100 {
         for index in 0..100 {
-            text.push_str(&format!("[[tasks]]\nid = \"t{layer}_{index}\"\nkind = \"noop\"\n"));
+            text.push_str(&format!(
+                "[[tasks]]\nid = \"t{layer}_{index}\"\nkind = \"noop\"\n"
+            ));
             if layer > 0 {
                 let mut ups: Vec<usize> = (0..3).map(|k| (index + k * 7) % 100).collect();
                 ups.sort_unstable();
-                let quoted: Vec<String> = ups.iter().map(|up| format!("\"t{}_{up}\"", layer - 1)).collect();
+                let quoted: Vec<String> = ups
+                    .iter()
+                    .map(|up| format!("\"t{}_{up}\"", layer - 1))
+                    .collect();
                 text.push_str(&format!("depends_on = [{}]\n", quoted.join(", ")));
             }
         }
@@ -58,7 +64,8 @@ fn wide_dag(id: &str, width: usize) -> String {
 }
 
 fn load(text: &str) -> LoadedDag {
-    parse_dag(Path::new("bench.toml"), text.as_bytes(), &registry()).expect("the benchmark DAG is valid")
+    parse_dag(Path::new("bench.toml"), text.as_bytes(), &registry())
+        .expect("the benchmark DAG is valid")
 }
 
 struct Bench {
@@ -70,18 +77,30 @@ struct Bench {
 
 impl Bench {
     fn new(dags: &[&LoadedDag]) -> Bench {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let store = runtime.block_on(async {
             let store = connect(&url).await.expect("SQLite opens");
             store.migrate().await.expect("migrations apply");
             for dag in dags {
-                store.dag_sync(dag, now_micros()).await.expect("the DAG is stored");
+                store
+                    .dag_sync(dag, now_micros())
+                    .await
+                    .expect("the DAG is stored");
             }
             store
         });
-        Bench { runtime, store, _dir: dir, next_date: 0 }
+        Bench {
+            runtime,
+            store,
+            _dir: dir,
+            next_date: 0,
+        }
     }
 
     fn start_run(&mut self, dag_id: &str) {
@@ -96,8 +115,15 @@ impl Bench {
             now: now_micros(),
         };
         self.runtime.block_on(async {
-            self.store.run_create(&params).await.expect("run created").expect("new logical date");
-            self.store.runs_start_queued(now_micros()).await.expect("run started");
+            self.store
+                .run_create(&params)
+                .await
+                .expect("run created")
+                .expect("new logical date");
+            self.store
+                .runs_start_queued(now_micros())
+                .await
+                .expect("run started");
         });
     }
 
@@ -109,7 +135,9 @@ impl Bench {
             lease: Duration::from_secs(60),
             now: now_micros(),
         };
-        self.runtime.block_on(self.store.task_claim(&params)).expect("claim")
+        self.runtime
+            .block_on(self.store.task_claim(&params))
+            .expect("claim")
     }
 }
 
@@ -125,28 +153,36 @@ fn completion_in_a_big_run(c: &mut Criterion) {
     let dag = load(&big_dag("big"));
     let mut bench = Bench::new(&[&dag]);
     bench.start_run("big");
-    c.bench_function("complete one task of a 10,000-task run (downstream readiness)", |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                let mut claimed = bench.claim(1);
-                if claimed.is_empty() {
-                    bench.start_run("big");
-                    claimed = bench.claim(1);
+    c.bench_function(
+        "complete one task of a 10,000-task run (downstream readiness)",
+        |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let mut claimed = bench.claim(1);
+                    if claimed.is_empty() {
+                        bench.start_run("big");
+                        claimed = bench.claim(1);
+                    }
+                    let task = claimed.pop().expect("a task is claimable");
+                    let completion = Completion {
+                        task_instance_id: task.task_instance_id,
+                        fence: task.fence,
+                        result: AttemptResult::Success {
+                            summary: serde_json::Value::Null,
+                        },
+                    };
+                    let started = Instant::now();
+                    bench
+                        .runtime
+                        .block_on(bench.store.task_complete(&[completion], now_micros()))
+                        .expect("completed");
+                    total += started.elapsed();
                 }
-                let task = claimed.pop().expect("a task is claimable");
-                let completion = Completion {
-                    task_instance_id: task.task_instance_id,
-                    fence: task.fence,
-                    result: AttemptResult::Success { summary: serde_json::Value::Null },
-                };
-                let started = Instant::now();
-                bench.runtime.block_on(bench.store.task_complete(&[completion], now_micros())).expect("completed");
-                total += started.elapsed();
-            }
-            total
-        })
-    });
+                total
+            })
+        },
+    );
 }
 
 fn claim_batch(c: &mut Criterion) {

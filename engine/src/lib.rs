@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod artifacts;
 pub mod dag;
 pub mod duration;
 pub mod execution;

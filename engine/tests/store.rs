@@ -997,4 +997,3 @@ async fn crossing_completion_batches_do_not_deadlock(db: &TestDb) {
         db.store.task_complete(&done, T0).await.unwrap();
     }
 }
-
