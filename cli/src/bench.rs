@@ -208,14 +208,7 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.server))
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_processes();
     }
 }
 
@@ -320,7 +313,7 @@ impl Cluster {
             .collect()
     }
 
-    async fn finish(mut self) {
+    fn stop_processes(&mut self) {
         for child in self
             .workers
             .iter_mut()
@@ -329,6 +322,10 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    async fn finish(mut self) {
+        self.stop_processes();
         if let Some((admin, name)) = self.postgres.take() {
             let _ = admin_sql(
                 &admin,

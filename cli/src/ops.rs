@@ -108,13 +108,20 @@ pub(crate) async fn runs_list(
     Ok(())
 }
 
-fn scheduler(store: Arc<dyn Store>, dags_dir: &Path) -> Scheduler {
-    Scheduler::new(
+/// A scheduler on the database with the DAG folder's current versions recorded.
+async fn synced_scheduler(database: &DatabaseConfig, dags_dir: &Path) -> anyhow::Result<Scheduler> {
+    let store = database.open().await?;
+    let scheduler = Scheduler::new(
         store,
         kiln_tasks::builtin_registry(),
         dags_dir.to_owned(),
         format!("cli-{}", std::process::id()),
-    )
+    );
+    scheduler
+        .sync_dags()
+        .await
+        .context("failed to load the DAG folder")?;
+    Ok(scheduler)
 }
 
 /// Parses `2026-01-01` (midnight UTC) or an RFC 3339 time.
@@ -134,12 +141,7 @@ pub(crate) async fn backfill(
     from: &str,
     to: &str,
 ) -> anyhow::Result<()> {
-    let store = database.open().await?;
-    let scheduler = scheduler(store, dags_dir);
-    scheduler
-        .sync_dags()
-        .await
-        .context("failed to load the DAG folder")?;
+    let scheduler = synced_scheduler(database, dags_dir).await?;
     let runs = scheduler
         .backfill(dag_id, parse_time(from)?, parse_time(to)?)
         .await?;
@@ -163,12 +165,7 @@ pub(crate) async fn set_paused(
     dag_id: &str,
     paused: bool,
 ) -> anyhow::Result<()> {
-    let store = database.open().await?;
-    let scheduler = scheduler(store, dags_dir);
-    scheduler
-        .sync_dags()
-        .await
-        .context("failed to load the DAG folder")?;
+    let scheduler = synced_scheduler(database, dags_dir).await?;
     scheduler.set_paused(dag_id, paused).await?;
     println!(
         "DAG `{dag_id}` is {}",

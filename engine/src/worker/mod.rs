@@ -222,6 +222,14 @@ pub async fn run_worker(
         assign,
         stop_claiming.clone(),
     ));
+    let new_attempt = || Attempt {
+        registry: registry.clone(),
+        running: running.clone(),
+        logs: log_sender.clone(),
+        work_root: config.work_root.clone(),
+        max_log_bytes: config.max_log_bytes,
+        done: attempts_done.clone(),
+    };
     let mut attempt_tasks = tokio::task::JoinSet::new();
     let mut claimer = Some(claimer);
     let mut fatal = None;
@@ -229,15 +237,7 @@ pub async fn run_worker(
         tokio::select! {
             next = assigned.recv() => {
                 let Some((task, slot)) = next else { break };
-                let attempt = Attempt {
-                    registry: registry.clone(),
-                    running: running.clone(),
-                    logs: log_sender.clone(),
-                    work_root: config.work_root.clone(),
-                    max_log_bytes: config.max_log_bytes,
-                    done: attempts_done.clone(),
-                };
-                attempt_tasks.spawn(attempt.run(task, slot));
+                attempt_tasks.spawn(new_attempt().run(task, slot));
             }
             ended = async { claimer.as_mut().expect("awaited only while present").await }, if claimer.is_some() => {
                 claimer = None;
@@ -256,15 +256,7 @@ pub async fn run_worker(
     }
     // Tasks handed over while stopping still run: the server already counts them as claimed.
     while let Ok((task, slot)) = assigned.try_recv() {
-        let attempt = Attempt {
-            registry: registry.clone(),
-            running: running.clone(),
-            logs: log_sender.clone(),
-            work_root: config.work_root.clone(),
-            max_log_bytes: config.max_log_bytes,
-            done: attempts_done.clone(),
-        };
-        attempt_tasks.spawn(attempt.run(task, slot));
+        attempt_tasks.spawn(new_attempt().run(task, slot));
     }
 
     // Shutdown: let running attempts finish within the grace period, then hand back the rest.
