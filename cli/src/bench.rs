@@ -23,6 +23,28 @@ pub(crate) struct BenchOptions {
     pub(crate) postgres_url: Option<String>,
     pub(crate) output: Option<PathBuf>,
     pub(crate) repetitions: usize,
+    /// Workloads to run (`W1` … `W5`, `idle`); all when empty.
+    pub(crate) only: Vec<String>,
+    /// Plugins to run (`noop`, `command`); both when empty.
+    pub(crate) plugins: Vec<String>,
+}
+
+impl BenchOptions {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty()
+            || self.only.iter().any(|wanted| {
+                name.to_ascii_lowercase()
+                    .starts_with(&wanted.to_ascii_lowercase())
+            })
+    }
+
+    fn wants_plugin(&self, plugin: Plugin) -> bool {
+        let name = match plugin {
+            Plugin::Noop => "noop",
+            Plugin::Command => "command",
+        };
+        self.plugins.is_empty() || self.plugins.iter().any(|wanted| wanted == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,8 +629,14 @@ pub(crate) async fn bench(options: BenchOptions) -> anyhow::Result<()> {
     );
     report.push_str("| backend | plugin | workload | tasks | wall s | tasks/s | overhead/task ms | CPU/task ms | trigger→first start ms; step p50/p99 ms | server MB | worker MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for backend in &backends {
-        for plugin in [Plugin::Noop, Plugin::Command] {
-            for workload in Workload::ALL {
+        for plugin in [Plugin::Noop, Plugin::Command]
+            .into_iter()
+            .filter(|plugin| options.wants_plugin(*plugin))
+        {
+            for workload in Workload::ALL
+                .into_iter()
+                .filter(|workload| options.wants(workload.name()))
+            {
                 let mut results = Vec::new();
                 for _ in 0..repetitions {
                     let measurement = measure(
@@ -673,8 +701,10 @@ pub(crate) async fn bench(options: BenchOptions) -> anyhow::Result<()> {
         }
     }
     let idle_seconds = if options.quick { 3 } else { 60 };
-    report.push_str(&format!("\nIdle ({idle_seconds} s, 100 DAGs loaded, nothing due, server + 2 workers):\n\n| backend | CPU % of one core | server MB | worker MB |\n|---|---|---|---|\n"));
-    for backend in &backends {
+    if options.wants("idle") {
+        report.push_str(&format!("\nIdle ({idle_seconds} s, 100 DAGs loaded, nothing due, server + 2 workers):\n\n| backend | CPU % of one core | server MB | worker MB |\n|---|---|---|---|\n"));
+    }
+    for backend in backends.iter().filter(|_| options.wants("idle")) {
         let (cpu, server_kb, worker_kb) =
             idle(*backend, options.postgres_url.as_deref(), idle_seconds).await?;
         let line = format!(

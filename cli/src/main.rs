@@ -153,6 +153,12 @@ enum Command {
         /// Repetitions per workload (the median is reported).
         #[arg(long, default_value_t = 3)]
         repetitions: usize,
+        /// Only these workloads: W1 … W5, idle (repeatable; default all).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Only these plugins: noop, command (repeatable; default both).
+        #[arg(long = "plugin")]
+        plugins: Vec<String>,
     },
     /// Print a task's log.
     Logs {
@@ -319,6 +325,8 @@ fn main() -> ExitCode {
             postgres_url,
             output,
             repetitions,
+            only,
+            plugins,
         } => {
             let postgres_url = Some(postgres_url).filter(|url| !url.is_empty());
             block_on(bench::bench(bench::BenchOptions {
@@ -326,6 +334,8 @@ fn main() -> ExitCode {
                 postgres_url,
                 output: Some(output),
                 repetitions,
+                only,
+                plugins,
             }))
         }
         Command::Trigger { id, params, wait } => {
