@@ -51,6 +51,17 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Locks a run's row until the transaction ends. Every transaction that finishes tasks locks
+    /// the runs involved first, in ascending id order, so two of them touching the same runs
+    /// serialize instead of deadlocking on the task rows in between.
+    async fn lock_run(conn: &mut PgConnection, run_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(run_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     async fn migrations_table_exists(&self) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM information_schema.tables \

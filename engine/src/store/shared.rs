@@ -562,6 +562,26 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            /// Locks the runs of these task instances, in ascending run id, before any task row is
+            /// touched: the one lock order that keeps concurrent completions, rescues and
+            /// timeouts on PostgreSQL from deadlocking.
+            async fn lock_runs_of(&self, conn: &mut Conn, task_instance_ids: &[i64]) -> Result<(), StoreError> {
+                let mut runs = Vec::new();
+                for &id in task_instance_ids {
+                    let run: Option<i64> = sqlx::query_scalar("SELECT run_id FROM task_instances WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    runs.extend(run);
+                }
+                runs.sort_unstable();
+                runs.dedup();
+                for run_id in runs {
+                    Self::lock_run(&mut *conn, run_id).await?;
+                }
+                Ok(())
+            }
+
             /// Claims queued tasks inside the caller's transaction (see `Store::task_claim`).
             async fn claim_in(&self, conn: &mut Conn, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
                 let lease_expires_at = params.now + micros(params.lease);
@@ -574,17 +594,6 @@ macro_rules! shared_store {
                     let task_id: String = row.try_get("task_id")?;
                     let try_number: i64 = row.try_get("try_number")?;
                     let fence: i64 = row.try_get("fence")?;
-                    sqlx::query(
-                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at) \
-                         VALUES ($1, $2, $3, $4, 'running', $5)",
-                    )
-                    .bind(task_instance_id)
-                    .bind(try_number)
-                    .bind(&params.worker_id)
-                    .bind(fence)
-                    .bind(params.now)
-                    .execute(&mut *conn)
-                    .await?;
                     if !runs.contains_key(&run_id) {
                         let run = self.run_in(&mut *conn, run_id).await?;
                         runs.insert(run_id, run);
@@ -607,6 +616,23 @@ macro_rules! shared_store {
                         logical_date: run.logical_date,
                         timeout_at: row.try_get("timeout_at")?,
                     });
+                }
+                // One statement for the whole batch's attempt rows (at most 1,000 rows: well under
+                // SQLite's bind-variable limit).
+                for chunk in claimed.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at) ",
+                    );
+                    insert.push_values(chunk, |mut values, task| {
+                        values
+                            .push_bind(task.task_instance_id)
+                            .push_bind(task.try_number)
+                            .push_bind(params.worker_id.clone())
+                            .push_bind(task.fence)
+                            .push_bind("running")
+                            .push_bind(params.now);
+                    });
+                    insert.build().execute(&mut *conn).await?;
                 }
                 Ok(claimed)
             }
@@ -711,6 +737,7 @@ macro_rules! shared_store {
             }
 
             async fn dag_file_error_set(&self, file_path: &str, dag_id: Option<&str>, errors: &str, now: Micros) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO dag_file_errors (file_path, dag_id, errors, updated_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (file_path) DO UPDATE SET dag_id = excluded.dag_id, errors = excluded.errors, updated_at = excluded.updated_at",
@@ -719,8 +746,9 @@ macro_rules! shared_store {
                 .bind(dag_id)
                 .bind(errors)
                 .bind(now)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -778,13 +806,15 @@ macro_rules! shared_store {
             }
 
             async fn dag_set_last_scheduled(&self, dag_id: &str, logical_date: Micros) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "UPDATE dags SET last_scheduled_at = $1 WHERE id = $2 AND (last_scheduled_at IS NULL OR last_scheduled_at < $1)",
                 )
                 .bind(logical_date)
                 .bind(dag_id)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -942,10 +972,11 @@ macro_rules! shared_store {
             ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
                 let mut tx = self.begin_write().await?;
                 self.log_append_in(&mut *tx, logs, now).await?;
-                // Applied in task-instance order: task instances are created run by run in
-                // topological order, so every batch then takes row locks (task instances,
-                // their downstream tasks, their runs) in one global order, and two batches
-                // finishing tasks of the same runs cannot deadlock on PostgreSQL.
+                // Runs first, in id order, then task instances in id order: one global lock
+                // order, so two batches finishing tasks of the same runs cannot deadlock on
+                // PostgreSQL.
+                let ids: Vec<i64> = completions.iter().map(|completion| completion.task_instance_id).collect();
+                self.lock_runs_of(&mut *tx, &ids).await?;
                 let mut order: Vec<usize> = (0..completions.len()).collect();
                 order.sort_by_key(|&index| completions[index].task_instance_id);
                 let mut outcomes = vec![None; completions.len()];
@@ -964,7 +995,10 @@ macro_rules! shared_store {
             async fn task_heartbeat(&self, worker_id: &str, tasks: &[(i64, i64)], lease_expires_at: Micros) -> Result<Vec<i64>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let mut lost = Vec::new();
-                for &(task_instance_id, fence) in tasks {
+                // Task rows in id order, the order completions lock them in.
+                let mut tasks = tasks.to_vec();
+                tasks.sort_unstable();
+                for &(task_instance_id, fence) in &tasks {
                     let updated = sqlx::query(
                         "UPDATE task_instances SET lease_expires_at = $1 WHERE id = $2 AND fence = $3 AND state = 'running' AND worker_id = $4",
                     )
@@ -985,7 +1019,10 @@ macro_rules! shared_store {
             async fn task_release(&self, worker_id: &str, tasks: &[(i64, i64)], now: Micros) -> Result<usize, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let mut released = 0;
-                for &(task_instance_id, fence) in tasks {
+                // Task rows in id order, the order completions lock them in.
+                let mut tasks = tasks.to_vec();
+                tasks.sort_unstable();
+                for &(task_instance_id, fence) in &tasks {
                     let updated = sqlx::query(
                         "UPDATE task_instances SET state = 'queued', queued_at = $1, max_tries = max_tries + 1, fence = fence + 1, \
                          worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL \
@@ -1013,6 +1050,8 @@ macro_rules! shared_store {
                         .bind(worker_id)
                         .fetch_all(&mut *tx)
                         .await?;
+                let ids: Vec<i64> = running.iter().map(|(id, _)| *id).collect();
+                self.lock_runs_of(&mut *tx, &ids).await?;
                 let mut rescued = 0;
                 for (task_instance_id, fence) in running {
                     let error = format!("worker `{worker_id}` died while running the attempt");
@@ -1043,6 +1082,15 @@ macro_rules! shared_store {
                 .bind(now)
                 .fetch_all(&mut *tx)
                 .await?;
+                let timed_out: Vec<(i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, fence, started_at, timeout_micros FROM task_instances \
+                     WHERE state = 'running' AND timeout_at IS NOT NULL AND timeout_at <= $1 ORDER BY id LIMIT 1000",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let involved: Vec<i64> = expired.iter().map(|(id, ..)| *id).chain(timed_out.iter().map(|(id, ..)| *id)).collect();
+                self.lock_runs_of(&mut *tx, &involved).await?;
                 for (task_instance_id, fence, worker_id) in expired {
                     let error = format!(
                         "worker `{}` stopped heartbeating; its lease expired, so the attempt is presumed lost",
@@ -1054,13 +1102,6 @@ macro_rules! shared_store {
                     }
                 }
 
-                let timed_out: Vec<(i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-                    "SELECT id, fence, started_at, timeout_micros FROM task_instances \
-                     WHERE state = 'running' AND timeout_at IS NOT NULL AND timeout_at <= $1 ORDER BY id LIMIT 1000",
-                )
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
                 for (task_instance_id, fence, _started_at, timeout_micros) in timed_out {
                     let limit = std::time::Duration::from_micros(u64::try_from(timeout_micros.unwrap_or(0)).unwrap_or(0));
                     let error = format!("timed out after {}", $crate::duration::format(limit));
@@ -1175,6 +1216,9 @@ macro_rules! shared_store {
             }
 
             async fn leader_attempt(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {
+                // Through the writer queue like every write, so a busy SQLite never leaves the
+                // leader waiting out the busy handler's sleeps and losing its lease.
+                let mut tx = self.begin_write().await?;
                 let leader: Option<String> = sqlx::query_scalar(
                     "INSERT INTO leaders (name, holder, expires_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
@@ -1184,8 +1228,9 @@ macro_rules! shared_store {
                 .bind(holder)
                 .bind(now + micros(ttl))
                 .bind(now)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(leader.as_deref() == Some(holder))
             }
         }

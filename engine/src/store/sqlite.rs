@@ -2,6 +2,7 @@
 //! killed process without losing committed transactions; one writer at a time (`BEGIN
 //! IMMEDIATE`) makes claims exclusive without row locks.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
@@ -18,6 +19,38 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 pub struct SqliteStore {
     pool: SqlitePool,
     plans: PlanCache,
+    /// Write transactions of this process take turns here before `BEGIN IMMEDIATE`. SQLite's own
+    /// busy handler makes a waiting writer sleep for 1 to 100 ms between tries; queueing
+    /// in-process hands the lock over the moment it is free.
+    writer_turn: tokio::sync::Mutex<()>,
+}
+
+/// A write transaction holding this process's writer turn until it commits or drops.
+pub(crate) struct WriteTransaction<'a> {
+    // Declared first so the transaction ends (rolls back, if not committed) before the turn is
+    // handed on.
+    transaction: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl WriteTransaction<'_> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.transaction.commit().await
+    }
+}
+
+impl Deref for WriteTransaction<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.transaction
+    }
+}
+
+impl DerefMut for WriteTransaction<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.transaction
+    }
 }
 
 impl SqliteStore {
@@ -39,6 +72,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             plans: PlanCache::default(),
+            writer_turn: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -47,13 +81,24 @@ impl SqliteStore {
     }
 
     /// Takes the write lock up front: a deferred transaction that later upgrades to a writer can
-    /// fail with `SQLITE_BUSY` without waiting, while `BEGIN IMMEDIATE` waits its turn.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// fail with `SQLITE_BUSY` without waiting, while `BEGIN IMMEDIATE` waits its turn (other
+    /// processes on the same file still meet SQLite's busy timeout).
+    async fn begin_write(&self) -> Result<WriteTransaction<'_>, sqlx::Error> {
+        let turn = self.writer_turn.lock().await;
+        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTransaction {
+            transaction,
+            _turn: turn,
+        })
     }
 
     /// SQLite has one writer at a time, so a write transaction already excludes every other.
     async fn lock_dag(_conn: &mut SqliteConnection, _dag_id: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// Nothing to lock: the write transaction already excludes every other.
+    async fn lock_run(_conn: &mut SqliteConnection, _run_id: i64) -> Result<(), sqlx::Error> {
         Ok(())
     }
 
