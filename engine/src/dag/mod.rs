@@ -2,7 +2,7 @@
 //! turns TOML files into it.
 //!
 //! A [`Dag`] is only ever built by the loader, so holding one means every check in
-//! [`load`](crate::dag::load) passed: ids are well formed and unique, plugin params match their
+//! [`load_dir`] and [`parse_dag`] passed: ids are well formed and unique, plugin params match their
 //! plugin's types, references resolve and the graph has no cycle. The model serializes to JSON,
 //! which is how a run remembers the exact DAG version it ran.
 
