@@ -155,28 +155,23 @@ impl Scheduler {
             let last = record
                 .last_scheduled_at
                 .and_then(|micros| Utc.timestamp_micros(micros).single());
-            for tick in due_ticks(dag, last, now) {
-                let previous = schedule
-                    .previous_before(tick, dag.timezone)
-                    .map(|time| time.with_timezone(&Utc));
-                let interval =
-                    previous.map(|start| (start.timestamp_micros(), tick.timestamp_micros()));
+            let ticks = due_ticks(dag, last, now);
+            let params = if ticks.is_empty() {
+                serde_json::Value::Null
+            } else {
+                checked_params(dag, &serde_json::Map::new())?
+            };
+            for tick in ticks {
                 let created = self
                     .store
-                    .run_create(&RunCreateParams {
-                        dag_id: dag.id.clone(),
-                        dag_version_id: Some(record.current_version_id),
-                        logical_date: tick.timestamp_micros(),
-                        data_interval: interval,
-                        trigger: TriggerKind::Schedule,
-                        params: resolve_params(dag, &serde_json::Map::new()).map_err(
-                            |problems| SchedulerError::InvalidParams {
-                                dag_id: dag.id.clone(),
-                                problems,
-                            },
-                        )?,
-                        now: now.timestamp_micros(),
-                    })
+                    .run_create(&tick_run(
+                        dag,
+                        record.current_version_id,
+                        tick,
+                        TriggerKind::Schedule,
+                        &params,
+                        now.timestamp_micros(),
+                    ))
                     .await?;
                 if created.is_some() {
                     tracing::info!(message = "Scheduled a run.", dag_id = %dag.id, logical_date = %tick.to_rfc3339());
@@ -216,12 +211,7 @@ impl Scheduler {
     ) -> Result<RunRecord, SchedulerError> {
         let record = self.dag(dag_id).await?;
         let plan = self.store.dag_version(record.current_version_id).await?;
-        let params = resolve_params(&plan.dag, params).map_err(|problems| {
-            SchedulerError::InvalidParams {
-                dag_id: dag_id.to_owned(),
-                problems,
-            }
-        })?;
+        let params = checked_params(&plan.dag, params)?;
         let now = now_micros();
         // Two triggers in the same microsecond would share a logical date; the next free one is
         // taken instead.
@@ -267,12 +257,7 @@ impl Scheduler {
         let schedule = dag.schedule.as_ref().ok_or_else(|| {
             SchedulerError::Invalid(format!("DAG `{dag_id}` has no schedule to backfill"))
         })?;
-        let params = resolve_params(dag, &serde_json::Map::new()).map_err(|problems| {
-            SchedulerError::InvalidParams {
-                dag_id: dag_id.to_owned(),
-                problems,
-            }
-        })?;
+        let params = checked_params(dag, &serde_json::Map::new())?;
         let now = now_micros();
         let mut created = Vec::new();
         let mut cursor =
@@ -281,21 +266,16 @@ impl Scheduler {
             if tick > to {
                 break;
             }
-            let previous = schedule
-                .previous_before(tick, dag.timezone)
-                .map(|time| time.with_timezone(&Utc));
             let run = self
                 .store
-                .run_create(&RunCreateParams {
-                    dag_id: dag_id.to_owned(),
-                    dag_version_id: Some(record.current_version_id),
-                    logical_date: tick.timestamp_micros(),
-                    data_interval: previous
-                        .map(|start| (start.timestamp_micros(), tick.timestamp_micros())),
-                    trigger: TriggerKind::Backfill,
-                    params: params.clone(),
+                .run_create(&tick_run(
+                    dag,
+                    record.current_version_id,
+                    tick,
+                    TriggerKind::Backfill,
+                    &params,
                     now,
-                })
+                ))
                 .await?;
             created.extend(run);
             cursor = schedule.next_after(tick, dag.timezone);
@@ -457,6 +437,43 @@ impl std::fmt::Debug for Scheduler {
 
 fn to_chrono(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The run of one schedule tick: its logical date is the tick, its data interval runs from the
+/// previous tick to this one.
+fn tick_run(
+    dag: &Dag,
+    version_id: i64,
+    tick: DateTime<Utc>,
+    trigger: TriggerKind,
+    params: &serde_json::Value,
+    now: Micros,
+) -> RunCreateParams {
+    let previous = dag
+        .schedule
+        .as_ref()
+        .and_then(|schedule| schedule.previous_before(tick, dag.timezone))
+        .map(|start| start.with_timezone(&Utc).timestamp_micros());
+    RunCreateParams {
+        dag_id: dag.id.clone(),
+        dag_version_id: Some(version_id),
+        logical_date: tick.timestamp_micros(),
+        data_interval: previous.map(|start| (start, tick.timestamp_micros())),
+        trigger,
+        params: params.clone(),
+        now,
+    }
+}
+
+/// [`resolve_params`] with its problems as a [`SchedulerError`].
+fn checked_params(
+    dag: &Dag,
+    given: &serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value, SchedulerError> {
+    resolve_params(dag, given).map_err(|problems| SchedulerError::InvalidParams {
+        dag_id: dag.id.clone(),
+        problems,
+    })
 }
 
 /// The schedule ticks due by `now` that have no run yet, oldest first.
