@@ -189,6 +189,17 @@ impl ExecutionService {
         Ok(rescued)
     }
 
+    /// A claim for this worker now, under this service's lease.
+    fn claim_params(&self, worker_id: &str, queues: &[String], limit: u32) -> ClaimParams {
+        ClaimParams {
+            worker_id: worker_id.to_owned(),
+            queues: queues.to_vec(),
+            limit,
+            lease: self.lease,
+            now: now_micros(),
+        }
+    }
+
     fn seen(&self, worker_id: &str) {
         let mut workers = self
             .workers
@@ -253,13 +264,7 @@ impl ExecutionApi for ExecutionService {
             let notified = work_available.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let params = ClaimParams {
-                worker_id: worker_id.to_owned(),
-                queues: queues.to_vec(),
-                limit,
-                lease: self.lease,
-                now: now_micros(),
-            };
+            let params = self.claim_params(worker_id, queues, limit);
             let claimed = self
                 .scheduler
                 .store()
@@ -313,13 +318,7 @@ impl ExecutionApi for ExecutionService {
         next: Option<&NextClaim>,
     ) -> Result<CompletionReply, ApiError> {
         self.seen(worker_id);
-        let claim = next.map(|next| ClaimParams {
-            worker_id: worker_id.to_owned(),
-            queues: next.queues.clone(),
-            limit: next.limit,
-            lease: self.lease,
-            now: now_micros(),
-        });
+        let claim = next.map(|next| self.claim_params(worker_id, &next.queues, next.limit));
         let (outcomes, claimed) = self
             .scheduler
             .complete(completions, logs, claim.as_ref())
