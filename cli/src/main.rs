@@ -31,6 +31,12 @@ struct Cli {
     #[arg(long, global = true, default_value = ".kiln", env = "KILN_DATA_DIR")]
     data_dir: PathBuf,
 
+    /// A TOML file describing the artifact store (`backend = "s3"`, `bucket`, `endpoint`, …);
+    /// by default a local store in the data directory. Workers given none move artifact bytes
+    /// through the server.
+    #[arg(long, global = true, env = "KILN_ARTIFACTS_CONFIG")]
+    artifacts_config: Option<PathBuf>,
+
     /// The server that `trigger`, `runs show` and `logs` talk to.
     #[arg(
         long,
@@ -46,6 +52,46 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// The web console's settings, shared by `server` and `standalone`.
+#[derive(clap::Args)]
+struct ConsoleArgs {
+    /// The console's admin password; without one the console is open, which is allowed only
+    /// on a loopback address (prefer the environment variable: arguments show in `ps`).
+    #[arg(long, env = "KILN_CONSOLE_PASSWORD", hide_env_values = true)]
+    console_password: Option<String>,
+    /// A second password, for a read-only console login.
+    #[arg(long, env = "KILN_CONSOLE_READONLY_PASSWORD", hide_env_values = true)]
+    console_readonly_password: Option<String>,
+    /// Serve no console: the REST and execution APIs only.
+    #[arg(long)]
+    no_console: bool,
+}
+
+impl ConsoleArgs {
+    fn config(self) -> kiln_web::ConsoleConfig {
+        if self.no_console {
+            kiln_web::ConsoleConfig::disabled()
+        } else {
+            kiln_web::ConsoleConfig::new(self.console_password, self.console_readonly_password)
+        }
+    }
+}
+
+/// Written out so the passwords never reach a log or an error message.
+impl std::fmt::Debug for ConsoleArgs {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ConsoleArgs")
+            .field("console_password_set", &self.console_password.is_some())
+            .field(
+                "console_readonly_password_set",
+                &self.console_readonly_password.is_some(),
+            )
+            .field("no_console", &self.no_console)
+            .finish()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +133,8 @@ enum Command {
         /// How long a worker's lease lasts without a heartbeat.
         #[arg(long, default_value = "6s", value_parser = parse_duration)]
         lease: std::time::Duration,
+        #[command(flatten)]
+        console: ConsoleArgs,
     },
     /// Run a worker that claims tasks from a server and runs them.
     Worker {
@@ -123,6 +171,8 @@ enum Command {
         /// How long a worker's lease lasts without a heartbeat.
         #[arg(long, default_value = "6s", value_parser = parse_duration)]
         lease: std::time::Duration,
+        #[command(flatten)]
+        console: ConsoleArgs,
     },
     /// Trigger a run through the server.
     Trigger {
@@ -257,6 +307,7 @@ fn main() -> ExitCode {
     let database = ops::DatabaseConfig {
         url: cli.database_url.clone(),
         data_dir: cli.data_dir.clone(),
+        artifacts_config: cli.artifacts_config.clone(),
     };
     let result = match cli.command {
         Command::Dags { command } => dags::run(command, &cli.dags, &database),
@@ -276,12 +327,14 @@ fn main() -> ExitCode {
             listen,
             worker_token,
             lease,
+            console,
         } => {
             let options = server::ServerOptions {
                 listen,
                 worker_token,
                 api_token: cli.api_token.clone(),
                 lease,
+                console: console.config(),
             };
             block_on(server::server(&database, &cli.dags, options))
         }
@@ -301,6 +354,8 @@ fn main() -> ExitCode {
                 id,
                 work_dir,
                 shutdown_grace: grace,
+                artifacts_config: cli.artifacts_config.clone(),
+                dags_dir: cli.dags.clone(),
             };
             block_on(server::worker(options))
         }
@@ -309,6 +364,7 @@ fn main() -> ExitCode {
             workers,
             concurrency,
             lease,
+            console,
         } => {
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
@@ -317,6 +373,7 @@ fn main() -> ExitCode {
                 workers,
                 concurrency,
                 lease,
+                console: console.config(),
             };
             block_on(standalone::standalone(&database, &cli.dags, options))
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use kiln_engine::artifacts::{ArtifactStoreConfig, BlobStore};
 use kiln_engine::scheduler::{Scheduler, to_datetime};
 use kiln_engine::state::RunState;
 use kiln_engine::store::{RunFilter, Store, connect};
@@ -15,9 +16,38 @@ use kiln_engine::store::{RunFilter, Store, connect};
 pub(crate) struct DatabaseConfig {
     pub(crate) url: Option<String>,
     pub(crate) data_dir: std::path::PathBuf,
+    /// The artifact store's TOML description; a local store under `data_dir` when absent.
+    pub(crate) artifacts_config: Option<std::path::PathBuf>,
+}
+
+/// Reads an artifact store description from a TOML file.
+pub(crate) fn read_artifacts_config(path: &Path) -> anyhow::Result<ArtifactStoreConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "failed to read the artifact store configuration {}",
+            path.display()
+        )
+    })?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "the artifact store configuration {} is invalid",
+            path.display()
+        )
+    })
 }
 
 impl DatabaseConfig {
+    /// The artifact store: the configured one, or a local store under the data directory.
+    pub(crate) fn artifact_store(&self) -> anyhow::Result<Arc<BlobStore>> {
+        let config = match &self.artifacts_config {
+            Some(path) => read_artifacts_config(path)?,
+            None => ArtifactStoreConfig::local_under(&self.data_dir),
+        };
+        let store = BlobStore::from_config(&config)
+            .with_context(|| format!("failed to open the artifact store {config:?}"))?;
+        Ok(Arc::new(store))
+    }
+
     pub(crate) fn url(&self) -> anyhow::Result<String> {
         if let Some(url) = &self.url {
             return Ok(url.clone());

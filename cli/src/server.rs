@@ -9,8 +9,8 @@ use anyhow::Context;
 use kiln_engine::execution::ExecutionService;
 use kiln_engine::scheduler::Scheduler;
 use kiln_engine::worker::{WorkerConfig, hostname, run_worker};
-use kiln_web::AppState;
 use kiln_web::client::ExecutionClient;
+use kiln_web::{AppState, ConsoleConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::DatabaseConfig;
@@ -22,6 +22,8 @@ pub(crate) struct ServerOptions {
     pub(crate) worker_token: String,
     pub(crate) api_token: Option<String>,
     pub(crate) lease: Duration,
+    /// Whether the console is served, and its passwords (its `Debug` hides them).
+    pub(crate) console: ConsoleConfig,
 }
 
 /// A server that is up: where it listens, and its execution service (standalone needs it to
@@ -64,12 +66,18 @@ pub(crate) async fn start_server(
             problems
         );
     }
-    let execution = Arc::new(ExecutionService::new(scheduler.clone(), options.lease));
+    let artifacts = database.artifact_store()?;
+    let execution =
+        Arc::new(ExecutionService::new(scheduler.clone(), options.lease).with_artifacts(artifacts));
     let state = AppState {
         execution: execution.clone(),
         worker_token: options.worker_token.into(),
         api_token: options.api_token.map(Into::into),
+        console: options.console,
     };
+    state.console.check_listen(options.listen).context(
+        "the console needs a password here: set --console-password (KILN_CONSOLE_PASSWORD), listen on loopback, or pass --no-console",
+    )?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("failed to listen on {}", options.listen))?;
@@ -134,6 +142,11 @@ pub(crate) struct WorkerOptions {
     pub(crate) id: Option<String>,
     pub(crate) work_dir: Option<PathBuf>,
     pub(crate) shutdown_grace: Duration,
+    /// With a store configuration the worker reads and writes artifacts itself; without, it
+    /// moves them through the server.
+    pub(crate) artifacts_config: Option<PathBuf>,
+    /// The DAG folder as this worker sees it, for plugins that read files beside the DAGs.
+    pub(crate) dags_dir: PathBuf,
 }
 
 pub(crate) async fn worker(options: WorkerOptions) -> anyhow::Result<()> {
@@ -150,6 +163,13 @@ pub(crate) async fn worker(options: WorkerOptions) -> anyhow::Result<()> {
         config.queues = options.queues;
     }
     config.shutdown_grace = options.shutdown_grace;
+    if let Some(path) = &options.artifacts_config {
+        let store_config = crate::ops::read_artifacts_config(path)?;
+        let store = kiln_engine::artifacts::BlobStore::from_config(&store_config)
+            .with_context(|| format!("failed to open the artifact store {store_config:?}"))?;
+        config.artifacts = Some(Arc::new(store));
+    }
+    config.dags_dir = std::fs::canonicalize(&options.dags_dir).ok();
     let api = Arc::new(ExecutionClient::new(&options.server, &options.token));
     let summary = run_worker(api, kiln_tasks::builtin_registry(), config, shutdown)
         .await

@@ -25,6 +25,7 @@ pub(crate) struct StandaloneOptions {
     pub(crate) workers: usize,
     pub(crate) concurrency: usize,
     pub(crate) lease: Duration,
+    pub(crate) console: kiln_web::ConsoleConfig,
 }
 
 pub(crate) async fn standalone(
@@ -41,6 +42,7 @@ pub(crate) async fn standalone(
             .ok()
             .filter(|token| !token.is_empty()),
         lease: options.lease,
+        console: options.console,
     };
     let server = start_server(database, dags_dir, server_options, shutdown.clone()).await?;
     let url = format!("http://{}", server.address);
@@ -54,6 +56,8 @@ pub(crate) async fn standalone(
 
     let supervisor = Supervisor {
         executable: std::env::current_exe().context("failed to find the kiln executable")?,
+        dags_dir: std::fs::canonicalize(dags_dir).unwrap_or_else(|_| dags_dir.to_owned()),
+        artifacts_config: database.artifacts_config.clone(),
         url,
         token,
         concurrency: options.concurrency,
@@ -66,6 +70,9 @@ pub(crate) async fn standalone(
 
 struct Supervisor {
     executable: std::path::PathBuf,
+    dags_dir: std::path::PathBuf,
+    /// Passed on, so workers use the store directly; without it they go through the server.
+    artifacts_config: Option<std::path::PathBuf>,
     url: String,
     token: String,
     concurrency: usize,
@@ -76,8 +83,14 @@ struct Supervisor {
 impl Supervisor {
     fn spawn(&self, slot: usize, generation: u32) -> anyhow::Result<(String, Child)> {
         let worker_id = format!("standalone-{slot}-{generation}");
-        let child = Command::new(&self.executable)
+        let mut command = Command::new(&self.executable);
+        if let Some(config) = &self.artifacts_config {
+            command.arg("--artifacts-config").arg(config);
+        }
+        let child = command
             .arg("worker")
+            .arg("--dags")
+            .arg(&self.dags_dir)
             .args(["--server", &self.url])
             .args(["--concurrency", &self.concurrency.to_string()])
             .args(["--id", &worker_id])

@@ -100,9 +100,7 @@ fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
     let replay = Completion {
         task_instance_id,
         fence,
-        result: AttemptResult::Success {
-            summary: serde_json::json!({}),
-        },
+        result: AttemptResult::success(serde_json::json!({})),
     };
     let outcome = Cluster::runtime()
         .block_on(client.complete("doomed", &[replay], &[], None))

@@ -6,16 +6,19 @@
 //! client implementing the trait, so the worker runtime runs unchanged in-process or remote.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::{BlobError, BlobRef, BlobStore};
 use crate::scheduler::{Scheduler, SchedulerError};
 pub use crate::store::LogUpload;
 use crate::store::{
-    ClaimParams, ClaimedTask, Completion, CompletionOutcome, Micros, Rejection, now_micros,
+    AttemptResult, CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, Micros,
+    OutputContent, Rejection, now_micros,
 };
 
 /// The longest a claim may wait for work before answering empty.
@@ -129,6 +132,16 @@ pub trait ExecutionApi: Send + Sync + 'static {
 
     /// Hands running tasks back without counting the attempt.
     async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError>;
+
+    /// The newest successful attempt with this cache key, whose outputs a cacheable task may
+    /// reuse instead of running.
+    async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, ApiError>;
+
+    /// Stores a file in the server's artifact store, for workers without store credentials.
+    async fn blob_upload(&self, path: &Path) -> Result<BlobRef, BlobError>;
+
+    /// Fetches a blob from the server's artifact store into `dest`, checked against its digest.
+    async fn blob_download(&self, blob: &BlobRef, dest: &Path) -> Result<(), BlobError>;
 }
 
 /// A worker the server has heard from.
@@ -145,6 +158,7 @@ pub struct ExecutionService {
     scheduler: Arc<Scheduler>,
     lease: Duration,
     workers: Mutex<HashMap<String, WorkerStatus>>,
+    artifacts: Option<Arc<BlobStore>>,
 }
 
 impl ExecutionService {
@@ -154,6 +168,79 @@ impl ExecutionService {
             scheduler,
             lease,
             workers: Mutex::new(HashMap::new()),
+            artifacts: None,
+        }
+    }
+
+    /// The same service with an artifact store: workers may then move artifact bytes through
+    /// the server, and the outputs a completion reports are checked to be in the store.
+    pub fn with_artifacts(mut self, artifacts: Arc<BlobStore>) -> ExecutionService {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
+    /// The artifact store, when the service has one.
+    pub fn artifacts(&self) -> Option<&Arc<BlobStore>> {
+        self.artifacts.as_ref()
+    }
+
+    fn artifact_store(&self) -> Result<&Arc<BlobStore>, BlobError> {
+        self.artifacts.as_ref().ok_or_else(|| BlobError::Config {
+            backend: "server",
+            message: "this server has no artifact store configured".to_owned(),
+        })
+    }
+
+    /// Turns a success whose new outputs are not in the artifact store into a retryable
+    /// failure: a version must never name bytes that are not there.
+    async fn check_output_blobs(&self, completion: &Completion) -> Completion {
+        let AttemptResult::Success { outputs, .. } = &completion.result else {
+            return completion.clone();
+        };
+        let mut problem = None;
+        for output in outputs {
+            let OutputContent::Blob { blob, .. } = &output.content else {
+                continue;
+            };
+            let found = match self.artifact_store() {
+                Ok(store) => {
+                    store
+                        .size(&blob.sha256)
+                        .await
+                        .map(Some)
+                        .or_else(|error| match error {
+                            BlobError::NotFound { .. } => Ok(None),
+                            other => Err(other),
+                        })
+                }
+                Err(error) => Err(error),
+            };
+            problem = match found {
+                Ok(Some(size)) if size == blob.size => None,
+                Ok(Some(size)) => Some(format!(
+                    "output `{}`: the artifact store holds {size} bytes for sha256:{}, the worker reported {}",
+                    output.slot, blob.sha256, blob.size
+                )),
+                Ok(None) => Some(format!(
+                    "output `{}`: blob sha256:{} is not in the artifact store",
+                    output.slot, blob.sha256
+                )),
+                Err(error) => Some(format!("output `{}`: {error}", output.slot)),
+            };
+            if problem.is_some() {
+                break;
+            }
+        }
+        match problem {
+            None => completion.clone(),
+            Some(error) => Completion {
+                task_instance_id: completion.task_instance_id,
+                fence: completion.fence,
+                result: AttemptResult::Failure {
+                    error,
+                    retryable: true,
+                },
+            },
         }
     }
 
@@ -319,6 +406,20 @@ impl ExecutionApi for ExecutionService {
     ) -> Result<CompletionReply, ApiError> {
         self.seen(worker_id);
         let claim = next.map(|next| self.claim_params(worker_id, &next.queues, next.limit));
+        let writes_artifacts = completions.iter().any(|completion| {
+            matches!(&completion.result, AttemptResult::Success { outputs, .. } if !outputs.is_empty())
+        });
+        let mut checked = Vec::new();
+        if writes_artifacts {
+            for completion in completions {
+                checked.push(self.check_output_blobs(completion).await);
+            }
+        }
+        let completions = if writes_artifacts {
+            &checked[..]
+        } else {
+            completions
+        };
         let (outcomes, claimed) = self
             .scheduler
             .complete(completions, logs, claim.as_ref())
@@ -336,5 +437,24 @@ impl ExecutionApi for ExecutionService {
             .map_err(|error| server_error(error.into()))?;
         self.scheduler.work_available().notify_waiters();
         Ok(())
+    }
+
+    async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, ApiError> {
+        self.scheduler
+            .store()
+            .cache_lookup(key)
+            .await
+            .map_err(|error| server_error(error.into()))
+    }
+
+    async fn blob_upload(&self, path: &Path) -> Result<BlobRef, BlobError> {
+        Ok(self.artifact_store()?.put_file(path).await?.blob)
+    }
+
+    async fn blob_download(&self, blob: &BlobRef, dest: &Path) -> Result<(), BlobError> {
+        self.artifact_store()?
+            .get_to_file(&blob.sha256, dest)
+            .await
+            .map(drop)
     }
 }

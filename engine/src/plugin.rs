@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -15,6 +15,9 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+use crate::dag::ArtifactKind;
+use crate::store::{ArtifactVersionRecord, DatasetStats};
 
 /// A task plugin: what a `kind = "..."` in a DAG file runs.
 ///
@@ -85,8 +88,30 @@ impl LogSink for DiscardLogs {
     fn line(&self, _stream: LogStream, _text: &str) {}
 }
 
-/// Everything a running task may reach: its identity, its log, its cancellation signal and its
-/// scratch directory. Plugins get nothing else from the engine.
+/// An input artifact of a running task: a local copy of the exact version it reads, whose bytes
+/// were checked against the version's digest before the task started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputFile {
+    /// The local copy.
+    pub path: PathBuf,
+    /// The version it is a copy of.
+    pub version: ArtifactVersionRecord,
+}
+
+/// Where a running task writes one of its declared outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSlot {
+    /// Write the output here; the worker stores it as a new version once the task succeeds.
+    pub path: PathBuf,
+    /// What the output is.
+    pub kind: ArtifactKind,
+    /// The media type the DAG declared for it, if any.
+    pub media_type: Option<String>,
+}
+
+/// Everything a running task may reach: its identity, its log, its cancellation signal, its
+/// scratch directory and its input and output artifacts. Plugins get nothing else from the
+/// engine.
 #[derive(Clone)]
 pub struct TaskContext {
     /// The DAG the task belongs to.
@@ -99,6 +124,11 @@ pub struct TaskContext {
     pub try_number: u32,
     /// A directory the attempt may use freely; the worker removes it afterwards.
     pub work_dir: PathBuf,
+    /// The DAG folder as this worker sees it, when it has one (the `command` plugin passes it
+    /// on as `KILN_DAGS_DIR`).
+    pub dags_dir: Option<PathBuf>,
+    inputs: BTreeMap<String, InputFile>,
+    outputs: BTreeMap<String, OutputSlot>,
     log: Arc<dyn LogSink>,
     cancellation: CancellationToken,
 }
@@ -120,9 +150,65 @@ impl TaskContext {
             task_id: task_id.into(),
             try_number,
             work_dir,
+            dags_dir: None,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
             log,
             cancellation,
         }
+    }
+
+    /// The same context with these input artifacts, by input name.
+    pub fn with_inputs(mut self, inputs: BTreeMap<String, InputFile>) -> TaskContext {
+        self.inputs = inputs;
+        self
+    }
+
+    /// The same context with these output slots, by output name.
+    pub fn with_outputs(mut self, outputs: BTreeMap<String, OutputSlot>) -> TaskContext {
+        self.outputs = outputs;
+        self
+    }
+
+    /// The same context with a DAG folder.
+    pub fn with_dags_dir(mut self, dags_dir: Option<PathBuf>) -> TaskContext {
+        self.dags_dir = dags_dir;
+        self
+    }
+
+    /// An input artifact by its name in the task's `inputs`; an undeclared name is a permanent
+    /// error naming the inputs there are.
+    pub fn input(&self, name: &str) -> Result<&InputFile, TaskError> {
+        self.inputs.get(name).ok_or_else(|| {
+            TaskError::Permanent(format!(
+                "the task has no input `{name}` (its inputs: {})",
+                names_or_none(self.inputs.keys())
+            ))
+        })
+    }
+
+    /// Every input artifact, by name.
+    pub fn inputs(&self) -> &BTreeMap<String, InputFile> {
+        &self.inputs
+    }
+
+    /// Where to write a declared output; an undeclared name is a permanent error naming the
+    /// outputs there are.
+    pub fn output_path(&self, name: &str) -> Result<&Path, TaskError> {
+        self.outputs
+            .get(name)
+            .map(|slot| slot.path.as_path())
+            .ok_or_else(|| {
+                TaskError::Permanent(format!(
+                    "the task declares no output `{name}` (its outputs: {})",
+                    names_or_none(self.outputs.keys())
+                ))
+            })
+    }
+
+    /// Every declared output, by name.
+    pub fn outputs(&self) -> &BTreeMap<String, OutputSlot> {
+        &self.outputs
     }
 
     /// Records a line in the attempt's log.
@@ -149,13 +235,35 @@ impl fmt::Debug for TaskContext {
     }
 }
 
+fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// What a successful attempt reports back.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskOutput {
     /// A small JSON summary shown in the console (exit code, row counts, metrics).
     pub summary: serde_json::Value,
-    /// Files written for the task's declared outputs, by output name.
-    pub outputs: BTreeMap<String, PathBuf>,
+    /// What the plugin says about its outputs, by output name. An output written to its
+    /// [`TaskContext::output_path`] needs no entry; an entry adds a media type or a dataset's
+    /// shape, or points at a file written elsewhere.
+    pub outputs: BTreeMap<String, OutputFile>,
+}
+
+/// A file written for a declared output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its media type, when the plugin knows it.
+    pub media_type: Option<String>,
+    /// For a dataset, its columns and row count.
+    pub dataset: Option<DatasetStats>,
 }
 
 /// Why an attempt failed, and whether trying again could help.

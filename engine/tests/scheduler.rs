@@ -112,9 +112,7 @@ fn success(task: &ClaimedTask) -> Completion {
     Completion {
         task_instance_id: task.task_instance_id,
         fence: task.fence,
-        result: AttemptResult::Success {
-            summary: serde_json::json!({}),
-        },
+        result: AttemptResult::success(serde_json::json!({})),
     }
 }
 

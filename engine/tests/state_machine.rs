@@ -378,9 +378,7 @@ impl Harness {
         outcome: Outcome,
     ) {
         let result = match outcome {
-            Outcome::Success => AttemptResult::Success {
-                summary: serde_json::json!({ "fence": fence }),
-            },
+            Outcome::Success => AttemptResult::success(serde_json::json!({ "fence": fence })),
             Outcome::Retryable | Outcome::Permanent => AttemptResult::Failure {
                 error: "boom".to_owned(),
                 retryable: matches!(outcome, Outcome::Retryable),

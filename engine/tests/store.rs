@@ -69,9 +69,7 @@ fn success(task: &ClaimedTask) -> Completion {
     Completion {
         task_instance_id: task.task_instance_id,
         fence: task.fence,
-        result: AttemptResult::Success {
-            summary: serde_json::json!({ "ok": true }),
-        },
+        result: AttemptResult::success(serde_json::json!({ "ok": true })),
     }
 }
 
@@ -323,9 +321,7 @@ async fn late_and_duplicate_reports_are_refused(db: &TestDb) {
             &[Completion {
                 task_instance_id: 999_999,
                 fence: 1,
-                result: AttemptResult::Success {
-                    summary: serde_json::json!(null),
-                },
+                result: AttemptResult::success(serde_json::json!(null)),
             }],
             T0,
         )

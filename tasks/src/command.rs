@@ -3,6 +3,11 @@
 //!
 //! The child runs in its own process group, so cancelling the task (or its timeout) stops the
 //! whole tree it started, not only the direct child.
+//!
+//! Artifacts reach the program through its environment, so a program in any language can take
+//! part: `KILN_INPUT_<NAME>` is the path of each input's local copy and `KILN_OUTPUT_<NAME>` the
+//! path each declared output must be written to (names upper-cased, `-` and `.` as `_`).
+//! `KILN_DAGS_DIR` is the DAG folder, for programs that read files kept beside the DAGs.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -39,6 +44,33 @@ pub struct CommandParams {
     pub cwd: Option<PathBuf>,
 }
 
+/// `KILN_INPUT_<NAME>`, `KILN_OUTPUT_<NAME>` and `KILN_DAGS_DIR` for the task's artifacts.
+fn artifact_env(ctx: &TaskContext) -> Vec<(String, std::ffi::OsString)> {
+    let variable = |prefix: &str, name: &str| {
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                '-' | '.' => '_',
+                other => other.to_ascii_uppercase(),
+            })
+            .collect();
+        format!("{prefix}{name}")
+    };
+    let inputs = ctx
+        .inputs()
+        .iter()
+        .map(|(name, input)| (variable("KILN_INPUT_", name), input.path.clone().into()));
+    let outputs = ctx
+        .outputs()
+        .iter()
+        .map(|(name, slot)| (variable("KILN_OUTPUT_", name), slot.path.clone().into()));
+    let dags = ctx
+        .dags_dir
+        .iter()
+        .map(|dir| ("KILN_DAGS_DIR".to_owned(), dir.clone().into()));
+    inputs.chain(outputs).chain(dags).collect()
+}
+
 /// The `command` plugin.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Command;
@@ -57,6 +89,7 @@ impl TaskPlugin for Command {
             .env("KILN_TASK_ID", &ctx.task_id)
             .env("KILN_TRY_NUMBER", ctx.try_number.to_string())
             .env("KILN_WORK_DIR", &ctx.work_dir)
+            .envs(artifact_env(ctx))
             .current_dir(params.cwd.as_ref().unwrap_or(&ctx.work_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,25 +1,33 @@
 //! HTTP clients: [`ExecutionClient`] for workers (it implements the engine's `ExecutionApi`) and
 //! [`ApiClient`] for the CLI's calls to the REST API.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use kiln_engine::artifacts::{BlobError, BlobRef, blob_key, save_verified};
 use kiln_engine::execution::{
     ApiError, CompletionReply, ExecutionApi, LogUpload, NextClaim, Registration, RegistrationAck,
 };
-use kiln_engine::store::{ClaimedTask, Completion};
+use kiln_engine::store::{CacheHit, ClaimedTask, Completion};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::wire::{
-    ClaimNext, ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, CompletionReport,
-    DagList, HeartbeatResponse, Lease, LeasesRequest, LogChunkUpload, LogPage, LogsRequest,
-    RegisterRequest, RegisterResponse, RunDetail, RunView, TriggerRequest,
+    BlobView, CacheLookupRequest, CacheLookupResponse, ClaimNext, ClaimRequest, ClaimResponse,
+    CompleteRequest, CompleteResponse, CompletionReport, DagList, HeartbeatResponse, Lease,
+    LeasesRequest, LogChunkUpload, LogPage, LogsRequest, RegisterRequest, RegisterResponse,
+    RunDetail, RunView, TriggerRequest,
 };
 
 /// How long an ordinary call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long moving one blob may take: long enough for gigabytes over a slow link, short
+/// enough that a hung transfer does not hold a task forever.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// A failed REST call, for the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +315,81 @@ impl ExecutionApi for ExecutionClient {
             .await
             .map_err(api_error)?;
         Ok(())
+    }
+
+    async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, ApiError> {
+        let request = CacheLookupRequest {
+            key: key.to_owned(),
+        };
+        let response: CacheLookupResponse = self
+            .http
+            .post("/api/v1/exec/cache/lookup", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(response.hit.map(CacheHit::from))
+    }
+
+    async fn blob_upload(&self, path: &Path) -> Result<BlobRef, BlobError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| BlobError::File {
+                operation: "open",
+                path: path.to_owned(),
+                source,
+            })?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let builder = self
+            .http
+            .request(reqwest::Method::POST, "/api/v1/exec/blobs")
+            .timeout(BLOB_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let url = format!("{}/api/v1/exec/blobs", self.http.base);
+        let uploaded: BlobView =
+            self.http
+                .send(builder, url)
+                .await
+                .map_err(|error| BlobError::Backend {
+                    operation: "upload through the server",
+                    key: path.display().to_string(),
+                    message: error.to_string(),
+                })?;
+        Ok(BlobRef {
+            sha256: uploaded.sha256,
+            size: uploaded.size,
+        })
+    }
+
+    async fn blob_download(&self, blob: &BlobRef, dest: &Path) -> Result<(), BlobError> {
+        let path = format!("/api/v1/exec/blobs/{}", blob.sha256);
+        let failed = |message: String| BlobError::Backend {
+            operation: "download through the server",
+            key: blob_key(&blob.sha256),
+            message,
+        };
+        let response = self
+            .http
+            .request(reqwest::Method::GET, &path)
+            .timeout(BLOB_TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        match response.status() {
+            status if status.is_success() => {}
+            StatusCode::NOT_FOUND => {
+                return Err(BlobError::NotFound {
+                    sha256: blob.sha256,
+                });
+            }
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                return Err(failed(format!("the server answered {status}: {body}")));
+            }
+        }
+        let chunks = response
+            .bytes_stream()
+            .map_err(|error| failed(error.to_string()));
+        save_verified(Box::pin(chunks), blob, dest).await
     }
 }
 

@@ -30,6 +30,9 @@ pub enum AppError {
     /// Something failed on the server; the client is told only that.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A part of the server the request needs is not configured or not reachable (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AppError {
@@ -72,6 +75,7 @@ impl IntoResponse for AppError {
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()),
             AppError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             AppError::Conflict(message) => (StatusCode::CONFLICT, message),
+            AppError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             AppError::Internal(detail) => {
                 tracing::error!(message = "Request failed.", detail);
                 (

@@ -3,14 +3,20 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use kiln_engine::artifacts::{BlobError, BlobStore, Sha256Digest};
 use kiln_engine::execution::{ExecutionApi, LogUpload, NextClaim, Registration};
 use kiln_engine::store::Completion;
 
 use crate::error::JsonBody;
 use crate::wire::{
-    Assignment, ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, CompletionResult,
-    HeartbeatResponse, LeasesRequest, LogsRequest, RegisterRequest, RegisterResponse,
+    Assignment, BlobView, CacheHitView, CacheLookupRequest, CacheLookupResponse, ClaimRequest,
+    ClaimResponse, CompleteRequest, CompleteResponse, CompletionResult, HeartbeatResponse,
+    LeasesRequest, LogsRequest, RegisterRequest, RegisterResponse,
 };
 use crate::{AppError, AppState};
 
@@ -110,8 +116,9 @@ pub(crate) async fn complete(
     let completions: Vec<Completion> = request
         .completions
         .into_iter()
-        .map(Completion::from)
-        .collect();
+        .map(Completion::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(AppError::unprocessable)?;
     let logs: Vec<LogUpload> = request.logs.into_iter().map(LogUpload::from).collect();
     let next = request.claim.map(|claim| NextClaim {
         queues: claim.queues,
@@ -144,4 +151,83 @@ pub(crate) async fn release(
     Ok(Json(
         serde_json::json!({ "released": request.running.len() }),
     ))
+}
+
+pub(crate) async fn cache_lookup(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<CacheLookupRequest>,
+) -> Result<Json<CacheLookupResponse>, AppError> {
+    let hit = state
+        .execution
+        .cache_lookup(&request.key)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(CacheLookupResponse {
+        hit: hit.as_ref().map(CacheHitView::from),
+    }))
+}
+
+fn artifact_store(state: &AppState) -> Result<&std::sync::Arc<BlobStore>, AppError> {
+    state
+        .execution
+        .artifacts()
+        .ok_or_else(|| AppError::Unavailable("this server has no artifact store".to_owned()))
+}
+
+/// Turns a blob-layer failure into a response: a missing blob is a 404, a corrupt one a 500
+/// that names it (the worker fails the task), anything else the store being unavailable.
+pub(crate) fn blob_error(error: BlobError) -> AppError {
+    match error {
+        BlobError::NotFound { .. } => AppError::NotFound(error.to_string()),
+        BlobError::Input(_) => AppError::unprocessable(error.to_string()),
+        other => AppError::Internal(other.to_string()),
+    }
+}
+
+/// `POST /api/v1/exec/blobs`: stores the request body, streamed, as a blob.
+pub(crate) async fn blob_upload(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<BlobView>, AppError> {
+    let store = artifact_store(&state)?;
+    let reader =
+        tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let outcome = store.put_stream(reader).await.map_err(blob_error)?;
+    Ok(Json(BlobView {
+        sha256: outcome.blob.sha256,
+        size: outcome.blob.size,
+    }))
+}
+
+/// `GET /api/v1/exec/blobs/{sha256}`: streams a blob. Bytes that fail their digest end the
+/// response with an error instead of a clean end, and the client checks the digest as well.
+pub(crate) async fn blob_download(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<Response, AppError> {
+    let sha256: Sha256Digest =
+        sha256
+            .parse()
+            .map_err(|error: kiln_engine::artifacts::ParseDigestError| {
+                AppError::unprocessable(error.to_string())
+            })?;
+    blob_response(artifact_store(&state)?, &sha256, "application/octet-stream").await
+}
+
+/// A streamed response of one blob's bytes.
+pub(crate) async fn blob_response(
+    store: &BlobStore,
+    sha256: &Sha256Digest,
+    media_type: &str,
+) -> Result<Response, AppError> {
+    let size = store.size(sha256).await.map_err(blob_error)?;
+    let stream = store.open(sha256).await.map_err(blob_error)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, media_type.to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

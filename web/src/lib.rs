@@ -1,4 +1,4 @@
-//! HTTP for kiln: the REST API, the workers' execution API and (later) the console.
+//! HTTP for kiln: the REST API, the workers' execution API and the console.
 //!
 //! Only this crate speaks HTTP. Its request and response types (`wire`) are its own, converted
 //! from and to the engine's, so the engine can change without changing the wire format. The
@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 pub mod client;
+pub mod console;
 mod error;
 mod exec;
 pub mod wire;
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use kiln_engine::execution::ExecutionService;
 use kiln_engine::scheduler::Scheduler;
 
+pub use console::{ConsoleConfig, ConsoleConfigError};
 pub use error::AppError;
 
 /// What every handler shares.
@@ -29,6 +31,8 @@ pub struct AppState {
     pub worker_token: Arc<str>,
     /// The secret API callers must present, when one is configured.
     pub api_token: Option<Arc<str>>,
+    /// Whether the console is served, and the passwords guarding it.
+    pub console: ConsoleConfig,
 }
 
 impl AppState {
@@ -38,8 +42,8 @@ impl AppState {
     }
 }
 
-/// The HTTP application: `/healthz`, the REST API under `/api/v1`, and the execution API under
-/// `/api/v1/exec`.
+/// The HTTP application: `/healthz`, the REST API under `/api/v1`, the execution API under
+/// `/api/v1/exec`, and the console at `/` unless it is disabled.
 pub fn app(state: AppState) -> Router {
     let exec = Router::new()
         .route("/register", post(exec::register))
@@ -48,8 +52,12 @@ pub fn app(state: AppState) -> Router {
         .route("/logs", post(exec::logs))
         .route("/complete", post(exec::complete))
         .route("/release", post(exec::release))
+        .route("/cache/lookup", post(exec::cache_lookup))
         // Workers send log chunks in requests of about 1 MiB; leave room above that.
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+        // Blobs stream through without being buffered, so no body limit applies to them.
+        .route("/blobs", post(exec::blob_upload))
+        .route("/blobs/{sha256}", get(exec::blob_download))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_worker_token,
@@ -74,12 +82,18 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_api_token,
         ));
-    Router::new()
+    let console_enabled = state.console.enabled;
+    let router = Router::new()
         .route("/healthz", get(health))
         .nest("/api/v1/exec", exec)
         .nest("/api/v1", api)
         .fallback(error::not_found)
-        .with_state(state)
+        .with_state(state.clone());
+    if console_enabled {
+        router.merge(console::router(state))
+    } else {
+        router
+    }
 }
 
 /// Serves [`app`] on `listener` until `shutdown` fires, then finishes in-flight requests.

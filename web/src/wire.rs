@@ -3,13 +3,326 @@
 
 use std::collections::BTreeMap;
 
+use kiln_engine::artifacts::BlobRef;
+use kiln_engine::dag::{ArtifactKind, OutputSpec};
 use kiln_engine::state::{RunState, TaskState};
-use kiln_engine::store::{AttemptResult, ClaimedTask, Completion, CompletionOutcome, Rejection};
+use kiln_engine::store::{
+    ArtifactVersionRecord, AttemptRef, AttemptResult, CacheRecord, ClaimedTask, ColumnSchema,
+    Completion, CompletionOutcome, DatasetStats, OutputContent, ProducedOutput, Rejection,
+    ResolvedInput,
+};
 use serde::{Deserialize, Serialize};
 
 /// Times on the wire are RFC 3339 strings (UTC).
 pub fn time(micros: i64) -> String {
     kiln_engine::scheduler::to_datetime(micros).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Reads a time written by [`time`]; anything else is the epoch.
+fn micros_of(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text).map_or(0, |time| time.timestamp_micros())
+}
+
+// ---- Artifacts (both APIs) --------------------------------------------------------------
+
+/// An artifact version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// Its id in the store.
+    pub id: i64,
+    /// The artifact's name.
+    pub name: String,
+    /// `dataset`, `model` or `file`.
+    pub kind: ArtifactKind,
+    /// The version number, from 1.
+    pub version: i64,
+    /// The SHA-256 of its bytes, lowercase hex.
+    pub sha256: kiln_engine::artifacts::Sha256Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: String,
+    /// The attempt that wrote it; absent when it was put by hand.
+    pub producer: Option<AttemptView>,
+    /// For datasets: columns and row count, when known.
+    pub dataset: Option<DatasetView>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A task attempt, as lineage names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The attempt number.
+    pub try_number: i64,
+    /// The run.
+    pub run_id: i64,
+    /// The DAG.
+    pub dag_id: String,
+    /// The task.
+    pub task_id: String,
+}
+
+/// The shape of a dataset version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetView {
+    /// Columns in order, as `{name, dtype}`.
+    pub columns: Vec<ColumnSchema>,
+    /// Rows.
+    pub rows: u64,
+}
+
+impl From<&AttemptRef> for AttemptView {
+    fn from(attempt: &AttemptRef) -> AttemptView {
+        AttemptView {
+            task_instance_id: attempt.task_instance_id,
+            try_number: attempt.try_number,
+            run_id: attempt.run_id,
+            dag_id: attempt.dag_id.clone(),
+            task_id: attempt.task_id.clone(),
+        }
+    }
+}
+
+impl From<AttemptView> for AttemptRef {
+    fn from(attempt: AttemptView) -> AttemptRef {
+        AttemptRef {
+            task_instance_id: attempt.task_instance_id,
+            try_number: attempt.try_number,
+            run_id: attempt.run_id,
+            dag_id: attempt.dag_id,
+            task_id: attempt.task_id,
+        }
+    }
+}
+
+impl From<&ArtifactVersionRecord> for VersionView {
+    fn from(version: &ArtifactVersionRecord) -> VersionView {
+        VersionView {
+            id: version.id,
+            name: version.name.clone(),
+            kind: version.kind,
+            version: version.version,
+            sha256: version.blob.sha256,
+            size: version.blob.size,
+            media_type: version.media_type.clone(),
+            producer: version.producer.as_ref().map(AttemptView::from),
+            dataset: version.dataset.as_ref().map(|stats| DatasetView {
+                columns: stats.columns.clone(),
+                rows: stats.rows,
+            }),
+            created_at: time(version.created_at),
+        }
+    }
+}
+
+impl From<VersionView> for ArtifactVersionRecord {
+    fn from(version: VersionView) -> ArtifactVersionRecord {
+        ArtifactVersionRecord {
+            id: version.id,
+            name: version.name,
+            kind: version.kind,
+            version: version.version,
+            blob: BlobRef {
+                sha256: version.sha256,
+                size: version.size,
+            },
+            media_type: version.media_type,
+            producer: version.producer.map(AttemptRef::from),
+            dataset: version.dataset.map(|stats| DatasetStats {
+                columns: stats.columns,
+                rows: stats.rows,
+            }),
+            created_at: micros_of(&version.created_at),
+        }
+    }
+}
+
+/// An input of a claimed task, resolved to a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputAssignment {
+    /// The task's name for it.
+    pub slot: String,
+    /// The version to read.
+    pub version: VersionView,
+}
+
+/// A declared output of a claimed task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputAssignment {
+    /// The output's name.
+    pub name: String,
+    /// What it is.
+    pub kind: ArtifactKind,
+    /// The name to publish it under, when not `dag.task.output`.
+    pub publish_as: Option<String>,
+    /// Its declared media type.
+    pub media_type: Option<String>,
+}
+
+/// One output of a finished attempt: new bytes, or an existing version reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputReport {
+    /// The output's name.
+    pub slot: String,
+    /// For new bytes: their digest.
+    #[serde(default)]
+    pub sha256: Option<kiln_engine::artifacts::Sha256Digest>,
+    /// For new bytes: their size.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// For new bytes: their media type.
+    #[serde(default)]
+    pub media_type: Option<String>,
+    /// For new dataset bytes: their shape.
+    #[serde(default)]
+    pub dataset: Option<DatasetView>,
+    /// For a reused version: its id.
+    #[serde(default)]
+    pub reused_version_id: Option<i64>,
+}
+
+impl From<&ProducedOutput> for OutputReport {
+    fn from(output: &ProducedOutput) -> OutputReport {
+        match &output.content {
+            OutputContent::Blob {
+                blob,
+                media_type,
+                dataset,
+            } => OutputReport {
+                slot: output.slot.clone(),
+                sha256: Some(blob.sha256),
+                size: Some(blob.size),
+                media_type: Some(media_type.clone()),
+                dataset: dataset.as_ref().map(|stats| DatasetView {
+                    columns: stats.columns.clone(),
+                    rows: stats.rows,
+                }),
+                reused_version_id: None,
+            },
+            OutputContent::Reused {
+                artifact_version_id,
+            } => OutputReport {
+                slot: output.slot.clone(),
+                sha256: None,
+                size: None,
+                media_type: None,
+                dataset: None,
+                reused_version_id: Some(*artifact_version_id),
+            },
+        }
+    }
+}
+
+impl OutputReport {
+    /// Decodes the report; one that is neither new bytes nor a reuse is refused by name.
+    pub fn into_output(self) -> Result<ProducedOutput, String> {
+        let content = match (self.reused_version_id, self.sha256, self.size) {
+            (Some(artifact_version_id), None, None) => OutputContent::Reused {
+                artifact_version_id,
+            },
+            (None, Some(sha256), Some(size)) => OutputContent::Blob {
+                blob: BlobRef { sha256, size },
+                media_type: self
+                    .media_type
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                dataset: self.dataset.map(|stats| DatasetStats {
+                    columns: stats.columns,
+                    rows: stats.rows,
+                }),
+            },
+            _ => {
+                return Err(format!(
+                    "output `{}`: give either `sha256` and `size`, or `reused_version_id`",
+                    self.slot
+                ));
+            }
+        };
+        Ok(ProducedOutput {
+            slot: self.slot,
+            content,
+        })
+    }
+}
+
+/// A successful attempt's cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// The cache key.
+    pub key: String,
+    /// For a cache hit, the attempt reused.
+    #[serde(default)]
+    pub hit_of: Option<i64>,
+}
+
+/// `POST /api/v1/exec/cache/lookup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheLookupRequest {
+    /// The cache key.
+    pub key: String,
+}
+
+/// The answer to a cache lookup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheLookupResponse {
+    /// The attempt to reuse, when there is one.
+    pub hit: Option<CacheHitView>,
+}
+
+/// An attempt whose outputs may be reused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheHitView {
+    /// The attempt's id in the store.
+    pub attempt_id: i64,
+    /// Which attempt.
+    pub attempt: AttemptView,
+    /// Its outputs.
+    pub outputs: Vec<InputAssignment>,
+}
+
+/// The answer to a blob upload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BlobView {
+    /// The digest.
+    pub sha256: kiln_engine::artifacts::Sha256Digest,
+    /// The size.
+    pub size: u64,
+}
+
+fn resolved_input(input: InputAssignment) -> ResolvedInput {
+    ResolvedInput {
+        slot: input.slot,
+        version: input.version.into(),
+    }
+}
+
+fn input_assignment(input: &ResolvedInput) -> InputAssignment {
+    InputAssignment {
+        slot: input.slot.clone(),
+        version: VersionView::from(&input.version),
+    }
+}
+
+impl From<&kiln_engine::store::CacheHit> for CacheHitView {
+    fn from(hit: &kiln_engine::store::CacheHit) -> CacheHitView {
+        CacheHitView {
+            attempt_id: hit.attempt_id,
+            attempt: AttemptView::from(&hit.attempt),
+            outputs: hit.outputs.iter().map(input_assignment).collect(),
+        }
+    }
+}
+
+impl From<CacheHitView> for kiln_engine::store::CacheHit {
+    fn from(hit: CacheHitView) -> kiln_engine::store::CacheHit {
+        kiln_engine::store::CacheHit {
+            attempt_id: hit.attempt_id,
+            attempt: hit.attempt.into(),
+            outputs: hit.outputs.into_iter().map(resolved_input).collect(),
+        }
+    }
 }
 
 // ---- Execution API ----------------------------------------------------------------------
@@ -85,6 +398,15 @@ pub struct Assignment {
     pub logical_date: i64,
     /// When the attempt must stop, in microseconds since the epoch.
     pub timeout_at: Option<i64>,
+    /// Inputs, resolved to versions.
+    #[serde(default)]
+    pub inputs: Vec<InputAssignment>,
+    /// Outputs the task must write.
+    #[serde(default)]
+    pub outputs: Vec<OutputAssignment>,
+    /// Whether an earlier attempt's outputs may be reused.
+    #[serde(default)]
+    pub cache: bool,
 }
 
 impl From<ClaimedTask> for Assignment {
@@ -101,6 +423,18 @@ impl From<ClaimedTask> for Assignment {
             run_params: task.run_params,
             logical_date: task.logical_date,
             timeout_at: task.timeout_at,
+            inputs: task.inputs.iter().map(input_assignment).collect(),
+            outputs: task
+                .outputs
+                .into_iter()
+                .map(|output| OutputAssignment {
+                    name: output.name,
+                    kind: output.kind,
+                    publish_as: output.publish_as,
+                    media_type: output.media_type,
+                })
+                .collect(),
+            cache: task.cache,
         }
     }
 }
@@ -119,6 +453,18 @@ impl From<Assignment> for ClaimedTask {
             run_params: task.run_params,
             logical_date: task.logical_date,
             timeout_at: task.timeout_at,
+            inputs: task.inputs.into_iter().map(resolved_input).collect(),
+            outputs: task
+                .outputs
+                .into_iter()
+                .map(|output| OutputSpec {
+                    name: output.name,
+                    kind: output.kind,
+                    publish_as: output.publish_as,
+                    media_type: output.media_type,
+                })
+                .collect(),
+            cache: task.cache,
         }
     }
 }
@@ -212,35 +558,66 @@ pub struct CompletionReport {
     /// Whether a failure may be retried.
     #[serde(default)]
     pub retryable: bool,
+    /// A success's outputs.
+    #[serde(default)]
+    pub outputs: Vec<OutputReport>,
+    /// A cacheable success's cache entry.
+    #[serde(default)]
+    pub cache: Option<CacheReport>,
 }
 
 impl From<&Completion> for CompletionReport {
     fn from(completion: &Completion) -> CompletionReport {
-        let (success, summary, error, retryable) = match &completion.result {
-            AttemptResult::Success { summary } => (true, summary.clone(), None, false),
-            AttemptResult::Failure { error, retryable } => (
-                false,
-                serde_json::Value::Null,
-                Some(error.clone()),
-                *retryable,
-            ),
-        };
-        CompletionReport {
+        let mut report = CompletionReport {
             task_instance_id: completion.task_instance_id,
             fence: completion.fence,
-            success,
-            summary,
-            error,
-            retryable,
+            success: false,
+            summary: serde_json::Value::Null,
+            error: None,
+            retryable: false,
+            outputs: Vec::new(),
+            cache: None,
+        };
+        match &completion.result {
+            AttemptResult::Success {
+                summary,
+                outputs,
+                cache,
+            } => {
+                report.success = true;
+                report.summary = summary.clone();
+                report.outputs = outputs.iter().map(OutputReport::from).collect();
+                report.cache = cache.as_ref().map(|cache| CacheReport {
+                    key: cache.key.clone(),
+                    hit_of: cache.hit_of,
+                });
+            }
+            AttemptResult::Failure { error, retryable } => {
+                report.error = Some(error.clone());
+                report.retryable = *retryable;
+            }
         }
+        report
     }
 }
 
-impl From<CompletionReport> for Completion {
-    fn from(report: CompletionReport) -> Completion {
+impl TryFrom<CompletionReport> for Completion {
+    type Error = String;
+
+    /// Decodes a report; malformed outputs are refused by name.
+    fn try_from(report: CompletionReport) -> Result<Completion, String> {
         let result = if report.success {
             AttemptResult::Success {
                 summary: report.summary,
+                outputs: report
+                    .outputs
+                    .into_iter()
+                    .map(OutputReport::into_output)
+                    .collect::<Result<_, _>>()?,
+                cache: report.cache.map(|cache| CacheRecord {
+                    key: cache.key,
+                    hit_of: cache.hit_of,
+                }),
             }
         } else {
             AttemptResult::Failure {
@@ -250,11 +627,11 @@ impl From<CompletionReport> for Completion {
                 retryable: report.retryable,
             }
         };
-        Completion {
+        Ok(Completion {
             task_instance_id: report.task_instance_id,
             fence: report.fence,
             result,
-        }
+        })
     }
 }
 

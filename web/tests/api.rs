@@ -76,6 +76,7 @@ async fn harness(api_token: Option<&str>) -> Harness {
         execution,
         worker_token: "worker-secret".into(),
         api_token: api_token.map(Into::into),
+        console: kiln_web::ConsoleConfig::default(),
     };
     Harness { state, _dir: dir }
 }

@@ -289,32 +289,9 @@ impl BlobStore {
         sha256: &Sha256Digest,
         dest: &FsPath,
     ) -> Result<BlobRef, BlobError> {
-        let dest_error = |operation, source| BlobError::File {
-            operation,
-            path: dest.to_owned(),
-            source,
-        };
-        let mut stream = self.open(sha256).await?;
-        let partial = PartialFile::beside(dest).map_err(|source| dest_error("write", source))?;
-        let mut file = tokio::fs::File::create(&partial.path)
-            .await
-            .map_err(|source| dest_error("create", source))?;
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|source| dest_error("write", source))?;
-            size += chunk.len() as u64;
-        }
-        file.sync_all()
-            .await
-            .map_err(|source| dest_error("write", source))?;
-        drop(file);
-        tokio::fs::rename(&partial.path, dest)
-            .await
-            .map_err(|source| dest_error("move into place", source))?;
-        partial.keep();
+        // The stream checks the digest itself and ends in an error on a mismatch.
+        let stream = self.open(sha256).await?;
+        let size = write_atomically(stream, dest, |_| Ok(())).await?;
         Ok(BlobRef {
             sha256: *sha256,
             size,
@@ -450,6 +427,84 @@ fn refused_by_status(message: &str) -> bool {
 
 /// A hidden file beside a download's destination, removed when dropped unless kept. Dropping
 /// covers every early return and a cancelled download alike.
+/// Writes bytes that claim to be `expected` (from a server, say) to a file, checking digest
+/// and size on the way, with the same guarantees as [`BlobStore::get_to_file`]: `dest` is only
+/// ever replaced by bytes that matched.
+pub async fn save_verified<S>(chunks: S, expected: &BlobRef, dest: &FsPath) -> Result<(), BlobError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, BlobError>> + Unpin,
+{
+    let mut hasher = Sha256::new();
+    let size = write_atomically(chunks, dest, |chunk| match chunk {
+        Some(chunk) => {
+            hasher.update(chunk);
+            Ok(())
+        }
+        None => {
+            let actual = Sha256Digest::from_bytes(hasher.clone().finalize().into());
+            if actual == expected.sha256 {
+                Ok(())
+            } else {
+                Err(BlobError::Corrupt {
+                    expected: expected.sha256,
+                    actual,
+                })
+            }
+        }
+    })
+    .await?;
+    if size != expected.size {
+        let _ = tokio::fs::remove_file(dest).await;
+        return Err(BlobError::Backend {
+            operation: "read",
+            key: blob_key(&expected.sha256),
+            message: format!("expected {} bytes, received {size}", expected.size),
+        });
+    }
+    Ok(())
+}
+
+/// Streams chunks into a hidden file beside `dest` and renames it into place once `check`
+/// accepts what was written: it sees every chunk, then `None` for its verdict. Answers the
+/// number of bytes.
+async fn write_atomically<S>(
+    mut chunks: S,
+    dest: &FsPath,
+    mut check: impl FnMut(Option<&[u8]>) -> Result<(), BlobError>,
+) -> Result<u64, BlobError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, BlobError>> + Unpin,
+{
+    let dest_error = |operation, source| BlobError::File {
+        operation,
+        path: dest.to_owned(),
+        source,
+    };
+    let partial = PartialFile::beside(dest).map_err(|source| dest_error("write", source))?;
+    let mut file = tokio::fs::File::create(&partial.path)
+        .await
+        .map_err(|source| dest_error("create", source))?;
+    let mut size = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        check(Some(&chunk))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|source| dest_error("write", source))?;
+        size += chunk.len() as u64;
+    }
+    check(None)?;
+    file.sync_all()
+        .await
+        .map_err(|source| dest_error("write", source))?;
+    drop(file);
+    tokio::fs::rename(&partial.path, dest)
+        .await
+        .map_err(|source| dest_error("move into place", source))?;
+    partial.keep();
+    Ok(size)
+}
+
 struct PartialFile {
     path: PathBuf,
     keep: bool,

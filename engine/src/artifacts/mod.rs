@@ -10,6 +10,7 @@
 //! a backend produces is scrubbed of the credentials the store was built with before it becomes
 //! a [`BlobError`].
 
+mod access;
 mod blob_store;
 mod blob_stream;
 mod config;
@@ -17,7 +18,8 @@ mod digest;
 mod error;
 mod redact;
 
-pub use blob_store::{BlobStore, PutOutcome, blob_key};
+pub use access::BlobAccess;
+pub use blob_store::{BlobStore, PutOutcome, blob_key, save_verified};
 pub use blob_stream::BlobStream;
 pub use config::{
     ArtifactStoreConfig, AzureConfig, DEFAULT_LOCAL_DIR, GcsConfig, LocalConfig, S3Config,

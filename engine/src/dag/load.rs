@@ -854,28 +854,36 @@ impl<'t> Checker<'t> {
 
         let mut outputs = Vec::new();
         let mut output_seen = BTreeSet::new();
-        let output_entries: Vec<(String, ArtifactKind, Option<String>)> = match &spec.outputs {
-            OutputsSpec::Names(names) => names
-                .iter()
-                .map(|name| (name.clone(), ArtifactKind::File, None))
-                .collect(),
-            OutputsSpec::Table(table) => table
-                .iter()
-                .map(|(name, settings)| {
-                    (
-                        name.clone(),
-                        settings.kind.unwrap_or(ArtifactKind::File),
-                        settings.publish_as.clone(),
-                    )
-                })
-                .collect(),
-        };
-        for (name, kind, publish_as) in output_entries {
+        let output_entries: Vec<(String, ArtifactKind, Option<String>, Option<String>)> =
+            match &spec.outputs {
+                OutputsSpec::Names(names) => names
+                    .iter()
+                    .map(|name| (name.clone(), ArtifactKind::File, None, None))
+                    .collect(),
+                OutputsSpec::Table(table) => table
+                    .iter()
+                    .map(|(name, settings)| {
+                        (
+                            name.clone(),
+                            settings.kind.unwrap_or(ArtifactKind::File),
+                            settings.publish_as.clone(),
+                            settings.media_type.clone(),
+                        )
+                    })
+                    .collect(),
+            };
+        for (name, kind, publish_as, media_type) in output_entries {
             if let Err(message) = check_id(&name) {
                 self.error(
                     item.clone(),
                     Some(task.offset("outputs")),
                     format!("output name {message}"),
+                );
+            } else if let Some(Err(message)) = publish_as.as_deref().map(check_artifact_name) {
+                self.error(
+                    item.clone(),
+                    Some(task.offset("outputs")),
+                    format!("output `{name}`: `publish_as` name {message}"),
                 );
             } else if !output_seen.insert(name.clone()) {
                 self.error(
@@ -888,6 +896,7 @@ impl<'t> Checker<'t> {
                     name,
                     kind,
                     publish_as,
+                    media_type,
                 });
             }
         }

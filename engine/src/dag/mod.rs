@@ -150,7 +150,7 @@ pub enum InputRef {
     Dataset {
         /// The dataset's name.
         name: String,
-        /// A pinned version number; `None` means the latest when the run starts.
+        /// A pinned version number; `None` means the newest when the task is claimed.
         version: Option<u64>,
     },
 }
@@ -165,6 +165,19 @@ pub struct OutputSpec {
     /// A registry name to publish the version under (a dataset or model name); by default
     /// `dag.task.output`.
     pub publish_as: Option<String>,
+    /// The media type of what the task writes (`text/csv`), when the plugin does not say.
+    #[serde(default)]
+    pub media_type: Option<String>,
+}
+
+impl OutputSpec {
+    /// The name versions of this output are published under.
+    pub fn artifact_name(&self, dag_id: &str, task_id: &str) -> String {
+        match &self.publish_as {
+            Some(name) => name.clone(),
+            None => format!("{dag_id}.{task_id}.{}", self.name),
+        }
+    }
 }
 
 /// The kinds of artifact kiln keeps versions of.
@@ -177,6 +190,32 @@ pub enum ArtifactKind {
     Model,
     /// Anything else: metrics, charts, reports.
     File,
+}
+
+impl ArtifactKind {
+    /// The name used in DAG files and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Dataset => "dataset",
+            ArtifactKind::Model => "model",
+            ArtifactKind::File => "file",
+        }
+    }
+}
+
+impl std::str::FromStr for ArtifactKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "dataset" => Ok(ArtifactKind::Dataset),
+            "model" => Ok(ArtifactKind::Model),
+            "file" => Ok(ArtifactKind::File),
+            other => Err(format!(
+                "unknown artifact kind `{other}` (dataset, model or file)"
+            )),
+        }
+    }
 }
 
 /// A typed DAG parameter.

@@ -78,6 +78,7 @@ impl Default for OutputsSpec {
 pub(crate) struct OutputSettings {
     pub(crate) kind: Option<super::ArtifactKind>,
     pub(crate) publish_as: Option<String>,
+    pub(crate) media_type: Option<String>,
 }
 
 /// `[params.NAME]`.

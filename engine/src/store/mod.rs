@@ -10,6 +10,7 @@
 // `shared` comes first: its `shared_store!` macro is expanded by the backend modules.
 #[macro_use]
 mod shared;
+mod artifact_records;
 mod plan;
 mod postgres;
 mod sqlite;
@@ -20,11 +21,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use artifact_records::{
+    ArtifactRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRef, CacheHit, CacheRecord,
+    ColumnSchema, DatasetStats, LineageDirection, LineageEdge, LineageGraph, OutputContent,
+    ProducedOutput, PublishParams, ResolvedInput,
+};
 pub use plan::DagPlan;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::dag::LoadedDag;
+use crate::dag::{ArtifactKind, LoadedDag, OutputSpec};
 use crate::state::{RunState, TaskState};
 
 /// Microseconds since the Unix epoch, UTC: how every time is stored.
@@ -261,6 +267,8 @@ pub struct TaskInstanceRecord {
 /// One attempt of a task instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// The attempt's id in the store.
+    pub id: i64,
     /// 1 for the first attempt.
     pub try_number: i64,
     /// The worker that ran it.
@@ -275,6 +283,8 @@ pub struct AttemptRecord {
     pub ended_at: Option<Micros>,
     /// Why it failed.
     pub error: Option<String>,
+    /// For a cache hit, the attempt whose outputs it reused.
+    pub cache_hit_of: Option<i64>,
 }
 
 /// A worker asking for work.
@@ -317,6 +327,12 @@ pub struct ClaimedTask {
     pub logical_date: Micros,
     /// When the attempt must stop.
     pub timeout_at: Option<Micros>,
+    /// The artifacts the task reads, resolved to exact versions when it was claimed.
+    pub inputs: Vec<ResolvedInput>,
+    /// The artifacts the task must write.
+    pub outputs: Vec<OutputSpec>,
+    /// Whether an earlier attempt's outputs may be reused (the task sets `cache = true`).
+    pub cache: bool,
 }
 
 /// A worker's report on an attempt.
@@ -333,10 +349,14 @@ pub struct Completion {
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptResult {
-    /// It succeeded, with a JSON summary.
+    /// It succeeded, with a JSON summary and the outputs it wrote.
     Success {
         /// Shown in the console.
         summary: serde_json::Value,
+        /// One entry per declared output.
+        outputs: Vec<ProducedOutput>,
+        /// For a cacheable task, the cache key (and for a cache hit, what it reused).
+        cache: Option<CacheRecord>,
     },
     /// It failed.
     Failure {
@@ -345,6 +365,17 @@ pub enum AttemptResult {
         /// Whether another attempt could help.
         retryable: bool,
     },
+}
+
+impl AttemptResult {
+    /// A success with this summary and no outputs, as tasks that write no artifacts report.
+    pub fn success(summary: serde_json::Value) -> AttemptResult {
+        AttemptResult::Success {
+            summary,
+            outputs: Vec::new(),
+            cache: None,
+        }
+    }
 }
 
 /// What a completion did.
@@ -597,6 +628,66 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<LogChunk>, StoreError>;
+
+    /// Artifact names, by name; only those of `kind` when given.
+    async fn artifact_list(
+        &self,
+        kind: Option<ArtifactKind>,
+    ) -> Result<Vec<ArtifactRecord>, StoreError>;
+
+    /// One artifact name.
+    async fn artifact_get(&self, name: &str) -> Result<Option<ArtifactRecord>, StoreError>;
+
+    /// A name's versions, newest first, at most `limit`.
+    async fn artifact_versions(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<ArtifactVersionRecord>, StoreError>;
+
+    /// One version of a name; `None` as the version means the newest.
+    async fn artifact_version(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<ArtifactVersionRecord>, StoreError>;
+
+    /// A version by its store id.
+    async fn artifact_version_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<ArtifactVersionRecord>, StoreError>;
+
+    /// Publishes a blob under a name by hand, outside any task. Identical bytes to the newest
+    /// version reuse it (the answer's flag says so) instead of adding a version.
+    async fn artifact_publish(
+        &self,
+        publish: &PublishParams,
+        now: Micros,
+    ) -> Result<(ArtifactVersionRecord, bool), StoreError>;
+
+    /// The lineage of a version: everything it was made from (upstream, down to the raw
+    /// inputs), or everything made from it (downstream).
+    async fn artifact_lineage(
+        &self,
+        version_id: i64,
+        direction: LineageDirection,
+    ) -> Result<LineageGraph, StoreError>;
+
+    /// Everything the attempts of one run read and wrote.
+    async fn run_lineage(&self, run_id: i64) -> Result<LineageGraph, StoreError>;
+
+    /// What a task instance's attempts read and wrote, oldest attempt first.
+    async fn attempt_artifacts(
+        &self,
+        task_instance_id: i64,
+    ) -> Result<Vec<AttemptArtifact>, StoreError>;
+
+    /// The newest successful attempt with this cache key whose outputs all still exist.
+    async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, StoreError>;
+
+    /// Every blob digest some version refers to, as lowercase hex.
+    async fn artifact_blobs_in_use(&self) -> Result<Vec<String>, StoreError>;
 
     /// Takes or renews the named leadership for `ttl`; true if `holder` is the leader now.
     async fn leader_attempt(

@@ -23,6 +23,22 @@ macro_rules! task_instance_columns {
     };
 }
 
+/// A version with its kind and producer: select these `FROM` [`version_from!`].
+macro_rules! version_columns {
+    () => {
+        "av.id, av.name, a.kind, av.version, av.sha256, av.size, av.media_type, av.task_instance_id, av.try_number, \
+         av.dataset_schema, av.row_count, av.created_at, pti.run_id AS producer_run_id, pti.task_id AS producer_task_id, \
+         pr.dag_id AS producer_dag_id"
+    };
+}
+
+macro_rules! version_from {
+    () => {
+        " FROM artifact_versions av JOIN artifacts a ON a.name = av.name \
+         LEFT JOIN task_instances pti ON pti.id = av.task_instance_id LEFT JOIN runs pr ON pr.id = pti.run_id "
+    };
+}
+
 macro_rules! dag_columns {
     () => {
         "d.id, d.current_version_id, v.version, d.paused, d.source_hash, d.file_path, d.last_scheduled_at, d.updated_at"
@@ -63,10 +79,13 @@ macro_rules! shared_store {
         use $crate::state::{
             evaluate, retry_delay, run_outcome, Readiness, RunState, TaskState, UpstreamCounts, UpstreamOutcome,
         };
+        use $crate::dag::{ArtifactKind, InputRef, OutputSpec};
         use $crate::store::{
-            micros, AttemptRecord, AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionOutcome,
-            DagFileErrorRecord, DagPlan, DagRecord, LogChunk, LogUpload, MaintenanceReport, Micros, Rejection, RunCreateParams,
-            RunFilter, RunRecord, Store, StoreError, TaskInstanceRecord, TriggerKind,
+            micros, ArtifactRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRecord, AttemptRef, AttemptResult, Backend,
+            CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, DagFileErrorRecord, DagPlan, DagRecord,
+            DatasetStats, LineageDirection, LineageEdge, LineageGraph, LogChunk, LogUpload, MaintenanceReport, PublishParams,
+            Micros, OutputContent, ProducedOutput, Rejection, ResolvedInput, RunCreateParams, RunFilter, RunRecord, Store,
+            StoreError, TaskInstanceRecord, TriggerKind,
         };
 
         type Conn = <$Db as sqlx::Database>::Connection;
@@ -131,6 +150,69 @@ macro_rules! shared_store {
                 updated_at: row.try_get("updated_at")?,
             })
         }
+
+        fn version_from_row(row: &DbRow) -> Result<ArtifactVersionRecord, StoreError> {
+            let sha256: String = row.try_get("sha256")?;
+            let size: i64 = row.try_get("size")?;
+            let task_instance_id: Option<i64> = row.try_get("task_instance_id")?;
+            let producer = match task_instance_id {
+                Some(task_instance_id) => Some(AttemptRef {
+                    task_instance_id,
+                    try_number: row.try_get::<Option<i64>, _>("try_number")?.unwrap_or(0),
+                    run_id: row.try_get::<Option<i64>, _>("producer_run_id")?.unwrap_or(0),
+                    dag_id: row.try_get::<Option<String>, _>("producer_dag_id")?.unwrap_or_default(),
+                    task_id: row.try_get::<Option<String>, _>("producer_task_id")?.unwrap_or_default(),
+                }),
+                None => None,
+            };
+            let schema: Option<String> = row.try_get("dataset_schema")?;
+            let row_count: Option<i64> = row.try_get("row_count")?;
+            let dataset = match (schema, row_count) {
+                (Some(schema), Some(rows)) => Some(DatasetStats {
+                    columns: serde_json::from_str(&schema)
+                        .map_err(|error| StoreError::Corrupt(format!("stored dataset schema: {error}")))?,
+                    rows: u64::try_from(rows).unwrap_or(0),
+                }),
+                _ => None,
+            };
+            Ok(ArtifactVersionRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                kind: parse_state(&row.try_get::<String, _>("kind")?)?,
+                version: row.try_get("version")?,
+                blob: $crate::artifacts::BlobRef {
+                    sha256: sha256.parse().map_err(|error| StoreError::Corrupt(format!("stored digest: {error}")))?,
+                    size: u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("stored size {size}")))?,
+                },
+                media_type: row.try_get("media_type")?,
+                producer,
+                dataset,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn artifact_from_row(row: &DbRow) -> Result<ArtifactRecord, StoreError> {
+            Ok(ArtifactRecord {
+                name: row.try_get("name")?,
+                kind: parse_state(&row.try_get::<String, _>("kind")?)?,
+                latest_version: row.try_get("latest_version")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn attempt_ref_from_row(row: &DbRow) -> Result<AttemptRef, StoreError> {
+            Ok(AttemptRef {
+                task_instance_id: row.try_get("task_instance_id")?,
+                try_number: row.try_get("try_number")?,
+                run_id: row.try_get("run_id")?,
+                dag_id: row.try_get("dag_id")?,
+                task_id: row.try_get("task_id")?,
+            })
+        }
+
+        /// A claimed attempt's inputs as stored on its attempt row: slot to version id.
+        type StoredInputs = BTreeMap<String, i64>;
 
         /// Where a finished attempt leaves its task instance.
         struct Verdict {
@@ -460,8 +542,25 @@ macro_rules! shared_store {
                 let max_tries: i64 = row.try_get("max_tries")?;
                 let plan = self.plan_in(&mut *conn, row.try_get("dag_version_id")?).await?;
 
-                let verdict = match &completion.result {
-                    AttemptResult::Success { summary } => Verdict {
+                // A success whose outputs do not match the task's declaration is a failure that
+                // retrying cannot fix.
+                let refused_outputs = match (&completion.result, plan.task(&task_id)) {
+                    (AttemptResult::Success { outputs, .. }, Some(task)) => {
+                        self.check_outputs_in(&mut *conn, &plan.dag.id, &task_id, &task.outputs, outputs).await?.err()
+                    }
+                    (AttemptResult::Success { .. }, None) => None,
+                    (AttemptResult::Failure { .. }, _) => None,
+                };
+                let refused_result;
+                let result = match refused_outputs {
+                    Some(error) => {
+                        refused_result = AttemptResult::Failure { error, retryable: false };
+                        &refused_result
+                    }
+                    None => &completion.result,
+                };
+                let verdict = match result {
+                    AttemptResult::Success { summary, .. } => Verdict {
                         state: TaskState::Success,
                         attempt_state: "success",
                         next_retry_at: None,
@@ -514,18 +613,48 @@ macro_rules! shared_store {
                 if updated.rows_affected() == 0 {
                     return Ok(Err(Rejection::Stale { task_instance_id: id, state, current: fence, reported: completion.fence }));
                 }
+                let cache = match result {
+                    AttemptResult::Success { cache: Some(cache), .. } => Some(cache),
+                    _ => None,
+                };
                 sqlx::query(
-                    "UPDATE task_attempts SET state = $1, ended_at = $2, error = $3, summary = $4 \
-                     WHERE task_instance_id = $5 AND try_number = $6 AND state = 'running'",
+                    "UPDATE task_attempts SET state = $1, ended_at = $2, error = $3, summary = $4, cache_key = $5, cache_hit_of = $6 \
+                     WHERE task_instance_id = $7 AND try_number = $8 AND state = 'running'",
                 )
                 .bind(verdict.attempt_state)
                 .bind(now)
                 .bind(&verdict.error)
                 .bind(&verdict.summary)
+                .bind(cache.map(|cache| cache.key.as_str()))
+                .bind(cache.and_then(|cache| cache.hit_of))
                 .bind(id)
                 .bind(try_number)
                 .execute(&mut *conn)
                 .await?;
+                let mut written = Vec::new();
+                if let (AttemptResult::Success { outputs, .. }, Some(task)) = (result, plan.task(&task_id)) {
+                    for output in outputs {
+                        let Some(spec) = task.outputs.iter().find(|spec| spec.name == output.slot) else { continue };
+                        let (version_id, reused) = match &output.content {
+                            OutputContent::Blob { blob, media_type, dataset } => {
+                                let publish = PublishParams {
+                                    name: spec.artifact_name(&plan.dag.id, &task_id),
+                                    kind: spec.kind,
+                                    blob: *blob,
+                                    media_type: media_type.clone(),
+                                    dataset: dataset.clone(),
+                                };
+                                self.publish_in(&mut *conn, &publish, Some((id, try_number)), now).await?
+                            }
+                            OutputContent::Reused { artifact_version_id } => (*artifact_version_id, true),
+                        };
+                        written.push((output.slot.clone(), version_id, reused));
+                    }
+                }
+                // Most tasks read and write no artifacts: skip the lookup of their inputs.
+                if !written.is_empty() || plan.task(&task_id).is_some_and(|task| !task.inputs.is_empty()) {
+                    self.record_lineage_in(&mut *conn, id, try_number, &written).await?;
+                }
                 if is_final {
                     self.settle_in(&mut *conn, run_id, &plan, vec![(task_id, verdict.state)], now).await?;
                 }
@@ -586,11 +715,15 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            /// Claims queued tasks inside the caller's transaction (see `Store::task_claim`).
+            /// Claims queued tasks inside the caller's transaction (see `Store::task_claim`), with
+            /// their inputs resolved to exact versions. A task whose input has no version fails at
+            /// once instead of being handed out.
             async fn claim_in(&self, conn: &mut Conn, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
                 let lease_expires_at = params.now + micros(params.lease);
                 let rows = Self::claim_rows(&mut *conn, params, lease_expires_at).await?;
                 let mut claimed = Vec::with_capacity(rows.len());
+                let mut stored_inputs: Vec<Option<String>> = Vec::with_capacity(rows.len());
+                let mut unresolved: Vec<(usize, String)> = Vec::new();
                 let mut runs: SharedHashMap<i64, RunRecord> = SharedHashMap::new();
                 for row in &rows {
                     let task_instance_id: i64 = row.try_get("id")?;
@@ -607,6 +740,23 @@ macro_rules! shared_store {
                     let task = plan
                         .task(&task_id)
                         .ok_or_else(|| StoreError::Corrupt(format!("task `{task_id}` is not in DAG version {}", plan.version_id)))?;
+                    let mut inputs = Vec::with_capacity(task.inputs.len());
+                    let mut problems = Vec::new();
+                    for (slot, input) in &task.inputs {
+                        match self.resolve_input_in(&mut *conn, run_id, slot, input).await? {
+                            Ok(version) => inputs.push(ResolvedInput { slot: slot.clone(), version }),
+                            Err(problem) => problems.push(problem),
+                        }
+                    }
+                    if !problems.is_empty() {
+                        unresolved.push((claimed.len(), problems.join("; ")));
+                    }
+                    stored_inputs.push(if inputs.is_empty() {
+                        None
+                    } else {
+                        let ids: StoredInputs = inputs.iter().map(|input| (input.slot.clone(), input.version.id)).collect();
+                        Some(serde_json::to_string(&ids).map_err(|error| StoreError::Corrupt(error.to_string()))?)
+                    });
                     claimed.push(ClaimedTask {
                         task_instance_id,
                         fence,
@@ -619,26 +769,328 @@ macro_rules! shared_store {
                         run_params: run.params.clone(),
                         logical_date: run.logical_date,
                         timeout_at: row.try_get("timeout_at")?,
+                        inputs,
+                        outputs: task.outputs.clone(),
+                        cache: task.cache,
                     });
                 }
                 // One statement for the whole batch's attempt rows (at most 1,000 rows: well under
                 // SQLite's bind-variable limit).
-                for chunk in claimed.chunks(1000) {
+                for (chunk, inputs) in claimed.chunks(1000).zip(stored_inputs.chunks(1000)) {
                     let mut insert = sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at) ",
+                        "INSERT INTO task_attempts (task_instance_id, try_number, worker_id, fence, state, started_at, inputs) ",
                     );
-                    insert.push_values(chunk, |mut values, task| {
+                    insert.push_values(chunk.iter().zip(inputs), |mut values, (task, inputs)| {
                         values
                             .push_bind(task.task_instance_id)
                             .push_bind(task.try_number)
                             .push_bind(params.worker_id.clone())
                             .push_bind(task.fence)
                             .push_bind("running")
-                            .push_bind(params.now);
+                            .push_bind(params.now)
+                            .push_bind(inputs.clone());
                     });
                     insert.build().execute(&mut *conn).await?;
                 }
+                // Unresolvable inputs will not resolve by retrying: the task fails for good, and
+                // its downstream reacts as to any failure.
+                for (index, problem) in unresolved.iter().rev() {
+                    let task = claimed.remove(*index);
+                    let completion = Completion {
+                        task_instance_id: task.task_instance_id,
+                        fence: task.fence,
+                        result: AttemptResult::Failure { error: problem.clone(), retryable: false },
+                    };
+                    let _ = self.complete_in(&mut *conn, &completion, "failed", params.now).await?;
+                }
                 Ok(claimed)
+            }
+
+            async fn version_by_id_in(&self, conn: &mut Conn, id: i64) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", version_columns!(), version_from!(), "WHERE av.id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                row.as_ref().map(version_from_row).transpose()
+            }
+
+            /// The version an input reads, or why there is none (the task then fails).
+            async fn resolve_input_in(
+                &self,
+                conn: &mut Conn,
+                run_id: i64,
+                slot: &str,
+                input: &InputRef,
+            ) -> Result<Result<ArtifactVersionRecord, String>, StoreError> {
+                let id: Option<i64> = match input {
+                    InputRef::Task { task, output } => {
+                        // The output of the upstream task's successful attempt in this run.
+                        sqlx::query_scalar(
+                            "SELECT aa.artifact_version_id FROM attempt_artifacts aa \
+                             JOIN task_instances ti ON ti.id = aa.task_instance_id AND ti.try_number = aa.try_number \
+                             WHERE ti.run_id = $1 AND ti.task_id = $2 AND ti.state = 'success' \
+                             AND aa.direction = 'output' AND aa.slot = $3",
+                        )
+                        .bind(run_id)
+                        .bind(task)
+                        .bind(output)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                    }
+                    InputRef::Dataset { name, version } => {
+                        let version = version.map(|version| i64::try_from(version).unwrap_or(i64::MAX));
+                        sqlx::query_scalar(
+                            "SELECT id FROM artifact_versions WHERE name = $1 AND ($2 IS NULL OR version = $2) \
+                             ORDER BY version DESC LIMIT 1",
+                        )
+                        .bind(name)
+                        .bind(version)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                    }
+                };
+                let found = match id {
+                    Some(id) => self.version_by_id_in(&mut *conn, id).await?,
+                    None => None,
+                };
+                Ok(found.ok_or_else(|| match input {
+                    InputRef::Task { task, output } => format!(
+                        "input `{slot}` has no version: task `{task}` did not write its output `{output}` in this run"
+                    ),
+                    InputRef::Dataset { name, version: Some(version) } => {
+                        format!("input `{slot}`: dataset `{name}` has no version {version}")
+                    }
+                    InputRef::Dataset { name, version: None } => {
+                        format!("input `{slot}`: dataset `{name}` has no versions yet")
+                    }
+                }))
+            }
+
+            /// Publishes bytes under a name: a new version, or the newest one again when its
+            /// bytes are identical. Answers the version id and whether it was reused. The
+            /// artifact row is updated first, which serializes publishers of one name.
+            async fn publish_in(
+                &self,
+                conn: &mut Conn,
+                publish: &PublishParams,
+                producer: Option<(i64, i64)>,
+                now: Micros,
+            ) -> Result<(i64, bool), StoreError> {
+                let PublishParams { name, kind, blob, media_type, dataset } = publish;
+                let kind = *kind;
+                let dataset = dataset.as_ref();
+                sqlx::query(
+                    "INSERT INTO artifacts (name, kind, latest_version, created_at, updated_at) VALUES ($1, $2, 0, $3, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(kind.as_str())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                let (stored_kind, latest): (String, i64) =
+                    sqlx::query_as("UPDATE artifacts SET updated_at = $2 WHERE name = $1 RETURNING kind, latest_version")
+                        .bind(name)
+                        .bind(now)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if stored_kind != kind.as_str() {
+                    return Err(StoreError::Conflict(format!(
+                        "artifact `{name}` is a {stored_kind}; a {} cannot be published under the same name",
+                        kind.as_str()
+                    )));
+                }
+                let digest = blob.sha256.to_hex();
+                if latest > 0 {
+                    let newest: Option<(i64, String)> =
+                        sqlx::query_as("SELECT id, sha256 FROM artifact_versions WHERE name = $1 AND version = $2")
+                            .bind(name)
+                            .bind(latest)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    if let Some((id, sha256)) = newest
+                        && sha256 == digest
+                    {
+                        return Ok((id, true));
+                    }
+                }
+                let schema = match dataset {
+                    Some(stats) => Some(
+                        serde_json::to_string(&stats.columns)
+                            .map_err(|error| StoreError::Corrupt(format!("dataset schema: {error}")))?,
+                    ),
+                    None => None,
+                };
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO artifact_versions (name, version, sha256, size, media_type, task_instance_id, try_number, \
+                     dataset_schema, row_count, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                )
+                .bind(name)
+                .bind(latest + 1)
+                .bind(&digest)
+                .bind(i64::try_from(blob.size).unwrap_or(i64::MAX))
+                .bind(media_type)
+                .bind(producer.map(|(task_instance_id, _)| task_instance_id))
+                .bind(producer.map(|(_, try_number)| try_number))
+                .bind(schema)
+                .bind(dataset.map(|stats| i64::try_from(stats.rows).unwrap_or(i64::MAX)))
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await?;
+                sqlx::query("UPDATE artifacts SET latest_version = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(latest + 1)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok((id, false))
+            }
+
+            /// Checks a successful attempt's outputs against the task's declaration before
+            /// anything is written: every declared output reported once, nothing else, no name
+            /// already taken by another kind, every reused version present.
+            async fn check_outputs_in(
+                &self,
+                conn: &mut Conn,
+                dag_id: &str,
+                task_id: &str,
+                declared: &[OutputSpec],
+                outputs: &[ProducedOutput],
+            ) -> Result<Result<(), String>, StoreError> {
+                for output in outputs {
+                    if !declared.iter().any(|spec| spec.name == output.slot) {
+                        return Ok(Err(format!("the task reported output `{}`, which it does not declare", output.slot)));
+                    }
+                    if outputs.iter().filter(|other| other.slot == output.slot).count() > 1 {
+                        return Ok(Err(format!("the task reported output `{}` twice", output.slot)));
+                    }
+                }
+                for spec in declared {
+                    let Some(output) = outputs.iter().find(|output| output.slot == spec.name) else {
+                        return Ok(Err(format!("the task did not write its declared output `{}`", spec.name)));
+                    };
+                    let name = spec.artifact_name(dag_id, task_id);
+                    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM artifacts WHERE name = $1")
+                        .bind(&name)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if let Some(kind) = kind
+                        && kind != spec.kind.as_str()
+                    {
+                        return Ok(Err(format!(
+                            "output `{}`: artifact `{name}` is a {kind}; a {} cannot be published under the same name",
+                            spec.name,
+                            spec.kind.as_str()
+                        )));
+                    }
+                    if let OutputContent::Reused { artifact_version_id } = &output.content {
+                        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM artifact_versions WHERE id = $1")
+                            .bind(artifact_version_id)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                        if exists.is_none() {
+                            return Ok(Err(format!(
+                                "output `{}` reuses artifact version {artifact_version_id}, which does not exist",
+                                spec.name
+                            )));
+                        }
+                    }
+                }
+                Ok(Ok(()))
+            }
+
+            /// Records what an attempt read (from its attempt row) and wrote, in the caller's
+            /// transaction: the completion's.
+            async fn record_lineage_in(
+                &self,
+                conn: &mut Conn,
+                task_instance_id: i64,
+                try_number: i64,
+                outputs: &[(String, i64, bool)],
+            ) -> Result<(), StoreError> {
+                let inputs: Option<String> =
+                    sqlx::query_scalar("SELECT inputs FROM task_attempts WHERE task_instance_id = $1 AND try_number = $2")
+                        .bind(task_instance_id)
+                        .bind(try_number)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .flatten();
+                let inputs: StoredInputs = match inputs {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|error| StoreError::Corrupt(format!("stored attempt inputs: {error}")))?,
+                    None => StoredInputs::new(),
+                };
+                let rows = inputs
+                    .iter()
+                    .map(|(slot, id)| ("input", slot.as_str(), *id, false))
+                    .chain(outputs.iter().map(|(slot, id, reused)| ("output", slot.as_str(), *id, *reused)));
+                for (direction, slot, version_id, reused) in rows {
+                    sqlx::query(
+                        "INSERT INTO attempt_artifacts (task_instance_id, try_number, direction, slot, artifact_version_id, reused) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_instance_id, try_number, direction, slot) DO NOTHING",
+                    )
+                    .bind(task_instance_id)
+                    .bind(try_number)
+                    .bind(direction)
+                    .bind(slot)
+                    .bind(version_id)
+                    .bind(reused)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            /// The versions with these ids, the edges among them (restricted to one run when
+            /// given), and the attempts that wrote one of them from no input at all.
+            async fn lineage_graph_in(&self, conn: &mut Conn, ids: &[i64], only_run: Option<i64>) -> Result<LineageGraph, StoreError> {
+                let mut graph = LineageGraph::default();
+                if ids.is_empty() {
+                    return Ok(graph);
+                }
+                for chunk in ids.chunks(500) {
+                    let mut query = sqlx::QueryBuilder::<$Db>::new(concat!("SELECT ", version_columns!(), version_from!(), "WHERE av.id IN ("));
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(") ORDER BY av.id");
+                    for row in query.build().fetch_all(&mut *conn).await? {
+                        graph.versions.push(version_from_row(&row)?);
+                    }
+                }
+                let id_set: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+                // Every output row of the versions, with its attempt's inputs (if any).
+                for chunk in ids.chunks(500) {
+                    let mut query = sqlx::QueryBuilder::<$Db>::new(
+                        "SELECT o.artifact_version_id AS output, i.artifact_version_id AS input, o.task_instance_id, o.try_number, \
+                         ti.run_id, ti.task_id, r.dag_id \
+                         FROM attempt_artifacts o \
+                         JOIN task_instances ti ON ti.id = o.task_instance_id JOIN runs r ON r.id = ti.run_id \
+                         LEFT JOIN attempt_artifacts i ON i.task_instance_id = o.task_instance_id AND i.try_number = o.try_number \
+                         AND i.direction = 'input' \
+                         WHERE o.direction = 'output' AND o.artifact_version_id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
+                    if let Some(run_id) = only_run {
+                        query.push(" AND ti.run_id = ").push_bind(run_id);
+                    }
+                    query.push(" ORDER BY o.task_instance_id, o.try_number, o.artifact_version_id, i.artifact_version_id");
+                    for row in query.build().fetch_all(&mut *conn).await? {
+                        let output: i64 = row.try_get("output")?;
+                        let input: Option<i64> = row.try_get("input")?;
+                        let attempt = attempt_ref_from_row(&row)?;
+                        match input {
+                            Some(input) if id_set.contains(&input) => graph.edges.push(LineageEdge { input, output, attempt }),
+                            Some(_) => {}
+                            None => graph.sources.push((output, attempt)),
+                        }
+                    }
+                }
+                Ok(graph)
             }
 
             async fn task_instance_in(&self, conn: &mut Conn, run_id: i64, task_id: &str) -> Result<TaskInstanceRecord, StoreError> {
@@ -936,25 +1388,28 @@ macro_rules! shared_store {
             }
 
             async fn task_attempts(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
-                let rows: Vec<(i64, String, i64, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
-                    "SELECT try_number, worker_id, fence, state, started_at, ended_at, error FROM task_attempts \
+                let rows = sqlx::query(
+                    "SELECT id, try_number, worker_id, fence, state, started_at, ended_at, error, cache_hit_of FROM task_attempts \
                      WHERE task_instance_id = $1 ORDER BY try_number",
                 )
                 .bind(task_instance_id)
                 .fetch_all(self.pool())
                 .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(try_number, worker_id, fence, state, started_at, ended_at, error)| AttemptRecord {
-                        try_number,
-                        worker_id,
-                        fence,
-                        state,
-                        started_at,
-                        ended_at,
-                        error,
+                rows.iter()
+                    .map(|row| {
+                        Ok(AttemptRecord {
+                            id: row.try_get("id")?,
+                            try_number: row.try_get("try_number")?,
+                            worker_id: row.try_get("worker_id")?,
+                            fence: row.try_get("fence")?,
+                            state: row.try_get("state")?,
+                            started_at: row.try_get("started_at")?,
+                            ended_at: row.try_get("ended_at")?,
+                            error: row.try_get("error")?,
+                            cache_hit_of: row.try_get("cache_hit_of")?,
+                        })
                     })
-                    .collect())
+                    .collect()
             }
 
             async fn task_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
@@ -1217,6 +1672,165 @@ macro_rules! shared_store {
                 .fetch_all(self.pool())
                 .await?;
                 Ok(rows.into_iter().map(|(seq, chunk, created_at)| LogChunk { seq, chunk, created_at }).collect())
+            }
+
+            async fn artifact_list(&self, kind: Option<ArtifactKind>) -> Result<Vec<ArtifactRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT name, kind, latest_version, created_at, updated_at FROM artifacts \
+                     WHERE latest_version > 0 AND ($1 IS NULL OR kind = $1) ORDER BY name",
+                )
+                .bind(kind.map(ArtifactKind::as_str))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(artifact_from_row).collect()
+            }
+
+            async fn artifact_get(&self, name: &str) -> Result<Option<ArtifactRecord>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT name, kind, latest_version, created_at, updated_at FROM artifacts WHERE name = $1 AND latest_version > 0",
+                )
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+                row.as_ref().map(artifact_from_row).transpose()
+            }
+
+            async fn artifact_versions(&self, name: &str, limit: u32) -> Result<Vec<ArtifactVersionRecord>, StoreError> {
+                let rows = sqlx::query(concat!("SELECT ", version_columns!(), version_from!(), "WHERE av.name = $1 ORDER BY av.version DESC LIMIT $2"))
+                    .bind(name)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.pool())
+                    .await?;
+                rows.iter().map(version_from_row).collect()
+            }
+
+            async fn artifact_version(&self, name: &str, version: Option<i64>) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    version_columns!(),
+                    version_from!(),
+                    "WHERE av.name = $1 AND av.version = COALESCE($2, a.latest_version)"
+                ))
+                .bind(name)
+                .bind(version)
+                .fetch_optional(self.pool())
+                .await?;
+                row.as_ref().map(version_from_row).transpose()
+            }
+
+            async fn artifact_version_by_id(&self, id: i64) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+                let mut conn = self.pool().acquire().await?;
+                self.version_by_id_in(&mut conn, id).await
+            }
+
+            async fn artifact_publish(&self, publish: &PublishParams, now: Micros) -> Result<(ArtifactVersionRecord, bool), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let (id, reused) = self.publish_in(&mut *tx, publish, None, now).await?;
+                let version = self
+                    .version_by_id_in(&mut *tx, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("artifact version {id}")))?;
+                tx.commit().await?;
+                Ok((version, reused))
+            }
+
+            async fn artifact_lineage(&self, version_id: i64, direction: LineageDirection) -> Result<LineageGraph, StoreError> {
+                // Walk attempts: from a version to the attempts that wrote it and on to what they
+                // read (upstream), or to the attempts that read it and on to what they wrote
+                // (downstream). UNION, not UNION ALL, so shared ancestors are visited once.
+                let sql = match direction {
+                    LineageDirection::Upstream => {
+                        "WITH RECURSIVE lineage(id) AS (SELECT id FROM artifact_versions WHERE id = $1 UNION \
+                         SELECT i.artifact_version_id FROM lineage l \
+                         JOIN attempt_artifacts o ON o.artifact_version_id = l.id AND o.direction = 'output' \
+                         JOIN attempt_artifacts i ON i.task_instance_id = o.task_instance_id AND i.try_number = o.try_number \
+                         AND i.direction = 'input') SELECT id FROM lineage ORDER BY id"
+                    }
+                    LineageDirection::Downstream => {
+                        "WITH RECURSIVE lineage(id) AS (SELECT id FROM artifact_versions WHERE id = $1 UNION \
+                         SELECT o.artifact_version_id FROM lineage l \
+                         JOIN attempt_artifacts i ON i.artifact_version_id = l.id AND i.direction = 'input' \
+                         JOIN attempt_artifacts o ON o.task_instance_id = i.task_instance_id AND o.try_number = i.try_number \
+                         AND o.direction = 'output') SELECT id FROM lineage ORDER BY id"
+                    }
+                };
+                let mut conn = self.pool().acquire().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(sql).bind(version_id).fetch_all(&mut *conn).await?;
+                if ids.is_empty() {
+                    return Err(StoreError::NotFound(format!("artifact version {version_id}")));
+                }
+                self.lineage_graph_in(&mut conn, &ids, None).await
+            }
+
+            async fn run_lineage(&self, run_id: i64) -> Result<LineageGraph, StoreError> {
+                let mut conn = self.pool().acquire().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT DISTINCT aa.artifact_version_id FROM attempt_artifacts aa \
+                     JOIN task_instances ti ON ti.id = aa.task_instance_id WHERE ti.run_id = $1 ORDER BY aa.artifact_version_id",
+                )
+                .bind(run_id)
+                .fetch_all(&mut *conn)
+                .await?;
+                self.lineage_graph_in(&mut conn, &ids, Some(run_id)).await
+            }
+
+            async fn attempt_artifacts(&self, task_instance_id: i64) -> Result<Vec<AttemptArtifact>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT aa.try_number AS slot_try, aa.direction, aa.slot, aa.reused, ",
+                    version_columns!(),
+                    " FROM attempt_artifacts aa JOIN artifact_versions av ON av.id = aa.artifact_version_id \
+                     JOIN artifacts a ON a.name = av.name \
+                     LEFT JOIN task_instances pti ON pti.id = av.task_instance_id LEFT JOIN runs pr ON pr.id = pti.run_id \
+                     WHERE aa.task_instance_id = $1 ORDER BY aa.try_number, aa.direction, aa.slot"
+                ))
+                .bind(task_instance_id)
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AttemptArtifact {
+                            try_number: row.try_get("slot_try")?,
+                            direction: row.try_get("direction")?,
+                            slot: row.try_get("slot")?,
+                            reused: row.try_get("reused")?,
+                            version: version_from_row(row)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, StoreError> {
+                let mut conn = self.pool().acquire().await?;
+                let row = sqlx::query(
+                    "SELECT ta.id AS attempt_id, ta.task_instance_id, ta.try_number, ti.run_id, ti.task_id, r.dag_id \
+                     FROM task_attempts ta JOIN task_instances ti ON ti.id = ta.task_instance_id JOIN runs r ON r.id = ti.run_id \
+                     WHERE ta.cache_key = $1 AND ta.state = 'success' ORDER BY ta.id DESC LIMIT 1",
+                )
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let attempt = attempt_ref_from_row(&row)?;
+                let outputs: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT slot, artifact_version_id FROM attempt_artifacts \
+                     WHERE task_instance_id = $1 AND try_number = $2 AND direction = 'output' ORDER BY slot",
+                )
+                .bind(attempt.task_instance_id)
+                .bind(attempt.try_number)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut resolved = Vec::with_capacity(outputs.len());
+                for (slot, version_id) in outputs {
+                    let Some(version) = self.version_by_id_in(&mut conn, version_id).await? else { return Ok(None) };
+                    resolved.push(ResolvedInput { slot, version });
+                }
+                Ok(Some(CacheHit { attempt_id: row.try_get("attempt_id")?, attempt, outputs: resolved }))
+            }
+
+            async fn artifact_blobs_in_use(&self) -> Result<Vec<String>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM artifact_versions ORDER BY sha256")
+                    .fetch_all(self.pool())
+                    .await?)
             }
 
             async fn leader_attempt(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {

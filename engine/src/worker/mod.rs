@@ -5,6 +5,7 @@
 //! may give it the server's [`ExecutionService`](crate::execution::ExecutionService) directly.
 //! A task's logs are always shipped before its completion, so a finished run's logs are whole.
 
+mod cache;
 mod task_log;
 
 use std::collections::HashMap;
@@ -27,9 +28,15 @@ type Report = (Completion, Vec<LogUpload>, OwnedSemaphorePermit);
 
 /// A task to run, with the slot it runs in.
 type Assignment = (ClaimedTask, OwnedSemaphorePermit);
-use crate::plugin::{LogSink, LogStream, PluginRegistry, TaskContext, TaskError};
-use crate::store::{AttemptResult, ClaimedTask, Completion, now_micros};
+use crate::artifacts::{BlobError, BlobRef, BlobStore};
+use crate::plugin::{
+    InputFile, LogSink, LogStream, OutputSlot, PluginRegistry, TaskContext, TaskError,
+};
+use crate::store::{
+    AttemptResult, CacheRecord, ClaimedTask, Completion, OutputContent, ProducedOutput, now_micros,
+};
 
+pub use cache::cache_key;
 pub use task_log::TaskLogLayer;
 
 /// How a worker behaves.
@@ -49,6 +56,11 @@ pub struct WorkerConfig {
     pub max_log_bytes: u64,
     /// How long one claim waits for work.
     pub claim_wait: Duration,
+    /// The artifact store, when the worker has credentials for it; without, artifact bytes go
+    /// through the server.
+    pub artifacts: Option<Arc<BlobStore>>,
+    /// The DAG folder as this worker sees it, passed on to plugins.
+    pub dags_dir: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -63,6 +75,8 @@ impl WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_log_bytes: 16 * 1024 * 1024,
             claim_wait: crate::execution::MAX_CLAIM_WAIT,
+            artifacts: None,
+            dags_dir: None,
         }
     }
 }
@@ -223,6 +237,9 @@ pub async fn run_worker(
         stop_claiming.clone(),
     ));
     let new_attempt = || Attempt {
+        api: api.clone(),
+        artifacts: config.artifacts.clone(),
+        dags_dir: config.dags_dir.clone(),
         registry: registry.clone(),
         running: running.clone(),
         logs: log_sender.clone(),
@@ -423,6 +440,9 @@ pub fn hostname() -> String {
 
 /// Everything one attempt needs besides its task.
 struct Attempt {
+    api: Arc<dyn ExecutionApi>,
+    artifacts: Option<Arc<BlobStore>>,
+    dags_dir: Option<PathBuf>,
     registry: PluginRegistry,
     running: RunningMap,
     logs: mpsc::UnboundedSender<LogEvent>,
@@ -487,6 +507,12 @@ impl Attempt {
                 retryable: false,
             };
         };
+        let cache_key = task.cache.then(|| cache_key(task, plugin.version()));
+        if let Some(key) = &cache_key
+            && let Some(hit) = self.cache_hit(key, &log).await
+        {
+            return hit;
+        }
         let work_dir = self
             .work_root
             .join(format!("{}-{}", task.task_instance_id, task.try_number));
@@ -507,15 +533,196 @@ impl Attempt {
                 task.try_number, task.task_id, task.run_id
             ),
         );
+        let result = match self.fetch_inputs(task, &work_dir, &log).await {
+            Ok(inputs) => {
+                self.run_plugin(
+                    task,
+                    plugin,
+                    inputs,
+                    &work_dir,
+                    log.clone(),
+                    cancel,
+                    cache_key,
+                )
+                .await
+            }
+            Err(failure) => failure,
+        };
+        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+        match &result {
+            AttemptResult::Success { .. } => log.line(LogStream::System, "attempt succeeded"),
+            AttemptResult::Failure { error, .. } => {
+                log.line(LogStream::System, &format!("attempt failed: {error}"))
+            }
+        }
+        result
+    }
+
+    /// Answers the reused outputs of an earlier attempt with the same cache key, if any. A
+    /// failed lookup is logged and the task runs: the cache only ever saves work.
+    async fn cache_hit(&self, key: &str, log: &AttemptLog) -> Option<AttemptResult> {
+        match self.api.cache_lookup(key).await {
+            Ok(Some(hit)) => {
+                let from = &hit.attempt;
+                log.line(
+                    LogStream::System,
+                    &format!(
+                        "cache hit: reusing the outputs of run {} task `{}` attempt {} (cache key {key})",
+                        from.run_id, from.task_id, from.try_number
+                    ),
+                );
+                Some(AttemptResult::Success {
+                    summary: serde_json::json!({
+                        "cache_hit": true,
+                        "reused": { "run_id": from.run_id, "task_id": from.task_id, "try_number": from.try_number },
+                    }),
+                    outputs: hit
+                        .outputs
+                        .iter()
+                        .map(|output| ProducedOutput {
+                            slot: output.slot.clone(),
+                            content: OutputContent::Reused {
+                                artifact_version_id: output.version.id,
+                            },
+                        })
+                        .collect(),
+                    cache: Some(CacheRecord {
+                        key: key.to_owned(),
+                        hit_of: Some(hit.attempt_id),
+                    }),
+                })
+            }
+            Ok(None) => {
+                log.line(LogStream::System, &format!("cache miss (cache key {key})"));
+                None
+            }
+            Err(error) => {
+                log.line(
+                    LogStream::System,
+                    &format!("cache lookup failed, running the task: {error}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Downloads every input into `work_dir/inputs`, checked against its digest. A corrupt or
+    /// missing blob fails the attempt for good, naming the artifact and version.
+    async fn fetch_inputs(
+        &self,
+        task: &ClaimedTask,
+        work_dir: &std::path::Path,
+        log: &AttemptLog,
+    ) -> Result<std::collections::BTreeMap<String, InputFile>, AttemptResult> {
+        let mut inputs = std::collections::BTreeMap::new();
+        if task.inputs.is_empty() {
+            return Ok(inputs);
+        }
+        let dir = work_dir.join("inputs");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|error| AttemptResult::Failure {
+                error: format!("cannot create {}: {error}", dir.display()),
+                retryable: true,
+            })?;
+        for input in &task.inputs {
+            let version = &input.version;
+            let path = dir.join(file_name(&input.slot, Some(&version.media_type)));
+            if let Err(error) = self.download(&version.blob, &path).await {
+                let retryable = !matches!(
+                    error,
+                    BlobError::Corrupt { .. } | BlobError::NotFound { .. }
+                );
+                return Err(AttemptResult::Failure {
+                    error: format!(
+                        "input `{}` ({} {}): {error}",
+                        input.slot,
+                        version.kind.as_str(),
+                        version.label()
+                    ),
+                    retryable,
+                });
+            }
+            log.line(
+                LogStream::System,
+                &format!(
+                    "input `{}`: {} {} ({} bytes, sha256:{})",
+                    input.slot,
+                    version.kind.as_str(),
+                    version.label(),
+                    version.blob.size,
+                    version.blob.sha256
+                ),
+            );
+            inputs.insert(
+                input.slot.clone(),
+                InputFile {
+                    path,
+                    version: version.clone(),
+                },
+            );
+        }
+        Ok(inputs)
+    }
+
+    async fn download(&self, blob: &BlobRef, dest: &std::path::Path) -> Result<(), BlobError> {
+        match &self.artifacts {
+            Some(store) => store.get_to_file(&blob.sha256, dest).await.map(drop),
+            None => self.api.blob_download(blob, dest).await,
+        }
+    }
+
+    async fn upload(&self, path: &std::path::Path) -> Result<BlobRef, BlobError> {
+        match &self.artifacts {
+            Some(store) => Ok(store.put_file(path).await?.blob),
+            None => self.api.blob_upload(path).await,
+        }
+    }
+
+    /// Runs the plugin under the task's timeout and stores its outputs.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_plugin(
+        &self,
+        task: &ClaimedTask,
+        plugin: Arc<dyn crate::plugin::ErasedPlugin>,
+        inputs: std::collections::BTreeMap<String, InputFile>,
+        work_dir: &std::path::Path,
+        log: Arc<AttemptLog>,
+        cancel: CancellationToken,
+        cache_key: Option<String>,
+    ) -> AttemptResult {
+        let mut slots = std::collections::BTreeMap::new();
+        if !task.outputs.is_empty() {
+            let dir = work_dir.join("outputs");
+            if let Err(error) = tokio::fs::create_dir_all(&dir).await {
+                return AttemptResult::Failure {
+                    error: format!("cannot create {}: {error}", dir.display()),
+                    retryable: true,
+                };
+            }
+            for output in &task.outputs {
+                slots.insert(
+                    output.name.clone(),
+                    OutputSlot {
+                        path: dir.join(file_name(&output.name, output.media_type.as_deref())),
+                        kind: output.kind,
+                        media_type: output.media_type.clone(),
+                    },
+                );
+            }
+        }
         let ctx = TaskContext::new(
             task.dag_id.clone(),
             task.run_id,
             task.task_id.clone(),
             u32::try_from(task.try_number).unwrap_or(u32::MAX),
-            work_dir.clone(),
+            work_dir.to_owned(),
             log.clone(),
             cancel.clone(),
-        );
+        )
+        .with_inputs(inputs)
+        .with_outputs(slots.clone())
+        .with_dags_dir(self.dags_dir.clone());
         let params = task.params.clone();
         let span = tracing::info_span!(
             "task_attempt",
@@ -544,14 +751,18 @@ impl Attempt {
                 finish_or_abort(handle).await
             }
         };
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
-        let result = match joined {
+        match joined {
             _ if timed_out => AttemptResult::Failure {
                 error: "timed out".to_owned(),
                 retryable: true,
             },
-            Ok(Ok(output)) => AttemptResult::Success {
-                summary: output.summary,
+            Ok(Ok(output)) => match self.store_outputs(task, &slots, output.outputs, &log).await {
+                Ok(outputs) => AttemptResult::Success {
+                    summary: output.summary,
+                    outputs,
+                    cache: cache_key.map(|key| CacheRecord { key, hit_of: None }),
+                },
+                Err(failure) => failure,
             },
             Ok(Err(error)) => {
                 let retryable = error.is_retryable() || matches!(error, TaskError::Cancelled(_));
@@ -576,14 +787,97 @@ impl Attempt {
                 error: format!("the attempt was aborted: {join_error}"),
                 retryable: true,
             },
-        };
-        match &result {
-            AttemptResult::Success { .. } => log.line(LogStream::System, "attempt succeeded"),
-            AttemptResult::Failure { error, .. } => {
-                log.line(LogStream::System, &format!("attempt failed: {error}"))
-            }
         }
-        result
+    }
+
+    /// Uploads every declared output: the file the plugin named, or the one at its slot's
+    /// path. A declared output left unwritten, or an undeclared one, fails the attempt for good.
+    async fn store_outputs(
+        &self,
+        task: &ClaimedTask,
+        slots: &std::collections::BTreeMap<String, OutputSlot>,
+        mut reported: std::collections::BTreeMap<String, crate::plugin::OutputFile>,
+        log: &AttemptLog,
+    ) -> Result<Vec<ProducedOutput>, AttemptResult> {
+        let permanent = |error: String| AttemptResult::Failure {
+            error,
+            retryable: false,
+        };
+        if let Some(unknown) = reported.keys().find(|name| !slots.contains_key(*name)) {
+            return Err(permanent(format!(
+                "the plugin reported output `{unknown}`, which task `{}` does not declare",
+                task.task_id
+            )));
+        }
+        let mut produced = Vec::with_capacity(slots.len());
+        for (name, slot) in slots {
+            let file = reported.remove(name);
+            let path = file.as_ref().map_or(&slot.path, |file| &file.path);
+            match tokio::fs::metadata(path).await {
+                Ok(metadata) if metadata.is_file() => {}
+                _ => {
+                    return Err(permanent(format!(
+                        "the task did not write its declared output `{name}` (expected a file at {})",
+                        path.display()
+                    )));
+                }
+            }
+            let blob = self
+                .upload(path)
+                .await
+                .map_err(|error| AttemptResult::Failure {
+                    error: format!("storing output `{name}`: {error}"),
+                    retryable: true,
+                })?;
+            let media_type = file
+                .as_ref()
+                .and_then(|file| file.media_type.clone())
+                .or_else(|| slot.media_type.clone())
+                .unwrap_or_else(|| guess_media_type(path).to_owned());
+            log.line(
+                LogStream::System,
+                &format!(
+                    "output `{name}`: stored {} bytes as sha256:{}",
+                    blob.size, blob.sha256
+                ),
+            );
+            produced.push(ProducedOutput {
+                slot: name.clone(),
+                content: OutputContent::Blob {
+                    blob,
+                    media_type,
+                    dataset: file.and_then(|file| file.dataset),
+                },
+            });
+        }
+        Ok(produced)
+    }
+}
+
+/// A local file name for an input or output: its name, with the extension its media type
+/// suggests, so that programs which look at extensions see what they expect.
+fn file_name(name: &str, media_type: Option<&str>) -> String {
+    let extension = match media_type {
+        Some("text/csv") => ".csv",
+        Some("application/vnd.apache.parquet") => ".parquet",
+        Some("application/json") => ".json",
+        Some("application/x-ndjson") => ".jsonl",
+        Some("image/svg+xml") => ".svg",
+        _ => "",
+    };
+    format!("{name}{extension}")
+}
+
+/// The media type a file's extension suggests.
+fn guess_media_type(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|extension| extension.to_str()) {
+        Some("csv") => "text/csv",
+        Some("parquet") => "application/vnd.apache.parquet",
+        Some("json") => "application/json",
+        Some("jsonl" | "ndjson") => "application/x-ndjson",
+        Some("svg") => "image/svg+xml",
+        Some("txt" | "log") => "text/plain",
+        _ => "application/octet-stream",
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod s3;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;

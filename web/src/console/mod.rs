@@ -1,0 +1,94 @@
+//! The web console: server-rendered HTML pages (maud), made live with htmx where a run or a log
+//! is still moving.
+//!
+//! Every page reads well without JavaScript: htmx only replaces fragments that the server also
+//! renders into the full page, and `console.js` only rewrites UTC times into the viewer's
+//! timezone. Assets are compiled into the binary, so the console needs no CDN and no Node.
+//! Every action is a POST guarded by a per-session CSRF token; with a password configured,
+//! viewers log in first, and a read-only password gives a role whose POSTs are refused.
+
+mod assets;
+mod auth;
+mod config;
+mod dag;
+mod dags;
+mod error;
+mod extract;
+mod gantt;
+mod graph;
+mod layout;
+mod params;
+mod run;
+mod schedule_words;
+mod task;
+mod workers;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{Redirect, Response};
+use axum::routing::{get, post};
+
+pub use config::{ConsoleConfig, ConsoleConfigError};
+
+use crate::AppState;
+
+/// The console's routes, at `/`, with the state they need applied.
+pub(crate) fn router(state: AppState) -> Router {
+    // Actions that change something: only the admin role may call them.
+    let admin = Router::new()
+        .route("/dags/{dag_id}/trigger", post(dags::trigger))
+        .route("/dags/{dag_id}/pause", post(dags::set_paused))
+        .route("/runs/{run_id}/cancel", post(run::cancel))
+        .route("/runs/{run_id}/task-action", post(run::task_action))
+        .route_layer(axum::middleware::from_fn(auth::require_admin));
+    let pages = Router::new()
+        .route("/", get(|| async { Redirect::to("/dags") }))
+        .route("/dags", get(dags::list))
+        .route("/dags/{dag_id}", get(dag::page))
+        .route("/dags/{dag_id}/trigger", get(dags::trigger_page))
+        .route("/runs/{run_id}", get(run::page))
+        .route("/runs/{run_id}/live", get(run::live))
+        .route("/runs/{run_id}/tasks/{task_id}", get(task::page))
+        .route("/runs/{run_id}/tasks/{task_id}/log", get(task::log_tail))
+        .route("/workers", get(workers::page))
+        .route("/workers/live", get(workers::live))
+        .route("/logout", post(auth::logout))
+        .merge(admin)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ));
+    let public = Router::new()
+        .route("/static/{file}", get(assets::serve))
+        .route("/login", get(auth::login_page).post(auth::login));
+    public
+        .merge(pages)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Headers every console response carries: the pages load scripts and styles only from this
+/// server and cannot be framed, and a page (which may show logs and params) is never cached.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

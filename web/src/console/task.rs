@@ -1,0 +1,208 @@
+//! A task instance's page: its state, tries, worker, error and params, its attempts, and the log
+//! of one attempt, which streams while the attempt runs: the log ends in a "tail" element that
+//! htmx replaces with the chunks stored after the last one shown, plus a new tail.
+
+use axum::Extension;
+use axum::extract::State;
+use kiln_engine::state::TaskState;
+use kiln_engine::store::{LogChunk, TaskInstanceRecord, now_micros};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::auth::Viewer;
+use super::error::ConsoleError;
+use super::extract::{HtmlPath, HtmlQuery};
+use super::layout::{self, Section, elapsed, state_badge, time, time_or_dash};
+use super::run::{run_or_404, task_actions};
+use crate::AppState;
+
+/// Chunks rendered into the page at once; a longer log continues through the tail.
+const PAGE_CHUNKS: u32 = 2_000;
+/// Chunks per tail request.
+const TAIL_CHUNKS: u32 = 500;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TaskQuery {
+    /// The attempt; the latest by default.
+    #[serde(rename = "try")]
+    try_number: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TailQuery {
+    #[serde(rename = "try")]
+    try_number: i64,
+    after: i64,
+}
+
+async fn instance_or_404(
+    state: &AppState,
+    run_id: i64,
+    task_id: &str,
+) -> Result<TaskInstanceRecord, ConsoleError> {
+    state
+        .scheduler()
+        .store()
+        .task_instances(run_id)
+        .await?
+        .into_iter()
+        .find(|instance| instance.task_id == task_id)
+        .ok_or_else(|| {
+            ConsoleError::NotFound(format!("task `{task_id}` not found in run {run_id}"))
+        })
+}
+
+/// Whether more of this attempt's log may still come: the attempt is running, or it has not
+/// started yet.
+fn log_may_grow(instance: &TaskInstanceRecord, try_number: i64) -> bool {
+    let running = instance.state == TaskState::Running && try_number == instance.try_number;
+    let waiting = matches!(
+        instance.state,
+        TaskState::Scheduled | TaskState::Queued | TaskState::UpForRetry
+    ) && try_number > instance.try_number;
+    running || waiting
+}
+
+/// The log text and, when more is coming (or a page was full), the tail that fetches it.
+fn log_piece(
+    instance: &TaskInstanceRecord,
+    try_number: i64,
+    after: i64,
+    chunks: &[LogChunk],
+    full: bool,
+) -> Markup {
+    let last = chunks.last().map_or(after, |chunk| chunk.seq);
+    let more = full || log_may_grow(instance, try_number);
+    // A full page continues at once; a growing log is asked again in a second.
+    let trigger = if full { "load" } else { "load delay:1s" };
+    html! {
+        @for chunk in chunks { (chunk.chunk) }
+        @if more {
+            span #log-tail hx-get={ "/runs/" (instance.run_id) "/tasks/" (instance.task_id) "/log?try=" (try_number) "&after=" (last) }
+                hx-trigger=(trigger) hx-swap="outerHTML" {}
+        }
+    }
+}
+
+/// The state badge, swapped in out of band by each tail response so the header stays current.
+fn state_line(instance: &TaskInstanceRecord, oob: bool) -> Markup {
+    html! {
+        span #task-state hx-swap-oob=[oob.then_some("true")] {
+            (state_badge(instance.state.as_str()))
+            " try " (instance.try_number) " of " (instance.max_tries)
+        }
+    }
+}
+
+/// The task page.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    HtmlPath((run_id, task_id)): HtmlPath<(i64, String)>,
+    HtmlQuery(query): HtmlQuery<TaskQuery>,
+) -> Result<Markup, ConsoleError> {
+    let store = state.scheduler().store();
+    let run = run_or_404(&state, run_id).await?;
+    let instance = instance_or_404(&state, run_id, &task_id).await?;
+    let attempts = store.task_attempts(instance.id).await?;
+    let plan = store.dag_version(run.dag_version_id).await?;
+    let definition = plan.task(&task_id);
+    let latest = instance.try_number.max(1);
+    let try_number = query.try_number.unwrap_or(latest);
+    if try_number < 1 || try_number > latest {
+        return Err(ConsoleError::NotFound(format!(
+            "task `{task_id}` has no attempt {try_number}"
+        )));
+    }
+    let chunks = store
+        .log_read(instance.id, try_number, -1, PAGE_CHUNKS)
+        .await?;
+    let full = chunks.len() == PAGE_CHUNKS as usize;
+    let now = now_micros();
+    let here = format!("/runs/{run_id}/tasks/{task_id}");
+    let body = html! {
+        p.crumbs {
+            a href="/dags" { "DAGs" } " / "
+            a href={ "/dags/" (run.dag_id) } { (run.dag_id) } " / "
+            a href={ "/runs/" (run.id) } { "run " (run.id) } " / " (task_id)
+        }
+        div.title-row {
+            h1 { (task_id) }
+            (state_line(&instance, false))
+        }
+        dl.facts {
+            dt { "Kind" } dd { (definition.map_or("—", |task| task.kind.as_str())) }
+            dt { "Worker" } dd { (instance.worker_id.as_deref().unwrap_or("—")) }
+            dt { "Queue" } dd { (instance.queue) }
+            dt { "Started" } dd { (time_or_dash(instance.started_at)) }
+            dt { "Ended" } dd { (time_or_dash(instance.ended_at)) }
+            dt { "Duration" } dd { (elapsed(instance.started_at, instance.ended_at, now)) }
+            @if let Some(at) = instance.next_retry_at {
+                dt { "Next try" } dd { (time(at)) }
+            }
+        }
+        @if let Some(error) = &instance.error {
+            h2 { "Error" }
+            pre.errors { (error) }
+        }
+        @if viewer.can_act() {
+            (task_actions(&viewer, run_id, &[task_id.as_str()], &here))
+        }
+        h2 { "Attempts" }
+        @if attempts.is_empty() {
+            p.muted { "No attempt yet." }
+        } @else {
+            table.attempts {
+                thead { tr { th { "Try" } th { "State" } th { "Worker" } th { "Started" } th { "Duration" } th { "Error" } } }
+                tbody {
+                    @for attempt in &attempts {
+                        tr aria-current=[(attempt.try_number == try_number).then_some("true")] {
+                            td { a href={ (here) "?try=" (attempt.try_number) } { (attempt.try_number) } }
+                            td { (state_badge(&attempt.state)) }
+                            td { (attempt.worker_id) }
+                            td { (time(attempt.started_at)) }
+                            td { (elapsed(Some(attempt.started_at), attempt.ended_at, now)) }
+                            td.error { (attempt.error.as_deref().unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Log" @if attempts.len() > 1 || try_number != latest { " of try " (try_number) } }
+        pre.log #log { (log_piece(&instance, try_number, -1, &chunks, full)) }
+        @if chunks.is_empty() && !log_may_grow(&instance, try_number) {
+            p.muted { "This attempt wrote no log." }
+        }
+        noscript { p.muted { a href=(here) { "Reload" } " to see newer log lines." } }
+        h2 { "Params" }
+        h3 { "Task" }
+        pre.params { (definition.map(|task| serde_json::to_string_pretty(&task.params).unwrap_or_default()).unwrap_or_default()) }
+        h3 { "Run" }
+        pre.params { (serde_json::to_string_pretty(&run.params).unwrap_or_default()) }
+    };
+    Ok(layout::page(
+        &format!("{task_id} in run {run_id}"),
+        &viewer,
+        Section::Dags,
+        body,
+    ))
+}
+
+/// The log after `after`, for htmx to put where the old tail was, and the current state.
+pub(crate) async fn log_tail(
+    State(state): State<AppState>,
+    HtmlPath((run_id, task_id)): HtmlPath<(i64, String)>,
+    HtmlQuery(query): HtmlQuery<TailQuery>,
+) -> Result<Markup, ConsoleError> {
+    let instance = instance_or_404(&state, run_id, &task_id).await?;
+    let chunks = state
+        .scheduler()
+        .store()
+        .log_read(instance.id, query.try_number, query.after, TAIL_CHUNKS)
+        .await?;
+    let full = chunks.len() == TAIL_CHUNKS as usize;
+    Ok(html! {
+        (log_piece(&instance, query.try_number, query.after, &chunks, full))
+        (state_line(&instance, true))
+    })
+}
