@@ -26,10 +26,10 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(mut command: Command) -> Process {
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("KILN_LOG", "info,sqlx=warn");
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if !command.get_envs().any(|(key, _)| key == "KILN_LOG") {
+            command.env("KILN_LOG", "info,sqlx=warn");
+        }
         let mut child = command.spawn().expect("kiln starts");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
@@ -99,6 +99,12 @@ pub struct Cluster {
     pub port: u16,
     pub server: Option<Process>,
     pub workers: Vec<Process>,
+    /// Extra global arguments for the server (before the subcommand).
+    pub server_args: Vec<String>,
+    /// Extra global arguments for workers started from now on.
+    pub worker_args: Vec<String>,
+    /// Extra environment for every process started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 /// A free loopback port (bound and released; the small race is acceptable in tests).
@@ -113,19 +119,27 @@ pub fn free_port() -> u16 {
 impl Cluster {
     /// Writes the DAG files and starts a server with a short lease.
     pub fn start(dags: &[(&str, &str)], lease: &str) -> Cluster {
+        let mut cluster = Cluster::prepare(dags);
+        cluster.start_server(lease);
+        cluster
+    }
+
+    /// Writes the DAG files; the caller sets arguments and starts the server.
+    pub fn prepare(dags: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("dags")).unwrap();
         for (name, text) in dags {
             std::fs::write(dir.path().join("dags").join(name), text).unwrap();
         }
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             port: free_port(),
             server: None,
             workers: Vec::new(),
-        };
-        cluster.start_server(lease);
-        cluster
+            server_args: Vec::new(),
+            worker_args: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -144,6 +158,8 @@ impl Cluster {
         let mut command = Command::new(kiln());
         command
             .current_dir(self.path())
+            .args(&self.server_args)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .args(["--data-dir", "data", "--dags", "dags", "server", "--listen"])
             .arg(format!("127.0.0.1:{}", self.port))
             .args(["--lease", lease])
@@ -167,6 +183,8 @@ impl Cluster {
         let mut command = Command::new(kiln());
         command
             .current_dir(self.path())
+            .args(&self.worker_args)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .args([
                 "--server",
                 &self.url(),
