@@ -115,6 +115,16 @@ fn wrong_param_type() {
 }
 
 #[test]
+fn scheduled_param_without_default() {
+    check(
+        "scheduled_param_without_default.toml",
+        expect![
+            "broken_dags/scheduled_param_without_default.toml:4:9: param `region`: needs a `default`: the DAG has a `schedule`, and scheduled runs are given no params"
+        ],
+    );
+}
+
+#[test]
 fn missing_required_param() {
     check(
         "missing_required_param.toml",

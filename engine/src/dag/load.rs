@@ -478,7 +478,7 @@ impl<'t> Checker<'t> {
             Some(queue)
         });
         let params = match fields.remove("params") {
-            Some(value) => self.params(value),
+            Some(value) => self.params(value, schedule.is_some()),
             None => BTreeMap::new(),
         };
         let defaults = match fields.remove("defaults") {
@@ -604,9 +604,11 @@ impl<'t> Checker<'t> {
             .ok()
     }
 
+    /// A scheduled DAG's runs get no params from anyone, so every param needs a default.
     fn params(
         &mut self,
         (offset, value): (usize, Spanned<DeValue<'t>>),
+        scheduled: bool,
     ) -> BTreeMap<String, ParamSpec> {
         let mut params = BTreeMap::new();
         let DeValue::Table(table) = value.into_inner() else {
@@ -652,6 +654,13 @@ impl<'t> Checker<'t> {
                 && let Err(message) = param.check(default)
             {
                 self.error(item.clone(), Some(start), format!("default: {message}"));
+            }
+            if scheduled && default.is_none() {
+                self.error(
+                    item.clone(),
+                    Some(start),
+                    "needs a `default`: the DAG has a `schedule`, and scheduled runs are given no params",
+                );
             }
             params.insert(name, ParamSpec { default, ..param });
         }
