@@ -4,12 +4,14 @@
 use kiln_engine::store::{Micros, TaskInstanceRecord};
 use maud::{Markup, html};
 
-use super::layout::{duration, state_class};
+use super::layout::{duration, shorten, state_class};
 
 const LABEL_WIDTH: f64 = 190.0;
 const PLOT_WIDTH: f64 = 720.0;
 const ROW_HEIGHT: f64 = 20.0;
 const AXIS_HEIGHT: f64 = 22.0;
+/// Task ids longer than this are cut in the label column (the bar's tooltip has the full id).
+const LABEL_CHARS: usize = 26;
 /// Tick spacings to choose from, in seconds: the smallest that gives at most eight ticks wins.
 const TICK_STEPS: [i64; 17] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 43_200, 86_400,
@@ -66,7 +68,7 @@ pub(crate) fn svg(run_id: i64, tasks: &[TaskInstanceRecord], now: Micros) -> Opt
                             (task.task_id) ": " (task.state.as_str().replace('_', " "))
                             ", try " (task.try_number) ", " (duration(end - start))
                         }
-                        text.label x="4" y=(format!("{:.1}", top + 14.0)) { (task.task_id) }
+                        text.label x="4" y=(format!("{:.1}", top + 14.0)) { (shorten(&task.task_id, LABEL_CHARS)) }
                         @if let Some(queued) = task.queued_at.filter(|queued| *queued < start) {
                             rect.wait x=(format!("{:.1}", x(queued))) y=(format!("{:.1}", top + 4.0))
                                 width=(format!("{:.1}", (x(start) - x(queued)).max(1.0))) height="12" {}
@@ -78,4 +80,64 @@ pub(crate) fn svg(run_id: i64, tasks: &[TaskInstanceRecord], now: Micros) -> Opt
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_engine::state::TaskState;
+    use kiln_engine::store::TaskInstanceRecord;
+
+    fn task(task_id: &str, state: TaskState, times: (i64, Option<i64>)) -> TaskInstanceRecord {
+        TaskInstanceRecord {
+            id: 1,
+            run_id: 7,
+            task_id: task_id.to_owned(),
+            state,
+            try_number: 1,
+            max_tries: 1,
+            priority: 0,
+            queue: "default".to_owned(),
+            worker_id: None,
+            lease_expires_at: None,
+            next_retry_at: None,
+            fence: 1,
+            queued_at: Some(times.0),
+            started_at: Some(times.0),
+            ended_at: times.1,
+            error: None,
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn bars_are_placed_on_a_shared_time_axis() {
+        let seconds = |s: i64| s * 1_000_000;
+        let tasks = [
+            task("first", TaskState::Success, (0, Some(seconds(10)))),
+            task("second", TaskState::Running, (seconds(10), None)),
+            TaskInstanceRecord {
+                started_at: None,
+                ..task("waiting", TaskState::Scheduled, (0, None))
+            },
+        ];
+        let chart = super::svg(7, &tasks, seconds(20)).unwrap().into_string();
+        // 20 s across 720 px after a 190 px label column: 0 s at 190, 10 s at 550.
+        assert!(
+            chart.contains(r#"<rect x="190.0" y="25.0" width="360.0""#),
+            "{chart}"
+        );
+        assert!(
+            chart.contains(r#"<rect x="550.0" y="45.0" width="360.0""#),
+            "{chart}"
+        );
+        assert!(
+            chart.contains(">+10.0s<") && chart.contains(">+0ms<"),
+            "{chart}"
+        );
+        assert!(
+            !chart.contains("waiting"),
+            "a task that has not started has no row"
+        );
+        assert!(super::svg(7, &tasks[2..], seconds(20)).is_none());
+    }
 }

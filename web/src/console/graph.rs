@@ -13,7 +13,7 @@ use kiln_engine::dag::Dag;
 use kiln_engine::state::TaskState;
 use maud::{Markup, PreEscaped, html};
 
-use super::layout::state_class;
+use super::layout::{shorten, state_class};
 
 const NODE_WIDTH: f64 = 180.0;
 const NODE_HEIGHT: f64 = 30.0;
@@ -105,15 +105,6 @@ pub(crate) fn layout(upstreams: &[Vec<usize>]) -> Layout {
     Layout { layer, layers }
 }
 
-fn label(id: &str) -> String {
-    if id.chars().count() <= LABEL_CHARS {
-        id.to_owned()
-    } else {
-        let cut: String = id.chars().take(LABEL_CHARS - 1).collect();
-        format!("{cut}…")
-    }
-}
-
 /// The DAG as SVG: nodes coloured by `states` (the latest run's), each a link to that task in
 /// run `run_id` when there is one.
 pub(crate) fn svg(dag: &Dag, states: &HashMap<&str, TaskState>, run_id: Option<i64>) -> Markup {
@@ -181,7 +172,7 @@ pub(crate) fn svg(dag: &Dag, states: &HashMap<&str, TaskState>, run_id: Option<i
                     g class={ "node " (state_class(state)) } {
                         title { (task.id) ": " (state.replace('_', " ")) }
                         rect x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(NODE_WIDTH) height=(NODE_HEIGHT) rx="4" {}
-                        text x=(format!("{:.1}", x + 8.0)) y=(format!("{:.1}", y + NODE_HEIGHT / 2.0 + 4.0)) { (label(&task.id)) }
+                        text x=(format!("{:.1}", x + 8.0)) y=(format!("{:.1}", y + NODE_HEIGHT / 2.0 + 4.0)) { (shorten(&task.id, LABEL_CHARS)) }
                     }
                 };
                 @match run_id {

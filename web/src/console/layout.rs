@@ -124,6 +124,17 @@ pub(crate) fn elapsed(start: Option<Micros>, end: Option<Micros>, now: Micros) -
     }
 }
 
+/// Text cut to `chars` characters, with an ellipsis when cut (labels in drawings, whose full
+/// text is in their tooltip).
+pub(crate) fn shorten(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(chars.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
 /// The CSS class of a state (task or run states share names, and so colours).
 pub(crate) fn state_class(state: &str) -> String {
     format!("st-{state}")
