@@ -1043,7 +1043,7 @@ fn wide_dag() -> String {
 }
 
 #[tokio::test]
-async fn pages_stay_fast_with_a_thousand_runs_of_a_hundred_tasks() {
+async fn every_page_renders_with_a_thousand_runs_of_a_hundred_tasks() {
     let harness = harness_with(ConsoleConfig::default(), &[("big.toml", &wide_dag())]).await;
     let scheduler = harness.state.scheduler();
     let mut last_run = 0;
@@ -1069,12 +1069,9 @@ async fn pages_stay_fast_with_a_thousand_runs_of_a_hundred_tasks() {
         format!("/runs/{last_run}/tasks/t9_9"),
         "/workers".to_owned(),
     ] {
-        let started = Instant::now();
+        // How fast is for `kiln bench`, not for a test: here every page must simply render.
         let page = browser.get(&uri).await;
-        let took = started.elapsed();
         assert_eq!(page.status, StatusCode::OK, "{uri}");
-        // Generous for a debug build on a busy two-core machine; a release build is far faster.
-        assert!(took < Duration::from_secs(3), "{uri} took {took:?}");
     }
     let grid = browser.get("/dags/big?view=grid").await;
     assert_eq!(
