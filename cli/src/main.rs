@@ -3,6 +3,7 @@
 // A command-line tool's job is to print; the workspace lint is for the libraries.
 #![allow(clippy::print_stdout)]
 
+mod artifacts;
 mod bench;
 mod dags;
 mod ops;
@@ -210,6 +211,20 @@ enum Command {
         #[arg(long = "plugin")]
         plugins: Vec<String>,
     },
+    /// List, inspect, fetch, publish and garbage-collect artifact versions.
+    Artifacts {
+        #[command(subcommand)]
+        command: artifacts::ArtifactsCommand,
+    },
+    /// Print a version's lineage as a tree: what it was made from, or with `--downstream`,
+    /// what was made from it.
+    Lineage {
+        /// NAME or NAME@VERSION (VERSION is a number or `latest`, the default).
+        artifact: String,
+        /// Follow lineage towards what was made from the version.
+        #[arg(long)]
+        downstream: bool,
+    },
     /// Print a task's log.
     Logs {
         /// The run id.
@@ -398,6 +413,11 @@ fn main() -> ExitCode {
         Command::Trigger { id, params, wait } => {
             run_code(remote::trigger(&address, &id, &params, wait))
         }
+        Command::Artifacts { command } => block_on(artifacts::run(command, &database)),
+        Command::Lineage {
+            artifact,
+            downstream,
+        } => block_on(artifacts::lineage(&database, &artifact, downstream)),
         Command::Logs {
             run,
             task,

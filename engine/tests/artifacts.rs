@@ -4,26 +4,23 @@
 
 mod common;
 
-use common::s3::S3Server;
-
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt};
 use kiln_engine::artifacts::{
     ArtifactStoreConfig, BlobError, BlobRef, BlobStore, LocalConfig, S3Config, Sha256Digest,
     blob_key,
 };
-use object_store::aws::AmazonS3Builder;
-use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+use common::s3::S3Server;
 
 /// Set in the child process that runs a memory test alone.
 const MEMORY_TEST_CHILD: &str = "KILN_TEST_MEMORY_CHILD";

@@ -5,6 +5,7 @@
 //! same crate holds the matching clients: the worker's execution client and the CLI's API client.
 
 mod api;
+mod artifacts_api;
 mod auth;
 pub mod client;
 pub mod console;
@@ -78,6 +79,21 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/runs/{run_id}/tasks/{task_id}/mark", post(api::mark_task))
         .route("/workers", get(api::list_workers))
+        .route("/artifacts", get(artifacts_api::list_artifacts))
+        .route("/artifacts/{name}", get(artifacts_api::get_artifact))
+        .route(
+            "/artifacts/{name}/versions/{version}",
+            get(artifacts_api::get_version),
+        )
+        .route(
+            "/artifacts/{name}/versions/{version}/content",
+            get(artifacts_api::get_content),
+        )
+        .route(
+            "/artifacts/{name}/versions/{version}/lineage",
+            get(artifacts_api::version_lineage),
+        )
+        .route("/runs/{run_id}/lineage", get(artifacts_api::run_lineage))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_token,

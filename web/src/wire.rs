@@ -938,3 +938,105 @@ impl From<LogChunkUpload> for kiln_engine::store::LogUpload {
         }
     }
 }
+
+// ---- Artifacts REST ---------------------------------------------------------------------
+
+/// An artifact name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactView {
+    /// The name versions are published under.
+    pub name: String,
+    /// `dataset`, `model` or `file`.
+    pub kind: ArtifactKind,
+    /// The newest version number.
+    pub latest_version: i64,
+    /// RFC 3339: when the first version was published.
+    pub created_at: String,
+    /// RFC 3339: when the newest version was published or reused.
+    pub updated_at: String,
+}
+
+impl From<&kiln_engine::store::ArtifactRecord> for ArtifactView {
+    fn from(artifact: &kiln_engine::store::ArtifactRecord) -> ArtifactView {
+        ArtifactView {
+            name: artifact.name.clone(),
+            kind: artifact.kind,
+            latest_version: artifact.latest_version,
+            created_at: time(artifact.created_at),
+            updated_at: time(artifact.updated_at),
+        }
+    }
+}
+
+/// `GET /api/v1/artifacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactList {
+    /// By name.
+    pub artifacts: Vec<ArtifactView>,
+}
+
+/// `GET /api/v1/artifacts/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactDetail {
+    /// The artifact.
+    #[serde(flatten)]
+    pub artifact: ArtifactView,
+    /// Its versions, newest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// One step of lineage: an attempt read `input` and wrote `output` (version ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageEdgeView {
+    /// The version read.
+    pub input: i64,
+    /// The version written.
+    pub output: i64,
+    /// The attempt in between.
+    pub attempt: AttemptView,
+}
+
+/// An attempt that wrote a version without reading any artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageSourceView {
+    /// The version written (its id).
+    pub version: i64,
+    /// The attempt.
+    pub attempt: AttemptView,
+}
+
+/// `GET …/lineage`: versions, and the attempts that turned some into others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineageView {
+    /// Every version in the graph.
+    pub versions: Vec<VersionView>,
+    /// Edges from input version to output version.
+    pub edges: Vec<LineageEdgeView>,
+    /// Versions written by attempts that read nothing.
+    pub sources: Vec<LineageSourceView>,
+}
+
+impl From<&kiln_engine::store::LineageGraph> for LineageView {
+    fn from(graph: &kiln_engine::store::LineageGraph) -> LineageView {
+        LineageView {
+            versions: graph.versions.iter().map(VersionView::from).collect(),
+            edges: graph
+                .edges
+                .iter()
+                .map(|edge| LineageEdgeView {
+                    input: edge.input,
+                    output: edge.output,
+                    attempt: AttemptView::from(&edge.attempt),
+                })
+                .collect(),
+            sources: graph
+                .sources
+                .iter()
+                .map(|(version, attempt)| LineageSourceView {
+                    version: *version,
+                    attempt: AttemptView::from(attempt),
+                })
+                .collect(),
+        }
+    }
+}

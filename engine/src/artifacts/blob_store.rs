@@ -353,6 +353,37 @@ impl BlobStore {
             .boxed()
     }
 
+    /// Like [`BlobStore::list`], with each blob's last modification time as the backend
+    /// reports it. A garbage collector needs the time: a worker may have stored a blob whose
+    /// completion, which makes a version refer to it, has not reached the database yet, so only
+    /// blobs older than some margin may be taken for unreferenced.
+    pub fn list_with_times(
+        &self,
+    ) -> BoxStream<'static, Result<(BlobRef, chrono::DateTime<chrono::Utc>), BlobError>> {
+        let secrets = Arc::clone(&self.secrets);
+        self.store
+            .list(Some(&Path::from(BLOB_PREFIX)))
+            .filter_map(move |item| {
+                future::ready(match item {
+                    Ok(meta) => match digest_of_key(&meta.location) {
+                        Some(sha256) => Some(Ok((
+                            BlobRef {
+                                sha256,
+                                size: meta.size,
+                            },
+                            meta.last_modified,
+                        ))),
+                        None => {
+                            warn!(message = "Skipping an object that is not a blob.", key = %meta.location);
+                            None
+                        }
+                    },
+                    Err(error) => Some(Err(backend_error(&secrets, "list", BLOB_PREFIX, error))),
+                })
+            })
+            .boxed()
+    }
+
     fn backend_error(
         &self,
         operation: &'static str,
