@@ -3,7 +3,7 @@
 //! reads each page's CSRF token the way a form would send it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -559,6 +559,43 @@ async fn the_dag_page_draws_graph_grid_and_source() {
         changed.has("The file has changed since version 1"),
         "{}",
         changed.body
+    );
+    // Once synced, the change is version 2; version 1 stays stored, source and all.
+    harness.state.scheduler().sync_dags().await.unwrap();
+    let versions = browser.get("/dags/demo?view=source").await;
+    for expected in [
+        "Source of version 2",
+        "description = &quot;A changed demo",
+        r#"href="/dags/demo?view=source&amp;version=1""#,
+        r#"href="/dags/demo?view=source&amp;version=2""#,
+        "2</a> (active)",
+    ] {
+        assert!(
+            versions.has(expected),
+            "missing {expected:?} in\n{}",
+            versions.body
+        );
+    }
+    assert!(!versions.has("The file has changed"), "{}", versions.body);
+    let first = browser.get("/dags/demo?view=source&version=1").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.has("Source of version 1"), "{}", first.body);
+    assert!(
+        first.has("description = &quot;A demo with every param type"),
+        "{}",
+        first.body
+    );
+    assert!(
+        !first.has("description = &quot;A changed demo"),
+        "{}",
+        first.body
+    );
+    let unknown = browser.get("/dags/demo?view=source&version=9").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.has("DAG `demo` has no version 9"),
+        "{}",
+        unknown.body
     );
 
     assert_eq!(

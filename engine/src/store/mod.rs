@@ -130,6 +130,19 @@ pub struct DagFileErrorRecord {
     pub updated_at: Micros,
 }
 
+/// One stored version of a DAG file, as the console lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagVersionRecord {
+    /// The version's id (what runs refer to).
+    pub id: i64,
+    /// Its number within the DAG (1, 2, …).
+    pub version: i64,
+    /// SHA-256 of the file it was loaded from.
+    pub source_hash: String,
+    /// When it was loaded.
+    pub created_at: Micros,
+}
+
 /// How a run came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -628,6 +641,33 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<LogChunk>, StoreError>;
+
+    /// The task instances of several runs, in one query, ordered by run and then by id (the
+    /// order they were created in). Unknown run ids are ignored.
+    async fn task_instances_for_runs(
+        &self,
+        run_ids: &[i64],
+    ) -> Result<Vec<TaskInstanceRecord>, StoreError>;
+
+    /// The newest `per_dag` runs of every DAG, by DAG id and then newest first.
+    async fn runs_latest_per_dag(&self, per_dag: u32) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Every running task instance with its DAG id, by task instance id.
+    async fn task_instances_running(&self)
+    -> Result<Vec<(String, TaskInstanceRecord)>, StoreError>;
+
+    /// One task instance of a run.
+    async fn task_instance_get(
+        &self,
+        run_id: i64,
+        task_id: &str,
+    ) -> Result<Option<TaskInstanceRecord>, StoreError>;
+
+    /// A DAG's stored versions, newest first; empty for an unknown DAG.
+    async fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionRecord>, StoreError>;
+
+    /// The file text a DAG version was loaded from.
+    async fn dag_version_source(&self, version_id: i64) -> Result<Option<String>, StoreError>;
 
     /// Artifact names, by name; only those of `kind` when given.
     async fn artifact_list(

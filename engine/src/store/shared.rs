@@ -82,7 +82,7 @@ macro_rules! shared_store {
         use $crate::dag::{ArtifactKind, InputRef, OutputSpec};
         use $crate::store::{
             micros, ArtifactRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRecord, AttemptRef, AttemptResult, Backend,
-            CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, DagFileErrorRecord, DagPlan, DagRecord,
+            CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, DagFileErrorRecord, DagPlan, DagRecord, DagVersionRecord,
             DatasetStats, LineageDirection, LineageEdge, LineageGraph, LogChunk, LogUpload, MaintenanceReport, PublishParams,
             Micros, OutputContent, ProducedOutput, Rejection, ResolvedInput, RunCreateParams, RunFilter, RunRecord, Store,
             StoreError, TaskInstanceRecord, TriggerKind,
@@ -1672,6 +1672,89 @@ macro_rules! shared_store {
                 .fetch_all(self.pool())
                 .await?;
                 Ok(rows.into_iter().map(|(seq, chunk, created_at)| LogChunk { seq, chunk, created_at }).collect())
+            }
+
+            async fn task_instances_for_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstanceRecord>, StoreError> {
+                // Sorted and without repeats, so chunks cannot overlap and their results come
+                // out in run order one after the other.
+                let run_ids: Vec<i64> = run_ids.iter().copied().collect::<std::collections::BTreeSet<i64>>().into_iter().collect();
+                let mut records = Vec::new();
+                // At most 500 ids per statement keeps well under SQLite's bind-variable limit.
+                for chunk in run_ids.chunks(500) {
+                    let mut query = sqlx::QueryBuilder::<$Db>::new(concat!(
+                        "SELECT ",
+                        task_instance_columns!(),
+                        " FROM task_instances WHERE run_id IN ("
+                    ));
+                    let mut list = query.separated(", ");
+                    for run_id in chunk {
+                        list.push_bind(*run_id);
+                    }
+                    query.push(") ORDER BY run_id, id");
+                    for row in query.build().fetch_all(self.pool()).await? {
+                        records.push(task_instance_from_row(&row)?);
+                    }
+                }
+                Ok(records)
+            }
+
+            async fn runs_latest_per_dag(&self, per_dag: u32) -> Result<Vec<RunRecord>, StoreError> {
+                // One pass over `runs_by_dag` (dag_id, id) instead of one query per DAG.
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM (SELECT ",
+                    run_columns!(),
+                    ", ROW_NUMBER() OVER (PARTITION BY dag_id ORDER BY id DESC) AS newest FROM runs) ranked \
+                     WHERE newest <= $1 ORDER BY dag_id, id DESC"
+                ))
+                .bind(i64::from(per_dag))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn task_instances_running(&self) -> Result<Vec<(String, TaskInstanceRecord)>, StoreError> {
+                // The inner filter is exactly the predicate of the partial index
+                // `task_instances_running`, so only running rows are read, however many finished
+                // ones the table holds.
+                let rows = sqlx::query(concat!(
+                    "SELECT ti.*, r.dag_id FROM (SELECT ",
+                    task_instance_columns!(),
+                    " FROM task_instances WHERE state = 'running') ti JOIN runs r ON r.id = ti.run_id ORDER BY ti.id"
+                ))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(|row| Ok((row.try_get("dag_id")?, task_instance_from_row(row)?))).collect()
+            }
+
+            async fn task_instance_get(&self, run_id: i64, task_id: &str) -> Result<Option<TaskInstanceRecord>, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", task_instance_columns!(), " FROM task_instances WHERE run_id = $1 AND task_id = $2"))
+                    .bind(run_id)
+                    .bind(task_id)
+                    .fetch_optional(self.pool())
+                    .await?;
+                row.as_ref().map(task_instance_from_row).transpose()
+            }
+
+            async fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionRecord>, StoreError> {
+                let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+                    "SELECT id, version, source_hash, created_at FROM dag_versions WHERE dag_id = $1 ORDER BY version DESC",
+                )
+                .bind(dag_id)
+                .fetch_all(self.pool())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, version, source_hash, created_at)| DagVersionRecord { id, version, source_hash, created_at })
+                    .collect())
+            }
+
+            async fn dag_version_source(&self, version_id: i64) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT source FROM dag_versions WHERE id = $1")
+                    .bind(version_id)
+                    .fetch_optional(self.pool())
+                    .await?)
             }
 
             async fn artifact_list(&self, kind: Option<ArtifactKind>) -> Result<Vec<ArtifactRecord>, StoreError> {

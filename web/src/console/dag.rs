@@ -1,14 +1,16 @@
 //! A DAG's page: its header (schedule, pause, trigger) and three views: the graph coloured by
-//! the latest run, the grid of the last runs by tasks, and the file source with its versions.
+//! the latest run, the grid of the last runs by tasks, and the stored versions of its file with
+//! the source of each.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use axum::Extension;
 use axum::extract::State;
 use kiln_engine::dag::MAX_DAG_FILE_BYTES;
 use kiln_engine::state::TaskState;
-use kiln_engine::store::{DagPlan, DagRecord, RunFilter, RunRecord, TaskInstanceRecord};
+use kiln_engine::store::{
+    DagPlan, DagRecord, DagVersionRecord, RunFilter, RunRecord, TaskInstanceRecord,
+};
 use maud::{Markup, html};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -39,6 +41,8 @@ pub(crate) enum View {
 pub(crate) struct DagPageQuery {
     #[serde(default)]
     view: View,
+    /// On the source view, the version to show (its number); the active one by default.
+    version: Option<i64>,
 }
 
 /// The DAG page; each view loads only what it shows.
@@ -69,7 +73,7 @@ pub(crate) async fn page(
     let content = match query.view {
         View::Graph => graph_view(&state, &plan, runs.first()).await?,
         View::Grid => grid_view(&state, &plan, &runs).await?,
-        View::Source => source_view(&record, &plan, &runs).await,
+        View::Source => source_view(&state, &record, &runs, query.version).await?,
     };
     let dag = &plan.dag;
     let tab = |view: View, label: &str, href: String| {
@@ -132,24 +136,31 @@ async fn graph_view(
     })
 }
 
-/// The grid: tasks down, runs across (oldest left). The store answers a run's task instances
-/// one run at a time, so this is one query per run, at most [`GRID_RUNS`].
+/// The grid: tasks down, runs across (oldest left), from one query for all their task
+/// instances.
 async fn grid_view(
     state: &AppState,
     plan: &DagPlan,
     runs: &[RunRecord],
 ) -> Result<Markup, ConsoleError> {
-    let store = state.scheduler().store();
-    let mut columns: Vec<(&RunRecord, HashMap<String, TaskInstanceRecord>)> = Vec::new();
-    for run in runs.iter().rev() {
-        let instances = store
-            .task_instances(run.id)
-            .await?
-            .into_iter()
-            .map(|instance| (instance.task_id.clone(), instance))
-            .collect();
-        columns.push((run, instances));
+    let run_ids: Vec<i64> = runs.iter().map(|run| run.id).collect();
+    let mut by_run: HashMap<i64, HashMap<String, TaskInstanceRecord>> = HashMap::new();
+    for instance in state
+        .scheduler()
+        .store()
+        .task_instances_for_runs(&run_ids)
+        .await?
+    {
+        by_run
+            .entry(instance.run_id)
+            .or_default()
+            .insert(instance.task_id.clone(), instance);
     }
+    let columns: Vec<(&RunRecord, HashMap<String, TaskInstanceRecord>)> = runs
+        .iter()
+        .rev()
+        .map(|run| (run, by_run.remove(&run.id).unwrap_or_default()))
+        .collect();
     // The current version's tasks in order, then tasks only older runs had.
     let mut rows: Vec<String> = plan.dag.tasks.iter().map(|task| task.id.clone()).collect();
     let known: HashSet<String> = rows.iter().cloned().collect();
@@ -205,58 +216,89 @@ async fn grid_view(
     })
 }
 
-/// What the store keeps about versions (the active one's number, hash, file and load time, and
-/// which version each run ran), the file as it is on disk now, and the stored definition.
-async fn source_view(record: &DagRecord, plan: &Arc<DagPlan>, runs: &[RunRecord]) -> Markup {
-    let mut by_version: BTreeMap<i64, usize> = BTreeMap::new();
+/// The stored versions of the DAG's file (number, hash, load time, and how many of the latest
+/// runs ran each), the source of one of them as stored, and its definition. The file on disk is
+/// read only to say when it has changed since the active version was loaded.
+async fn source_view(
+    state: &AppState,
+    record: &DagRecord,
+    runs: &[RunRecord],
+    wanted: Option<i64>,
+) -> Result<Markup, ConsoleError> {
+    let store = state.scheduler().store();
+    let versions = store.dag_versions(&record.id).await?;
+    let number = wanted.unwrap_or(record.current_version);
+    let shown: &DagVersionRecord = versions
+        .iter()
+        .find(|version| version.version == number)
+        .ok_or_else(|| {
+            ConsoleError::NotFound(format!("DAG `{}` has no version {number}", record.id))
+        })?;
+    let source = store.dag_version_source(shown.id).await?;
+    let plan = store.dag_version(shown.id).await?;
+    let mut by_version: HashMap<i64, usize> = HashMap::new();
     for run in runs {
         *by_version.entry(run.dag_version_id).or_default() += 1;
     }
-    let file = read_source(&record.file_path).await;
+    let disk = read_source(&record.file_path).await;
+    let changed_on_disk = matches!(&disk, Ok(text) if hex::encode(Sha256::digest(text.as_bytes())) != record.source_hash);
     let definition = serde_json::to_string_pretty(&plan.dag)
         .unwrap_or_else(|error| format!("(the definition does not serialize: {error})"));
-    html! {
+    let here = format!("/dags/{}?view=source", record.id);
+    Ok(html! {
         section.view {
             dl.facts {
                 dt { "Active version" } dd { (record.current_version) " (id " (record.current_version_id) ")" }
                 dt { "File" } dd { code { (record.file_path) } }
                 dt { "SHA-256" } dd { code { (record.source_hash) } }
                 dt { "Loaded" } dd { (time(record.updated_at)) }
-                dt { "Versions run" } dd {
-                    @if by_version.is_empty() { span.muted { "no run yet" } }
-                    ul.plain {
-                        @for (version_id, count) in by_version.iter().rev() {
-                            li {
-                                "version id " (version_id)
-                                @if *version_id == record.current_version_id { " (active)" }
-                                ": " (count) " of the last " (runs.len()) " runs"
+            }
+            @match &disk {
+                Ok(text) if changed_on_disk => {
+                    p.problem { "The file has changed since version " (record.current_version)
+                        " was loaded: the change is picked up at the next sync, or, if it does not load, "
+                        "it is listed on the DAGs page with its errors." }
+                    details {
+                        summary { "Source on disk now" }
+                        pre.source { code { (text) } }
+                    }
+                }
+                Ok(_) => {}
+                Err(problem) => p.muted { "The file cannot be read now: " (problem) },
+            }
+            h2 { "Versions" }
+            table.versions {
+                thead { tr { th { "Version" } th { "SHA-256" } th { "Loaded" } th { "Runs" } } }
+                tbody {
+                    @for version in &versions {
+                        tr aria-current=[(version.id == shown.id).then_some("true")] {
+                            td {
+                                a href={ (here) "&version=" (version.version) } { (version.version) }
+                                @if version.id == record.current_version_id { " (active)" }
+                            }
+                            td { code title=(version.source_hash) { (version.source_hash.get(..12).unwrap_or(&version.source_hash)) } }
+                            td { (time(version.created_at)) }
+                            td {
+                                @match by_version.get(&version.id) {
+                                    Some(count) => { (count) " of the last " (runs.len()) }
+                                    None => span.muted { "none of the last " (runs.len()) },
+                                }
                             }
                         }
                     }
                 }
             }
-            @match file {
-                Ok(text) if hex::encode(Sha256::digest(text.as_bytes())) == record.source_hash => {
-                    h2 { "Source of version " (record.current_version) }
-                    pre.source { code { (text) } }
-                }
-                Ok(text) => {
-                    h2 { "Source on disk" }
-                    p.problem { "The file has changed since version " (record.current_version)
-                        " was loaded: the change is picked up at the next sync, or, if it does not load, "
-                        "it is listed on the DAGs page with its errors." }
-                    pre.source { code { (text) } }
-                }
-                Err(problem) => {
-                    p.problem { "The file cannot be shown: " (problem) }
-                }
+            h2 { "Source of version " (shown.version) }
+            @match source {
+                Some(text) => pre.source { code { (text) } },
+                None => p.problem { "The source of this version is not stored." },
             }
             details {
-                summary { "Definition as stored (version " (record.current_version) ", JSON)" }
+                summary { "Definition as stored (version " (shown.version) ", JSON)" }
                 pre.source { code { (definition) } }
             }
         }
-    }
+    })
 }
 
 async fn read_source(path: &str) -> Result<String, String> {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use kiln_engine::dag::Dag;
 use kiln_engine::scheduler::SchedulerError;
-use kiln_engine::store::{DagPlan, DagRecord, RunFilter, RunRecord, TriggerKind};
+use kiln_engine::store::{DagPlan, DagRecord, RunRecord, TriggerKind};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -147,8 +147,8 @@ struct Row {
     runs: Vec<RunRecord>,
 }
 
-/// The DAGs page. One query for the DAGs, then per shown DAG its cached definition and one
-/// query for its latest runs (the store has no "latest runs of every DAG" query yet).
+/// The DAGs page. One query for the DAGs, one for the latest runs of all of them, and per DAG
+/// its definition (cached: versions never change).
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
@@ -159,19 +159,17 @@ pub(crate) async fn list(
     let mut rows = Vec::new();
     let records = store.dag_list().await?;
     let total = records.len();
+    let mut latest: HashMap<String, Vec<RunRecord>> = HashMap::new();
+    for run in store.runs_latest_per_dag(RECENT_RUNS).await? {
+        latest.entry(run.dag_id.clone()).or_default().push(run);
+    }
     for record in records {
         let plan = store.dag_version(record.current_version_id).await?;
         all_tags.extend(plan.dag.tags.iter().cloned());
         if !matches(&plan.dag, &query) {
             continue;
         }
-        let runs = store
-            .run_list(&RunFilter {
-                dag_id: Some(record.id.clone()),
-                state: None,
-                limit: Some(RECENT_RUNS),
-            })
-            .await?;
+        let runs = latest.remove(&record.id).unwrap_or_default();
         rows.push(Row { record, plan, runs });
     }
     let file_errors = store.dag_file_errors().await?;

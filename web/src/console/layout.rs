@@ -14,6 +14,7 @@ use super::auth::{Role, Viewer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Section {
     Dags,
+    Artifacts,
     Workers,
 }
 
@@ -44,6 +45,7 @@ pub(crate) fn page(title: &str, viewer: &Viewer, section: Section, body: Markup)
                     a.brand href="/dags" { "kiln" }
                     nav {
                         a href="/dags" aria-current=[current(Section::Dags)] { "DAGs" }
+                        a href="/artifacts" aria-current=[current(Section::Artifacts)] { "Artifacts" }
                         a href="/workers" aria-current=[current(Section::Workers)] { "Workers" }
                     }
                     span.spacer {}
@@ -115,6 +117,21 @@ pub(crate) fn duration(micros: Micros) -> String {
     }
 }
 
+/// A size for people, in binary units: `512 B`, `1.5 KiB`, `20.0 MiB`.
+pub(crate) fn bytes(size: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if size < 1024 {
+        return format!("{size} B");
+    }
+    let mut value = size as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// How long something ran: until its end, or until `now` while it runs.
 pub(crate) fn elapsed(start: Option<Micros>, end: Option<Micros>, now: Micros) -> String {
     match (start, end) {
@@ -159,7 +176,21 @@ pub(crate) fn legend() -> Markup {
 
 #[cfg(test)]
 mod tests {
-    use super::duration;
+    use super::{bytes, duration};
+
+    #[test]
+    fn sizes_read_naturally() {
+        let shown: Vec<String> = [0, 1023, 1024, 1536, 20 * 1024 * 1024, u64::MAX]
+            .into_iter()
+            .map(bytes)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "20.0 MiB", "16.0 EiB"
+            ]
+        );
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -7,9 +7,11 @@
 //! Every action is a POST guarded by a per-session CSRF token; with a password configured,
 //! viewers log in first, and a read-only password gives a role whose POSTs are refused.
 
+mod artifacts;
 mod assets;
 mod auth;
 mod config;
+mod csv;
 mod dag;
 mod dags;
 mod error;
@@ -17,6 +19,7 @@ mod extract;
 mod gantt;
 mod graph;
 mod layout;
+mod lineage;
 mod params;
 mod run;
 mod schedule_words;
@@ -48,8 +51,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/dags/{dag_id}/trigger", get(dags::trigger_page))
         .route("/runs/{run_id}", get(run::page))
         .route("/runs/{run_id}/live", get(run::live))
+        .route("/runs/{run_id}/lineage", get(run::lineage))
         .route("/runs/{run_id}/tasks/{task_id}", get(task::page))
         .route("/runs/{run_id}/tasks/{task_id}/log", get(task::log_tail))
+        .route("/artifacts", get(artifacts::list))
+        .route("/artifacts/{name}", get(artifacts::artifact_page))
+        .route("/artifacts/{name}/{version}", get(artifacts::version_page))
         .route("/workers", get(workers::page))
         .route("/workers/live", get(workers::live))
         .route("/logout", post(auth::logout))

@@ -1,5 +1,6 @@
 //! A run's page: its tasks with states, tries and durations, and a Gantt chart, kept live by an
-//! htmx poll of one fragment while the run is going; and the run and task actions.
+//! htmx poll of one fragment while the run is going; the run and task actions; and the run's
+//! lineage, the artifacts its attempts read and wrote.
 
 use axum::Extension;
 use axum::extract::State;
@@ -14,6 +15,7 @@ use super::error::ConsoleError;
 use super::extract::{HtmlForm, HtmlPath};
 use super::gantt;
 use super::layout::{self, Section, csrf_field, elapsed, state_badge, time, time_or_dash};
+use super::lineage;
 use crate::AppState;
 
 /// How often a running run's fragment is fetched again.
@@ -148,6 +150,7 @@ pub(crate) async fn page(
     let body = html! {
         p.crumbs { a href="/dags" { "DAGs" } " / " a href={ "/dags/" (run.dag_id) } { (run.dag_id) } " / run " (run.id) }
         (live_fragment(&viewer, &run, &tasks))
+        p { a href={ "/runs/" (run.id) "/lineage" } { "Lineage" } span.muted { ": the artifacts this run read and wrote" } }
         @if viewer.can_act() {
             h2 { "Task actions" }
             (task_actions(&viewer, run.id, &task_ids, &format!("/runs/{run_id}")))
@@ -172,6 +175,36 @@ pub(crate) async fn live(
     let run = run_or_404(&state, run_id).await?;
     let tasks = state.scheduler().store().task_instances(run_id).await?;
     Ok(live_fragment(&viewer, &run, &tasks))
+}
+
+/// The run's lineage: every artifact version its attempts read or wrote, and the attempts
+/// between them.
+pub(crate) async fn lineage(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    HtmlPath(run_id): HtmlPath<i64>,
+) -> Result<Markup, ConsoleError> {
+    let run = run_or_404(&state, run_id).await?;
+    let graph = state.scheduler().store().run_lineage(run_id).await?;
+    let title = format!("Lineage of run {run_id}");
+    let body = html! {
+        p.crumbs {
+            a href="/dags" { "DAGs" } " / " a href={ "/dags/" (run.dag_id) } { (run.dag_id) } " / "
+            a href={ "/runs/" (run.id) } { "run " (run.id) } " / lineage"
+        }
+        div.title-row {
+            h1 { (title) }
+            (state_badge(run.state.as_str()))
+        }
+        @match lineage::svg(&graph, None, &title) {
+            Some(svg) => {
+                div.scroll { (svg) }
+                (lineage::legend())
+            },
+            None => p.muted { "This run has read and written no artifacts." },
+        }
+    };
+    Ok(layout::page(&title, &viewer, Section::Dags, body))
 }
 
 /// Cancels the run; its running tasks are told to stop at their next heartbeat.

@@ -1,18 +1,20 @@
-//! A task instance's page: its state, tries, worker, error and params, its attempts, and the log
-//! of one attempt, which streams while the attempt runs: the log ends in a "tail" element that
-//! htmx replaces with the chunks stored after the last one shown, plus a new tail.
+//! A task instance's page: its state, tries, worker, error and params, its attempts, the
+//! artifacts one attempt read and wrote, and that attempt's log, which streams while the attempt
+//! runs: the log ends in a "tail" element that htmx replaces with the chunks stored after the
+//! last one shown, plus a new tail.
 
 use axum::Extension;
 use axum::extract::State;
 use kiln_engine::state::TaskState;
-use kiln_engine::store::{LogChunk, TaskInstanceRecord, now_micros};
+use kiln_engine::store::{AttemptArtifact, LogChunk, TaskInstanceRecord, now_micros};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Viewer;
 use super::error::ConsoleError;
 use super::extract::{HtmlPath, HtmlQuery};
-use super::layout::{self, Section, elapsed, state_badge, time, time_or_dash};
+use super::layout::{self, Section, bytes, elapsed, state_badge, time, time_or_dash};
+use super::lineage::version_href;
 use super::run::{run_or_404, task_actions};
 use crate::AppState;
 
@@ -43,10 +45,8 @@ async fn instance_or_404(
     state
         .scheduler()
         .store()
-        .task_instances(run_id)
+        .task_instance_get(run_id, task_id)
         .await?
-        .into_iter()
-        .find(|instance| instance.task_id == task_id)
         .ok_or_else(|| {
             ConsoleError::NotFound(format!("task `{task_id}` not found in run {run_id}"))
         })
@@ -94,6 +94,36 @@ fn state_line(instance: &TaskInstanceRecord, oob: bool) -> Markup {
     }
 }
 
+/// What one attempt read and wrote, inputs first.
+fn artifacts_table(run_id: i64, artifacts: &[&AttemptArtifact]) -> Markup {
+    html! {
+        @if artifacts.is_empty() {
+            p.muted { "This attempt read and wrote no artifacts." }
+        } @else {
+            table.artifacts {
+                thead { tr { th { "Direction" } th { "Slot" } th { "Version" } th { "Kind" } th { "Size" } th { "Media type" } } }
+                tbody {
+                    @for artifact in artifacts {
+                        @let version = &artifact.version;
+                        tr {
+                            td { (if artifact.direction == "input" { "read" } else { "wrote" }) }
+                            td { code { (artifact.slot) } }
+                            td {
+                                a href=(version_href(&version.name, version.version)) { (version.label()) }
+                                @if artifact.reused { " " span.muted { "(reused from the cache)" } }
+                            }
+                            td { span class={ "kind kind-" (version.kind.as_str()) } { (version.kind.as_str()) } }
+                            td { (bytes(version.blob.size)) }
+                            td { code { (version.media_type) } }
+                        }
+                    }
+                }
+            }
+            p { a href={ "/runs/" (run_id) "/lineage" } { "Lineage of the whole run" } }
+        }
+    }
+}
+
 /// The task page.
 pub(crate) async fn page(
     State(state): State<AppState>,
@@ -105,6 +135,7 @@ pub(crate) async fn page(
     let run = run_or_404(&state, run_id).await?;
     let instance = instance_or_404(&state, run_id, &task_id).await?;
     let attempts = store.task_attempts(instance.id).await?;
+    let recorded = store.attempt_artifacts(instance.id).await?;
     let plan = store.dag_version(run.dag_version_id).await?;
     let definition = plan.task(&task_id);
     let latest = instance.try_number.max(1);
@@ -114,6 +145,11 @@ pub(crate) async fn page(
             "task `{task_id}` has no attempt {try_number}"
         )));
     }
+    // Inputs before outputs, as the store orders them.
+    let artifacts: Vec<&AttemptArtifact> = recorded
+        .iter()
+        .filter(|artifact| artifact.try_number == try_number)
+        .collect();
     let chunks = store
         .log_read(instance.id, try_number, -1, PAGE_CHUNKS)
         .await?;
@@ -168,6 +204,8 @@ pub(crate) async fn page(
                 }
             }
         }
+        h2 { "Artifacts" @if attempts.len() > 1 || try_number != latest { " of try " (try_number) } }
+        (artifacts_table(run_id, &artifacts))
         h2 { "Log" @if attempts.len() > 1 || try_number != latest { " of try " (try_number) } }
         pre.log #log { (log_piece(&instance, try_number, -1, &chunks, full)) }
         @if chunks.is_empty() && !log_may_grow(&instance, try_number) {

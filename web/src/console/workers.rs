@@ -5,17 +5,13 @@ use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::extract::State;
-use kiln_engine::state::{RunState, TaskState};
-use kiln_engine::store::{RunFilter, now_micros};
+use kiln_engine::store::now_micros;
 use maud::{Markup, html};
 
 use super::auth::Viewer;
 use super::error::ConsoleError;
 use super::layout::{self, Section, duration, elapsed, time_or_dash};
 use crate::AppState;
-
-/// Running runs looked at for running tasks: one query each, so bounded.
-const RUNNING_RUNS: u32 = 200;
 
 struct RunningTask {
     run_id: i64,
@@ -25,38 +21,23 @@ struct RunningTask {
     started_at: Option<i64>,
 }
 
-/// Running tasks by worker, and whether runs were left out. The store has no "running task
-/// instances" query, so this reads the task instances of every running run, newest first, at
-/// most [`RUNNING_RUNS`] of them.
+/// Running tasks by worker, from one query over the running task instances only.
 async fn running_tasks(
     state: &AppState,
-) -> Result<(BTreeMap<String, Vec<RunningTask>>, bool), ConsoleError> {
-    let store = state.scheduler().store();
-    let runs = store
-        .run_list(&RunFilter {
-            dag_id: None,
-            state: Some(RunState::Running),
-            limit: Some(RUNNING_RUNS),
-        })
-        .await?;
-    let truncated = runs.len() == RUNNING_RUNS as usize;
+) -> Result<BTreeMap<String, Vec<RunningTask>>, ConsoleError> {
+    let running = state.scheduler().store().task_instances_running().await?;
     let mut by_worker: BTreeMap<String, Vec<RunningTask>> = BTreeMap::new();
-    for run in runs {
-        for instance in store.task_instances(run.id).await? {
-            if instance.state != TaskState::Running {
-                continue;
-            }
-            let worker = instance.worker_id.clone().unwrap_or_default();
-            by_worker.entry(worker).or_default().push(RunningTask {
-                run_id: run.id,
-                dag_id: run.dag_id.clone(),
-                task_id: instance.task_id,
-                try_number: instance.try_number,
-                started_at: instance.started_at,
-            });
-        }
+    for (dag_id, instance) in running {
+        let worker = instance.worker_id.clone().unwrap_or_default();
+        by_worker.entry(worker).or_default().push(RunningTask {
+            run_id: instance.run_id,
+            dag_id,
+            task_id: instance.task_id,
+            try_number: instance.try_number,
+            started_at: instance.started_at,
+        });
     }
-    Ok((by_worker, truncated))
+    Ok(by_worker)
 }
 
 fn tasks_list(tasks: &[RunningTask], now: i64) -> Markup {
@@ -79,7 +60,7 @@ fn tasks_list(tasks: &[RunningTask], now: i64) -> Markup {
 
 async fn fragment(state: &AppState) -> Result<Markup, ConsoleError> {
     let workers = state.execution.workers();
-    let (mut running, truncated) = running_tasks(state).await?;
+    let mut running = running_tasks(state).await?;
     let now = now_micros();
     let rows: Vec<_> = workers
         .iter()
@@ -92,9 +73,6 @@ async fn fragment(state: &AppState) -> Result<Markup, ConsoleError> {
         .collect();
     Ok(html! {
         div #workers-live hx-get="/workers/live" hx-trigger="every 2s" hx-swap="outerHTML" {
-            @if truncated {
-                p.muted { "Running tasks are shown for the " (RUNNING_RUNS) " newest running runs only." }
-            }
             @if rows.is_empty() {
                 p.muted { "No worker has registered with this server since it started." }
             } @else {
