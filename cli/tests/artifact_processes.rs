@@ -23,7 +23,10 @@ fn skip(test: &str, service: &str, variable: &str) {
     }
     // Straight to the process's stderr: the test harness captures `eprintln!`.
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "SKIPPED {test}: no {service} ({variable} is not set)");
+    let _ = writeln!(
+        stderr,
+        "SKIPPED {test}: no {service} ({variable} is not set)"
+    );
 }
 
 /// `produce` writes a small table; `consume` upper-cases it into its own output and prints it.

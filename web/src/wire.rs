@@ -160,6 +160,9 @@ pub struct OutputAssignment {
     pub publish_as: Option<String>,
     /// Its declared media type.
     pub media_type: Option<String>,
+    /// The registry alias the new version takes when the task succeeds.
+    #[serde(default)]
+    pub promote: Option<kiln_engine::dag::ModelAlias>,
 }
 
 /// One output of a finished attempt: new bytes, or an existing version reused.
@@ -432,6 +435,7 @@ impl From<ClaimedTask> for Assignment {
                     kind: output.kind,
                     publish_as: output.publish_as,
                     media_type: output.media_type,
+                    promote: output.promote,
                 })
                 .collect(),
             cache: task.cache,
@@ -462,6 +466,7 @@ impl From<Assignment> for ClaimedTask {
                     kind: output.kind,
                     publish_as: output.publish_as,
                     media_type: output.media_type,
+                    promote: output.promote,
                 })
                 .collect(),
             cache: task.cache,

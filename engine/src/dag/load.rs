@@ -863,50 +863,49 @@ impl<'t> Checker<'t> {
 
         let mut outputs = Vec::new();
         let mut output_seen = BTreeSet::new();
-        let output_entries: Vec<(String, ArtifactKind, Option<String>, Option<String>)> =
-            match &spec.outputs {
-                OutputsSpec::Names(names) => names
-                    .iter()
-                    .map(|name| (name.clone(), ArtifactKind::File, None, None))
-                    .collect(),
-                OutputsSpec::Table(table) => table
-                    .iter()
-                    .map(|(name, settings)| {
-                        (
-                            name.clone(),
-                            settings.kind.unwrap_or(ArtifactKind::File),
-                            settings.publish_as.clone(),
-                            settings.media_type.clone(),
-                        )
-                    })
-                    .collect(),
-            };
-        for (name, kind, publish_as, media_type) in output_entries {
-            if let Err(message) = check_id(&name) {
-                self.error(
-                    item.clone(),
-                    Some(task.offset("outputs")),
-                    format!("output name {message}"),
-                );
-            } else if let Some(Err(message)) = publish_as.as_deref().map(check_artifact_name) {
-                self.error(
-                    item.clone(),
-                    Some(task.offset("outputs")),
-                    format!("output `{name}`: `publish_as` name {message}"),
-                );
+        let output_entries: Vec<OutputSpec> = match &spec.outputs {
+            OutputsSpec::Names(names) => names
+                .iter()
+                .map(|name| OutputSpec {
+                    name: name.clone(),
+                    kind: ArtifactKind::File,
+                    publish_as: None,
+                    media_type: None,
+                    promote: None,
+                })
+                .collect(),
+            OutputsSpec::Table(table) => table
+                .iter()
+                .map(|(name, settings)| OutputSpec {
+                    name: name.clone(),
+                    kind: settings.kind.unwrap_or(ArtifactKind::File),
+                    publish_as: settings.publish_as.clone(),
+                    media_type: settings.media_type.clone(),
+                    promote: settings.promote,
+                })
+                .collect(),
+        };
+        for output in output_entries {
+            let name = &output.name;
+            let problem = if let Err(message) = check_id(name) {
+                Some(format!("output name {message}"))
+            } else if let Some(Err(message)) = output.publish_as.as_deref().map(check_artifact_name)
+            {
+                Some(format!("output `{name}`: `publish_as` name {message}"))
+            } else if output.promote.is_some()
+                && (output.kind != ArtifactKind::Model || output.publish_as.is_none())
+            {
+                Some(format!(
+                    "output `{name}`: `promote` needs `kind = \"model\"` and a registry name in `publish_as`"
+                ))
             } else if !output_seen.insert(name.clone()) {
-                self.error(
-                    item.clone(),
-                    Some(task.offset("outputs")),
-                    format!("output `{name}` is declared twice"),
-                );
+                Some(format!("output `{name}` is declared twice"))
             } else {
-                outputs.push(OutputSpec {
-                    name,
-                    kind,
-                    publish_as,
-                    media_type,
-                });
+                None
+            };
+            match problem {
+                Some(problem) => self.error(item.clone(), Some(task.offset("outputs")), problem),
+                None => outputs.push(output),
             }
         }
 

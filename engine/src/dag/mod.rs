@@ -168,6 +168,42 @@ pub struct OutputSpec {
     /// The media type of what the task writes (`text/csv`), when the plugin does not say.
     #[serde(default)]
     pub media_type: Option<String>,
+    /// For a model published under a registry name: move this alias to the new version when
+    /// the task succeeds, in the same transaction.
+    #[serde(default)]
+    pub promote: Option<ModelAlias>,
+}
+
+/// The aliases of the model registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelAlias {
+    /// The version that is served.
+    Production,
+    /// A version being tried before production.
+    Staging,
+}
+
+impl ModelAlias {
+    /// The name used in DAG files, the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelAlias::Production => "production",
+            ModelAlias::Staging => "staging",
+        }
+    }
+}
+
+impl std::str::FromStr for ModelAlias {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "production" => Ok(ModelAlias::Production),
+            "staging" => Ok(ModelAlias::Staging),
+            other => Err(format!("unknown alias `{other}` (production or staging)")),
+        }
+    }
 }
 
 impl OutputSpec {

@@ -79,6 +79,7 @@ pub(crate) struct OutputSettings {
     pub(crate) kind: Option<super::ArtifactKind>,
     pub(crate) publish_as: Option<String>,
     pub(crate) media_type: Option<String>,
+    pub(crate) promote: Option<super::ModelAlias>,
 }
 
 /// `[params.NAME]`.

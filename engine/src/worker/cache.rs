@@ -31,6 +31,7 @@ pub fn cache_key(task: &ClaimedTask, plugin_version: u32) -> String {
                 "kind": output.kind.as_str(),
                 "publish_as": output.publish_as,
                 "media_type": output.media_type,
+                "promote": output.promote.map(|alias| alias.as_str()),
             })
         })
         .collect();
