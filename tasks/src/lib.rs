@@ -4,7 +4,15 @@
 //! plugin's own module, and never leak into `kiln-engine`'s API.
 
 pub mod command;
+#[cfg(feature = "ml")]
+pub mod evaluate;
+#[cfg(feature = "ml")]
+pub mod ml;
 pub mod noop;
+#[cfg(feature = "ml")]
+pub mod process;
+#[cfg(feature = "ml")]
+pub mod train;
 
 use kiln_engine::PluginRegistry;
 
@@ -17,6 +25,12 @@ pub fn builtin_registry() -> PluginRegistry {
     let results = [
         registry.register(command::Command),
         registry.register(noop::Noop),
+        #[cfg(feature = "ml")]
+        registry.register(process::Process),
+        #[cfg(feature = "ml")]
+        registry.register(train::Train),
+        #[cfg(feature = "ml")]
+        registry.register(evaluate::Evaluate),
     ];
     for result in results {
         // Built-in kinds are distinct constants; a clash is a programming error caught by the
@@ -25,8 +39,12 @@ pub fn builtin_registry() -> PluginRegistry {
             panic!("{error}");
         }
     }
+    // `register_planned` leaves alone the kinds this build provides.
     for kind in ["process", "train", "evaluate", "deploy"] {
-        registry.register_planned(kind, "the ML task plugins are not built yet");
+        registry.register_planned(
+            kind,
+            "this build has no ML plugins (the `ml` feature of kiln-tasks)",
+        );
     }
     registry
 }
@@ -36,7 +54,12 @@ mod tests {
     #[test]
     fn builtin_kinds_are_distinct() {
         let registry = super::builtin_registry();
-        assert_eq!(registry.kinds().collect::<Vec<_>>(), ["command", "noop"]);
+        let expected: &[&str] = if cfg!(feature = "ml") {
+            &["command", "evaluate", "noop", "process", "train"]
+        } else {
+            &["command", "noop"]
+        };
+        assert_eq!(registry.kinds().collect::<Vec<_>>(), expected);
         assert!(registry.planned_note("train").is_some());
     }
 }

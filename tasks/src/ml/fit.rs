@@ -1,0 +1,506 @@
+//! The algorithms `train` offers, their hyperparameters, and fitting each into kiln's own
+//! parameter shapes: linfa for the linear models and k-means, kiln's own for trees, forests
+//! and naive Bayes (see `tree.rs`; linfa-bayes keeps its fitted parameters private, so they
+//! could not be saved in a stable form).
+
+use std::collections::BTreeMap;
+
+use kiln_engine::TaskError;
+use linfa::prelude::Fit;
+use linfa::{Dataset, DatasetBase};
+use ndarray::{Array1, Array2};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Fitted, ModelTask};
+use super::tree::{Sorted, Target, TreeSettings, grow, grow_forest};
+
+/// An algorithm and its hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Algorithm {
+    /// Logistic regression with an L2 penalty (binary, or multinomial for more classes).
+    LogisticRegression {
+        /// Inverse regularization strength, as scikit-learn's `C`.
+        #[serde(default = "one")]
+        c: f64,
+        /// The most L-BFGS iterations.
+        #[serde(default = "hundred")]
+        max_iterations: u64,
+        /// Stop when the gradient of the mean loss is this small (scikit-learn's `tol`).
+        #[serde(default = "small")]
+        tolerance: f64,
+    },
+    /// Ordinary least squares.
+    LinearRegression {},
+    /// Linear regression with L1 and L2 penalties.
+    ElasticNet {
+        /// Penalty strength.
+        #[serde(default = "one")]
+        alpha: f64,
+        /// Share of L1 in the penalty, 0 to 1.
+        #[serde(default = "half")]
+        l1_ratio: f64,
+        /// The most coordinate-descent iterations.
+        #[serde(default = "thousand")]
+        max_iterations: u32,
+        /// Convergence tolerance.
+        #[serde(default = "small")]
+        tolerance: f64,
+    },
+    /// A CART decision tree (Gini for classes, squared error for numbers).
+    DecisionTree {
+        /// The deepest a leaf may be; unlimited when left out.
+        #[serde(default)]
+        max_depth: Option<usize>,
+        /// Nodes with fewer rows are not split.
+        #[serde(default = "two")]
+        min_samples_split: usize,
+        /// No leaf has fewer rows.
+        #[serde(default = "one_usize")]
+        min_samples_leaf: usize,
+    },
+    /// A random forest: bootstrapped trees, candidate features drawn at every split.
+    RandomForest {
+        /// How many trees.
+        #[serde(default = "hundred_usize")]
+        trees: usize,
+        /// The deepest a leaf may be; unlimited when left out.
+        #[serde(default)]
+        max_depth: Option<usize>,
+        /// Candidate features per split: `sqrt` (default for classes), `all` (default for
+        /// numbers), or a count.
+        #[serde(default)]
+        max_features: Option<MaxFeatures>,
+        /// Nodes with fewer rows are not split.
+        #[serde(default = "two")]
+        min_samples_split: usize,
+        /// No leaf has fewer rows.
+        #[serde(default = "one_usize")]
+        min_samples_leaf: usize,
+        /// Draw each tree's rows with replacement.
+        #[serde(default = "yes")]
+        bootstrap: bool,
+    },
+    /// Gaussian naive Bayes.
+    GaussianNb {
+        /// Added to every variance, as a share of the largest feature variance.
+        #[serde(default = "tiny")]
+        var_smoothing: f64,
+    },
+    /// k-means clustering (k-means++ start).
+    KMeans {
+        /// How many clusters.
+        clusters: usize,
+        /// The most Lloyd iterations per run.
+        #[serde(default = "three_hundred")]
+        max_iterations: u64,
+        /// Stop when centroids move less than this.
+        #[serde(default = "small")]
+        tolerance: f64,
+        /// Runs from different starts; the best is kept.
+        #[serde(default = "one_usize")]
+        runs: usize,
+    },
+}
+
+/// Candidate features per split of a forest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MaxFeatures {
+    /// `sqrt` or `all`.
+    Named(FeatureShare),
+    /// A count.
+    Count(usize),
+}
+
+/// Named shares of the features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureShare {
+    /// The square root of the feature count.
+    Sqrt,
+    /// Every feature.
+    All,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+fn small() -> f64 {
+    1e-4
+}
+fn tiny() -> f64 {
+    1e-9
+}
+fn hundred() -> u64 {
+    100
+}
+fn three_hundred() -> u64 {
+    300
+}
+fn thousand() -> u32 {
+    1000
+}
+fn two() -> usize {
+    2
+}
+fn one_usize() -> usize {
+    1
+}
+fn hundred_usize() -> usize {
+    100
+}
+fn yes() -> bool {
+    true
+}
+
+/// The deepest any kiln tree grows, so that a tree left unlimited still ends.
+const DEPTH_LIMIT: usize = 64;
+
+impl Algorithm {
+    /// What the algorithm predicts, for a target of the given nature (`None`: no target).
+    pub fn task(&self, numeric_target: Option<bool>) -> Result<ModelTask, TaskError> {
+        let needs_target = |task| match numeric_target {
+            Some(_) => Ok(task),
+            None => Err(TaskError::Permanent(
+                "this algorithm needs a `target` column".to_owned(),
+            )),
+        };
+        match self {
+            Algorithm::LogisticRegression { .. } | Algorithm::GaussianNb { .. } => {
+                needs_target(ModelTask::Classification)
+            }
+            Algorithm::LinearRegression {} | Algorithm::ElasticNet { .. } => match numeric_target {
+                Some(true) => Ok(ModelTask::Regression),
+                Some(false) => Err(TaskError::Permanent(
+                    "linear models need a numeric (float) target".to_owned(),
+                )),
+                None => needs_target(ModelTask::Regression),
+            },
+            Algorithm::DecisionTree { .. } | Algorithm::RandomForest { .. } => match numeric_target
+            {
+                Some(true) => Ok(ModelTask::Regression),
+                Some(false) => Ok(ModelTask::Classification),
+                None => needs_target(ModelTask::Classification),
+            },
+            Algorithm::KMeans { .. } => Ok(ModelTask::Clustering),
+        }
+    }
+}
+
+/// The training data, ready for fitting.
+pub struct Training<'a> {
+    /// `rows × features`, row-major.
+    pub x: &'a [f64],
+    /// Rows.
+    pub rows: usize,
+    /// Features.
+    pub features: usize,
+    /// Class indices (classification).
+    pub labels: Option<&'a [usize]>,
+    /// How many classes (classification).
+    pub classes: usize,
+    /// Target numbers (regression).
+    pub values: Option<&'a [f64]>,
+    /// The seed for everything random.
+    pub seed: u64,
+}
+
+fn matrix(data: &Training<'_>) -> Result<Array2<f64>, TaskError> {
+    Array2::from_shape_vec((data.rows, data.features), data.x.to_vec())
+        .map_err(|error| TaskError::Permanent(format!("bad training matrix: {error}")))
+}
+
+fn labels<'a>(data: &Training<'a>) -> Result<&'a [usize], TaskError> {
+    data.labels
+        .ok_or_else(|| TaskError::Permanent("this algorithm needs class labels".to_owned()))
+}
+
+fn values<'a>(data: &Training<'a>) -> Result<&'a [f64], TaskError> {
+    data.values
+        .ok_or_else(|| TaskError::Permanent("this algorithm needs a numeric target".to_owned()))
+}
+
+/// Fits an algorithm; answers the parameters and notes about the fit.
+pub fn fit(
+    algorithm: &Algorithm,
+    task: ModelTask,
+    data: &Training<'_>,
+) -> Result<(Fitted, BTreeMap<String, serde_json::Value>), TaskError> {
+    let mut info = BTreeMap::new();
+    if data.rows == 0 {
+        return Err(TaskError::Permanent(
+            "the training data has no rows".to_owned(),
+        ));
+    }
+    let fitted = match algorithm {
+        Algorithm::LogisticRegression {
+            c,
+            max_iterations,
+            tolerance,
+        } => {
+            if *c <= 0.0 {
+                return Err(TaskError::Permanent("`c` must be positive".to_owned()));
+            }
+            let labels = labels(data)?;
+            // linfa minimises the sum of the losses; scikit-learn their mean, and stops on the
+            // mean's gradient. Scaling the tolerance by the row count makes both stop at the
+            // same point instead of linfa running to its iteration cap.
+            let gradient_tolerance = tolerance * data.rows as f64;
+            let records = matrix(data)?;
+            if data.classes <= 2 {
+                let targets = Array1::from_iter(labels.iter().copied());
+                let dataset = Dataset::new(records, targets);
+                let model = linfa_logistic::LogisticRegression::default()
+                    .alpha(1.0 / c)
+                    .max_iterations(*max_iterations)
+                    .gradient_tolerance(gradient_tolerance)
+                    .fit(&dataset)
+                    .map_err(|error| {
+                        TaskError::Permanent(format!("logistic regression failed to fit: {error}"))
+                    })?;
+                // linfa scores its "positive" label; kiln's single score is for class 1.
+                let sign = if model.labels().pos.class == 1 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                Fitted::Logistic {
+                    coefficients: vec![model.params().iter().map(|weight| sign * weight).collect()],
+                    intercepts: vec![sign * model.intercept()],
+                }
+            } else {
+                let targets = Array1::from_iter(labels.iter().copied());
+                let dataset = Dataset::new(records, targets);
+                let model = linfa_logistic::MultiLogisticRegression::default()
+                    .alpha(1.0 / c)
+                    .max_iterations(*max_iterations)
+                    .gradient_tolerance(gradient_tolerance)
+                    .fit(&dataset)
+                    .map_err(|error| {
+                        TaskError::Permanent(format!("logistic regression failed to fit: {error}"))
+                    })?;
+                let params = model.params();
+                let mut coefficients = vec![vec![0.0; data.features]; data.classes];
+                let mut intercepts = vec![0.0; data.classes];
+                for (column, class) in model.classes().iter().enumerate() {
+                    for feature in 0..data.features {
+                        coefficients[*class][feature] = params[[feature, column]];
+                    }
+                    intercepts[*class] = model.intercept()[column];
+                }
+                Fitted::Logistic {
+                    coefficients,
+                    intercepts,
+                }
+            }
+        }
+        Algorithm::LinearRegression {} => {
+            let dataset = Dataset::new(matrix(data)?, Array1::from(values(data)?.to_vec()));
+            let model = linfa_linear::LinearRegression::new()
+                .fit(&dataset)
+                .map_err(|error| {
+                    TaskError::Permanent(format!("linear regression failed to fit: {error}"))
+                })?;
+            Fitted::Linear {
+                coefficients: model.params().to_vec(),
+                intercept: model.intercept(),
+            }
+        }
+        Algorithm::ElasticNet {
+            alpha,
+            l1_ratio,
+            max_iterations,
+            tolerance,
+        } => {
+            let dataset = Dataset::new(matrix(data)?, Array1::from(values(data)?.to_vec()));
+            let model = linfa_elasticnet::ElasticNet::params()
+                .penalty(*alpha)
+                .l1_ratio(*l1_ratio)
+                .max_iterations(*max_iterations)
+                .tolerance(*tolerance)
+                .fit(&dataset)
+                .map_err(|error| {
+                    TaskError::Permanent(format!("elastic net failed to fit: {error}"))
+                })?;
+            Fitted::Linear {
+                coefficients: model.hyperplane().to_vec(),
+                intercept: model.intercept(),
+            }
+        }
+        Algorithm::DecisionTree {
+            max_depth,
+            min_samples_split,
+            min_samples_leaf,
+        } => {
+            let settings = TreeSettings {
+                max_depth: max_depth.unwrap_or(DEPTH_LIMIT).min(DEPTH_LIMIT),
+                min_samples_split: *min_samples_split,
+                min_samples_leaf: *min_samples_leaf,
+                max_features: None,
+                seed: data.seed,
+            };
+            let target = tree_target(task, data)?;
+            let sorted = Sorted::new(data.x, data.rows, data.features);
+            let tree = grow(
+                data.x,
+                data.features,
+                &sorted,
+                target,
+                &vec![1.0; data.rows],
+                &settings,
+            );
+            info.insert("depth".to_owned(), serde_json::json!(tree.depth()));
+            info.insert("nodes".to_owned(), serde_json::json!(tree.nodes.len()));
+            Fitted::Tree { tree }
+        }
+        Algorithm::RandomForest {
+            trees,
+            max_depth,
+            max_features,
+            min_samples_split,
+            min_samples_leaf,
+            bootstrap,
+        } => {
+            let candidates = match max_features {
+                Some(MaxFeatures::Count(count)) => (*count).clamp(1, data.features),
+                Some(MaxFeatures::Named(FeatureShare::All)) => data.features,
+                Some(MaxFeatures::Named(FeatureShare::Sqrt)) => sqrt_features(data.features),
+                None if task == ModelTask::Regression => data.features,
+                None => sqrt_features(data.features),
+            };
+            let settings = TreeSettings {
+                max_depth: max_depth.unwrap_or(DEPTH_LIMIT).min(DEPTH_LIMIT),
+                min_samples_split: *min_samples_split,
+                min_samples_leaf: *min_samples_leaf,
+                max_features: Some(candidates),
+                seed: data.seed,
+            };
+            if *trees == 0 {
+                return Err(TaskError::Permanent(
+                    "a forest needs at least one tree".to_owned(),
+                ));
+            }
+            let target = tree_target(task, data)?;
+            let trees = grow_forest(data.x, data.features, target, *trees, *bootstrap, &settings);
+            info.insert(
+                "features_per_split".to_owned(),
+                serde_json::json!(candidates),
+            );
+            info.insert(
+                "max_depth_reached".to_owned(),
+                serde_json::json!(
+                    trees
+                        .iter()
+                        .map(super::tree::Tree::depth)
+                        .max()
+                        .unwrap_or(0)
+                ),
+            );
+            Fitted::Forest { trees }
+        }
+        Algorithm::GaussianNb { var_smoothing } => naive_bayes(data, *var_smoothing)?,
+        Algorithm::KMeans {
+            clusters,
+            max_iterations,
+            tolerance,
+            runs,
+        } => {
+            use rand_xoshiro::rand_core::SeedableRng;
+            if *clusters == 0 || *clusters > data.rows {
+                return Err(TaskError::Permanent(format!(
+                    "`clusters` must be between 1 and the number of rows ({})",
+                    data.rows
+                )));
+            }
+            let dataset = DatasetBase::from(matrix(data)?);
+            let model = linfa_clustering::KMeans::params_with_rng(
+                *clusters,
+                rand_xoshiro::Xoshiro256Plus::seed_from_u64(data.seed),
+            )
+            .n_runs((*runs).max(1))
+            .max_n_iterations(*max_iterations)
+            .tolerance(*tolerance)
+            .fit(&dataset)
+            .map_err(|error| TaskError::Permanent(format!("k-means failed to fit: {error}")))?;
+            Fitted::KMeans {
+                centroids: model
+                    .centroids()
+                    .rows()
+                    .into_iter()
+                    .map(|row| row.to_vec())
+                    .collect(),
+            }
+        }
+    };
+    Ok((fitted, info))
+}
+
+fn sqrt_features(features: usize) -> usize {
+    ((features as f64).sqrt().floor() as usize).max(1)
+}
+
+fn tree_target<'a>(task: ModelTask, data: &Training<'a>) -> Result<Target<'a>, TaskError> {
+    Ok(match task {
+        ModelTask::Regression => Target::Values(values(data)?),
+        _ => Target::Classes {
+            labels: labels(data)?,
+            classes: data.classes,
+        },
+    })
+}
+
+fn naive_bayes(data: &Training<'_>, var_smoothing: f64) -> Result<Fitted, TaskError> {
+    let labels = labels(data)?;
+    let (classes, features) = (data.classes, data.features);
+    let mut counts = vec![0.0; classes];
+    let mut means = vec![vec![0.0; features]; classes];
+    let mut variances = vec![vec![0.0; features]; classes];
+    for (row, class) in labels.iter().enumerate() {
+        counts[*class] += 1.0;
+        for feature in 0..features {
+            means[*class][feature] += data.x[row * features + feature];
+        }
+    }
+    for class in 0..classes {
+        for mean in &mut means[class] {
+            *mean /= counts[class].max(1.0);
+        }
+    }
+    for (row, class) in labels.iter().enumerate() {
+        for feature in 0..features {
+            let difference = data.x[row * features + feature] - means[*class][feature];
+            variances[*class][feature] += difference * difference;
+        }
+    }
+    // scikit-learn's smoothing: a share of the largest variance of any feature over all rows.
+    let mut largest: f64 = 0.0;
+    for feature in 0..features {
+        let column = (0..data.rows).map(|row| data.x[row * features + feature]);
+        let mean = column.clone().sum::<f64>() / data.rows as f64;
+        let variance = column
+            .map(|value| (value - mean) * (value - mean))
+            .sum::<f64>()
+            / data.rows as f64;
+        largest = largest.max(variance);
+    }
+    let epsilon = var_smoothing * largest.max(f64::MIN_POSITIVE);
+    for class in 0..classes {
+        for variance in &mut variances[class] {
+            *variance = *variance / counts[class].max(1.0) + epsilon;
+        }
+    }
+    let priors = counts
+        .iter()
+        .map(|count| count / data.rows as f64)
+        .collect();
+    Ok(Fitted::NaiveBayes {
+        priors,
+        means,
+        variances,
+    })
+}
