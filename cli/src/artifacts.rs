@@ -381,6 +381,7 @@ async fn put(
         blob: stored.blob,
         media_type,
         dataset: None,
+        metadata: None,
     };
     let (version, reused) = store
         .artifact_publish(&publish, now_micros())
@@ -764,6 +765,7 @@ mod tests {
             media_type: "text/csv".to_owned(),
             producer,
             dataset: None,
+            metadata: None,
             created_at: 0,
         }
     }

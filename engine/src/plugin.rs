@@ -264,6 +264,9 @@ pub struct OutputFile {
     pub media_type: Option<String>,
     /// For a dataset, its columns and row count.
     pub dataset: Option<DatasetStats>,
+    /// Anything else worth keeping with the version (a model's metrics, say), as JSON.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Why an attempt failed, and whether trying again could help.

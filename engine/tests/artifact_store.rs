@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{TestDb, dag};
 use kiln_engine::artifacts::{BlobRef, Sha256Digest};
-use kiln_engine::dag::ArtifactKind;
+use kiln_engine::dag::{ArtifactKind, ModelAlias};
 use kiln_engine::state::{RunState, TaskState};
 use kiln_engine::store::{
     AttemptResult, CacheRecord, ClaimParams, ClaimedTask, Completion, CompletionOutcome,
@@ -54,6 +54,7 @@ fn wrote(slot: &str, text: &str) -> ProducedOutput {
             blob: blob(text),
             media_type: "text/plain".to_owned(),
             dataset: None,
+            metadata: None,
         },
     }
 }
@@ -120,6 +121,7 @@ async fn publish_reference(store: &dyn Store) {
                 blob: blob("reference rows"),
                 media_type: "text/csv".to_owned(),
                 dataset: None,
+                metadata: None,
             },
             T0,
         )
@@ -396,6 +398,7 @@ async fn identical_bytes_reuse_the_newest_version_and_changed_bytes_add_one(db: 
                 blob: blob("reference rows"),
                 media_type: "text/csv".to_owned(),
                 dataset: None,
+                metadata: None,
             },
             T0,
         )
@@ -415,6 +418,7 @@ async fn a_name_keeps_its_kind(db: &TestDb) {
                 blob: blob("weights"),
                 media_type: "application/octet-stream".to_owned(),
                 dataset: None,
+                metadata: None,
             },
             T0,
         )
@@ -606,4 +610,126 @@ conformance!(
     outputs_must_match_the_declaration,
     an_input_without_a_version_fails_its_task_at_claim,
     a_cache_key_finds_the_newest_successful_attempt,
+    a_promoting_output_moves_the_alias_with_the_completion,
 );
+
+const DEPLOY: &str = r#"
+id = "ship"
+[[tasks]]
+id = "deploy"
+kind = "noop"
+outputs = { model = { kind = "model", publish_as = "wq", promote = "production" } }
+"#;
+
+/// Runs the deploy DAG once, writing these model bytes with these metrics.
+async fn deploy(store: &dyn Store, at: i64, bytes: &str, accuracy: f64) {
+    new_run(store, "ship", at).await;
+    let task = claim_one(store, at).await.unwrap();
+    let output = ProducedOutput {
+        slot: "model".to_owned(),
+        content: OutputContent::Blob {
+            blob: blob(bytes),
+            media_type: "application/vnd.kiln.model+json".to_owned(),
+            dataset: None,
+            metadata: Some(serde_json::json!({ "accuracy": accuracy })),
+        },
+    };
+    assert_eq!(
+        complete(store, succeeded(&task, vec![output], None), at).await,
+        CompletionOutcome::Succeeded
+    );
+}
+
+async fn a_promoting_output_moves_the_alias_with_the_completion(db: &TestDb) {
+    let store = &*db.store;
+    store.dag_sync(&dag(DEPLOY), T0).await.unwrap();
+    assert!(store.model_list().await.unwrap().is_empty());
+    deploy(store, T0, "weights one", 0.71).await;
+    let served = store
+        .model_alias("wq", ModelAlias::Production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.label(), "wq@1");
+    assert_eq!(served.metadata, Some(serde_json::json!({ "accuracy": 0.71 })));
+    deploy(store, T0 + SECOND, "weights two", 0.74).await;
+    deploy(store, T0 + 2 * SECOND, "weights three", 0.76).await;
+    let models = store.model_list().await.unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(
+        (models[0].latest_version, models[0].production, models[0].staging),
+        (3, Some(3), None)
+    );
+    assert_eq!(
+        store.model_alias("wq", ModelAlias::Staging).await.unwrap(),
+        None
+    );
+
+    // Rollback walks back through the versions that were served: 3 → 2 → 1, then no further.
+    assert_eq!(
+        store
+            .model_rollback("wq", ModelAlias::Production, T0 + 3 * SECOND)
+            .await
+            .unwrap(),
+        (3, 2)
+    );
+    assert_eq!(
+        store
+            .model_rollback("wq", ModelAlias::Production, T0 + 4 * SECOND)
+            .await
+            .unwrap(),
+        (2, 1)
+    );
+    let error = store
+        .model_rollback("wq", ModelAlias::Production, T0 + 5 * SECOND)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "model `wq` has had no other production version to roll back to"
+    );
+
+    // By hand: any existing version; the answer is the one it replaced.
+    assert_eq!(
+        store
+            .model_alias_set("wq", ModelAlias::Staging, 3, "tried by hand", T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .model_alias_set("wq", ModelAlias::Production, 3, "promoted by hand", T0)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let events: Vec<(String, i64, Option<i64>)> = store
+        .model_alias_events("wq")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.alias == ModelAlias::Production)
+        .map(|event| (event.reason, event.version, event.previous))
+        .collect();
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert!(events[0].0.starts_with("deployed by run "), "{events:?}");
+    assert_eq!((events[0].1, events[0].2), (1, None));
+    assert_eq!(
+        events[3],
+        ("rolled back from version 3".to_owned(), 2, Some(3))
+    );
+    assert_eq!(events[5], ("promoted by hand".to_owned(), 3, Some(1)));
+
+    let error = store
+        .model_alias_set("wq", ModelAlias::Production, 9, "typo", T0)
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "model `wq` version 9 not found");
+    publish_reference(store).await;
+    let error = store
+        .model_alias_set("reference", ModelAlias::Production, 1, "wrong kind", T0)
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "artifact `reference` is a dataset, not a model");
+}

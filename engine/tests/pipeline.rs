@@ -103,6 +103,7 @@ impl<const V: u32> TaskPlugin for Upper<V> {
                     }],
                     rows: input.lines().count() as u64,
                 }),
+                metadata: None,
             },
         );
         Ok(output)

@@ -168,6 +168,7 @@ impl TaskPlugin for Evaluate {
                     path,
                     media_type: Some(media_type.to_owned()),
                     dataset: None,
+                    metadata: None,
                 },
             );
         }

@@ -101,6 +101,7 @@ impl TaskPlugin for Train {
                 path: output,
                 media_type: Some(MODEL_MEDIA_TYPE.to_owned()),
                 dataset: None,
+                metadata: None,
             },
         );
         Ok(result)

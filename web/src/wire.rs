@@ -46,6 +46,9 @@ pub struct VersionView {
     pub producer: Option<AttemptView>,
     /// For datasets: columns and row count, when known.
     pub dataset: Option<DatasetView>,
+    /// What the writer said about the version (a model's metrics, say).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -113,6 +116,7 @@ impl From<&ArtifactVersionRecord> for VersionView {
                 columns: stats.columns.clone(),
                 rows: stats.rows,
             }),
+            metadata: version.metadata.clone(),
             created_at: time(version.created_at),
         }
     }
@@ -135,6 +139,7 @@ impl From<VersionView> for ArtifactVersionRecord {
                 columns: stats.columns,
                 rows: stats.rows,
             }),
+            metadata: version.metadata,
             created_at: micros_of(&version.created_at),
         }
     }
@@ -182,6 +187,9 @@ pub struct OutputReport {
     /// For new dataset bytes: their shape.
     #[serde(default)]
     pub dataset: Option<DatasetView>,
+    /// For new bytes: what the plugin said about them.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
     /// For a reused version: its id.
     #[serde(default)]
     pub reused_version_id: Option<i64>,
@@ -194,7 +202,9 @@ impl From<&ProducedOutput> for OutputReport {
                 blob,
                 media_type,
                 dataset,
+                metadata,
             } => OutputReport {
+                metadata: metadata.clone(),
                 slot: output.slot.clone(),
                 sha256: Some(blob.sha256),
                 size: Some(blob.size),
@@ -213,6 +223,7 @@ impl From<&ProducedOutput> for OutputReport {
                 size: None,
                 media_type: None,
                 dataset: None,
+                metadata: None,
                 reused_version_id: Some(*artifact_version_id),
             },
         }
@@ -235,6 +246,7 @@ impl OutputReport {
                     columns: stats.columns,
                     rows: stats.rows,
                 }),
+                metadata: self.metadata,
             },
             _ => {
                 return Err(format!(

@@ -119,6 +119,7 @@ impl Harness {
                     blob,
                     media_type: "text/csv".to_owned(),
                     dataset: None,
+                    metadata: None,
                 },
                 at,
             )
@@ -198,6 +199,7 @@ impl Harness {
                     ],
                     rows: 1,
                 }),
+                metadata: None,
             },
         };
         self.complete(&ingest, vec![raw]).await;
@@ -208,6 +210,7 @@ impl Harness {
                 blob: self.blob(b"weights").await,
                 media_type: "application/octet-stream".to_owned(),
                 dataset: None,
+                metadata: None,
             },
         };
         self.complete(&train, vec![model]).await;

@@ -188,6 +188,7 @@ impl Harness {
                 blob: self.blob(bytes).await,
                 media_type: media_type.to_owned(),
                 dataset,
+                metadata: None,
             },
         };
         let completion = Completion {
@@ -275,6 +276,7 @@ impl Harness {
                     blob,
                     media_type: media_type.to_owned(),
                     dataset: None,
+                    metadata: None,
                 },
                 T0,
             )

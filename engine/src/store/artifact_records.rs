@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Micros;
 use crate::artifacts::BlobRef;
-use crate::dag::ArtifactKind;
+use crate::dag::{ArtifactKind, ModelAlias};
 
 /// A published artifact name and its newest version number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +74,8 @@ pub struct ArtifactVersionRecord {
     pub producer: Option<AttemptRef>,
     /// For datasets, their columns and row count when the writer reported them.
     pub dataset: Option<DatasetStats>,
+    /// What the writer said about the version (a model's metrics, say).
+    pub metadata: Option<serde_json::Value>,
     /// When the version was published.
     pub created_at: Micros,
 }
@@ -115,6 +117,8 @@ pub enum OutputContent {
         media_type: String,
         /// For datasets, their shape when the plugin knew it.
         dataset: Option<DatasetStats>,
+        /// What the plugin said about the output (a model's metrics, say).
+        metadata: Option<serde_json::Value>,
     },
     /// An existing version, reused by a cache hit.
     Reused {
@@ -204,4 +208,38 @@ pub struct PublishParams {
     pub media_type: String,
     /// For datasets, their shape when known.
     pub dataset: Option<DatasetStats>,
+    /// What the writer said about the version.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A model in the registry: a model artifact and where its aliases point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The model's name.
+    pub name: String,
+    /// Its newest version.
+    pub latest_version: i64,
+    /// The version served, if any.
+    pub production: Option<i64>,
+    /// The version being tried, if any.
+    pub staging: Option<i64>,
+    /// When a version was last published or an alias moved.
+    pub updated_at: Micros,
+}
+
+/// One move of a registry alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasEvent {
+    /// The model.
+    pub name: String,
+    /// The alias moved.
+    pub alias: ModelAlias,
+    /// The version it points at since.
+    pub version: i64,
+    /// The version it pointed at before, if any.
+    pub previous: Option<i64>,
+    /// Why: the deploying run and task, a promotion by hand, a rollback.
+    pub reason: String,
+    /// When.
+    pub created_at: Micros,
 }

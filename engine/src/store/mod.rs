@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use artifact_records::{
-    ArtifactRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRef, CacheHit, CacheRecord,
+    AliasEvent, ArtifactRecord, ModelRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRef, CacheHit, CacheRecord,
     ColumnSchema, DatasetStats, LineageDirection, LineageEdge, LineageGraph, OutputContent,
     ProducedOutput, PublishParams, ResolvedInput,
 };
@@ -728,6 +728,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every blob digest some version refers to, as lowercase hex.
     async fn artifact_blobs_in_use(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The models of the registry (artifacts of kind `model`), by name, with their aliases.
+    async fn model_list(&self) -> Result<Vec<ModelRecord>, StoreError>;
+
+    /// The version an alias of a model points at.
+    async fn model_alias(
+        &self,
+        name: &str,
+        alias: crate::dag::ModelAlias,
+    ) -> Result<Option<ArtifactVersionRecord>, StoreError>;
+
+    /// Points an alias at a version of a model (which must exist); answers the version it
+    /// pointed at before.
+    async fn model_alias_set(
+        &self,
+        name: &str,
+        alias: crate::dag::ModelAlias,
+        version: i64,
+        reason: &str,
+        now: Micros,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Moves an alias back to the newest older version that held it before (v3 → v2 → v1);
+    /// answers `(from, to)`.
+    async fn model_rollback(
+        &self,
+        name: &str,
+        alias: crate::dag::ModelAlias,
+        now: Micros,
+    ) -> Result<(i64, i64), StoreError>;
+
+    /// The alias moves of a model, oldest first.
+    async fn model_alias_events(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError>;
 
     /// Takes or renews the named leadership for `ttl`; true if `holder` is the leader now.
     async fn leader_attempt(

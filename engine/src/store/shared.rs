@@ -27,7 +27,7 @@ macro_rules! task_instance_columns {
 macro_rules! version_columns {
     () => {
         "av.id, av.name, a.kind, av.version, av.sha256, av.size, av.media_type, av.task_instance_id, av.try_number, \
-         av.dataset_schema, av.row_count, av.created_at, pti.run_id AS producer_run_id, pti.task_id AS producer_task_id, \
+         av.dataset_schema, av.row_count, av.metadata, av.created_at, pti.run_id AS producer_run_id, pti.task_id AS producer_task_id, \
          pr.dag_id AS producer_dag_id"
     };
 }
@@ -81,7 +81,7 @@ macro_rules! shared_store {
         };
         use $crate::dag::{ArtifactKind, InputRef, OutputSpec};
         use $crate::store::{
-            micros, ArtifactRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRecord, AttemptRef, AttemptResult, Backend,
+            micros, AliasEvent, ArtifactRecord, ModelRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRecord, AttemptRef, AttemptResult, Backend,
             CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, DagFileErrorRecord, DagPlan, DagRecord, DagVersionRecord,
             DatasetStats, LineageDirection, LineageEdge, LineageGraph, LogChunk, LogUpload, MaintenanceReport, PublishParams,
             Micros, OutputContent, ProducedOutput, Rejection, ResolvedInput, RunCreateParams, RunFilter, RunRecord, Store,
@@ -187,6 +187,7 @@ macro_rules! shared_store {
                 media_type: row.try_get("media_type")?,
                 producer,
                 dataset,
+                metadata: row.try_get::<Option<String>, _>("metadata")?.as_deref().map(parse_json).transpose()?,
                 created_at: row.try_get("created_at")?,
             })
         }
@@ -636,19 +637,29 @@ macro_rules! shared_store {
                     for output in outputs {
                         let Some(spec) = task.outputs.iter().find(|spec| spec.name == output.slot) else { continue };
                         let (version_id, reused) = match &output.content {
-                            OutputContent::Blob { blob, media_type, dataset } => {
+                            OutputContent::Blob { blob, media_type, dataset, metadata } => {
                                 let publish = PublishParams {
                                     name: spec.artifact_name(&plan.dag.id, &task_id),
                                     kind: spec.kind,
                                     blob: *blob,
                                     media_type: media_type.clone(),
                                     dataset: dataset.clone(),
+                                    metadata: metadata.clone(),
                                 };
                                 self.publish_in(&mut *conn, &publish, Some((id, try_number)), now).await?
                             }
                             OutputContent::Reused { artifact_version_id } => (*artifact_version_id, true),
                         };
                         written.push((output.slot.clone(), version_id, reused));
+                        if let Some(alias) = spec.promote {
+                            let version: (String, i64) =
+                                sqlx::query_as("SELECT name, version FROM artifact_versions WHERE id = $1")
+                                    .bind(version_id)
+                                    .fetch_one(&mut *conn)
+                                    .await?;
+                            let reason = format!("deployed by run {run_id} task `{task_id}` attempt {try_number}");
+                            self.alias_set_in(&mut *conn, &version.0, alias, version.1, &reason, now).await?;
+                        }
                     }
                 }
                 // Most tasks read and write no artifacts: skip the lookup of their inputs.
@@ -876,7 +887,7 @@ macro_rules! shared_store {
                 producer: Option<(i64, i64)>,
                 now: Micros,
             ) -> Result<(i64, bool), StoreError> {
-                let PublishParams { name, kind, blob, media_type, dataset } = publish;
+                let PublishParams { name, kind, blob, media_type, dataset, metadata } = publish;
                 let kind = *kind;
                 let dataset = dataset.as_ref();
                 sqlx::query(
@@ -923,7 +934,7 @@ macro_rules! shared_store {
                 };
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO artifact_versions (name, version, sha256, size, media_type, task_instance_id, try_number, \
-                     dataset_schema, row_count, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                     dataset_schema, row_count, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                 )
                 .bind(name)
                 .bind(latest + 1)
@@ -935,6 +946,7 @@ macro_rules! shared_store {
                 .bind(schema)
                 .bind(dataset.map(|stats| i64::try_from(stats.rows).unwrap_or(i64::MAX)))
                 .bind(now)
+                .bind(metadata.as_ref().map(|value| value.to_string()))
                 .fetch_one(&mut *conn)
                 .await?;
                 sqlx::query("UPDATE artifacts SET latest_version = $2 WHERE name = $1")
@@ -1091,6 +1103,69 @@ macro_rules! shared_store {
                     }
                 }
                 Ok(graph)
+            }
+
+            /// Points an alias at a version of a model and records the move; answers the
+            /// version it pointed at before.
+            async fn alias_set_in(
+                &self,
+                conn: &mut Conn,
+                name: &str,
+                alias: $crate::dag::ModelAlias,
+                version: i64,
+                reason: &str,
+                now: Micros,
+            ) -> Result<Option<i64>, StoreError> {
+                let kind: Option<String> = sqlx::query_scalar(
+                    "SELECT a.kind FROM artifacts a JOIN artifact_versions av ON av.name = a.name WHERE a.name = $1 AND av.version = $2",
+                )
+                .bind(name)
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match kind.as_deref() {
+                    None => return Err(StoreError::NotFound(format!("model `{name}` version {version}"))),
+                    Some("model") => {}
+                    Some(other) => {
+                        return Err(StoreError::Conflict(format!("artifact `{name}` is a {other}, not a model")));
+                    }
+                }
+                let previous: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM model_aliases WHERE name = $1 AND alias = $2")
+                        .bind(name)
+                        .bind(alias.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if previous == Some(version) {
+                    return Ok(previous);
+                }
+                sqlx::query(
+                    "INSERT INTO model_aliases (name, alias, version, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(alias.as_str())
+                .bind(version)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO model_alias_events (name, alias, version, previous, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(name)
+                .bind(alias.as_str())
+                .bind(version)
+                .bind(previous)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("UPDATE artifacts SET updated_at = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(previous)
             }
 
             async fn task_instance_in(&self, conn: &mut Conn, run_id: i64, task_id: &str) -> Result<TaskInstanceRecord, StoreError> {
@@ -1914,6 +1989,109 @@ macro_rules! shared_store {
                 Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM artifact_versions ORDER BY sha256")
                     .fetch_all(self.pool())
                     .await?)
+            }
+
+            async fn model_list(&self) -> Result<Vec<ModelRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT a.name, a.latest_version, a.updated_at, \
+                     (SELECT version FROM model_aliases m WHERE m.name = a.name AND m.alias = 'production') AS production, \
+                     (SELECT version FROM model_aliases m WHERE m.name = a.name AND m.alias = 'staging') AS staging \
+                     FROM artifacts a WHERE a.kind = 'model' AND a.latest_version > 0 ORDER BY a.name",
+                )
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(ModelRecord {
+                            name: row.try_get("name")?,
+                            latest_version: row.try_get("latest_version")?,
+                            production: row.try_get("production")?,
+                            staging: row.try_get("staging")?,
+                            updated_at: row.try_get("updated_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn model_alias(&self, name: &str, alias: $crate::dag::ModelAlias) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    version_columns!(),
+                    version_from!(),
+                    "JOIN model_aliases m ON m.name = av.name AND m.version = av.version WHERE m.name = $1 AND m.alias = $2"
+                ))
+                .bind(name)
+                .bind(alias.as_str())
+                .fetch_optional(self.pool())
+                .await?;
+                row.as_ref().map(version_from_row).transpose()
+            }
+
+            async fn model_alias_set(
+                &self,
+                name: &str,
+                alias: $crate::dag::ModelAlias,
+                version: i64,
+                reason: &str,
+                now: Micros,
+            ) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let previous = self.alias_set_in(&mut *tx, name, alias, version, reason, now).await?;
+                tx.commit().await?;
+                Ok(previous)
+            }
+
+            async fn model_rollback(&self, name: &str, alias: $crate::dag::ModelAlias, now: Micros) -> Result<(i64, i64), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let current: Option<i64> = sqlx::query_scalar("SELECT version FROM model_aliases WHERE name = $1 AND alias = $2")
+                    .bind(name)
+                    .bind(alias.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(current) = current else {
+                    return Err(StoreError::NotFound(format!("model `{name}` with a {} version", alias.as_str())));
+                };
+                // The newest version older than the current one that ever held the alias: a
+                // history v1 → v2 → v3 rolls back to v2, then to v1.
+                let previous: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(version) FROM model_alias_events WHERE name = $1 AND alias = $2 AND version < $3",
+                )
+                .bind(name)
+                .bind(alias.as_str())
+                .bind(current)
+                .fetch_one(&mut *tx)
+                .await?;
+                let Some(target) = previous else {
+                    return Err(StoreError::Conflict(format!(
+                        "model `{name}` has had no other {} version to roll back to",
+                        alias.as_str()
+                    )));
+                };
+                let reason = format!("rolled back from version {current}");
+                self.alias_set_in(&mut *tx, name, alias, target, &reason, now).await?;
+                tx.commit().await?;
+                Ok((current, target))
+            }
+
+            async fn model_alias_events(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT name, alias, version, previous, reason, created_at FROM model_alias_events WHERE name = $1 ORDER BY id",
+                )
+                .bind(name)
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AliasEvent {
+                            name: row.try_get("name")?,
+                            alias: parse_state(&row.try_get::<String, _>("alias")?)?,
+                            version: row.try_get("version")?,
+                            previous: row.try_get("previous")?,
+                            reason: row.try_get("reason")?,
+                            created_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn leader_attempt(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {

@@ -846,6 +846,7 @@ impl Attempt {
                 content: OutputContent::Blob {
                     blob,
                     media_type,
+                    metadata: file.as_ref().and_then(|file| file.metadata.clone()),
                     dataset: file.and_then(|file| file.dataset),
                 },
             });

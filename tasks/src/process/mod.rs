@@ -663,6 +663,7 @@ fn run_steps(
                 path: path.clone(),
                 media_type: Some(PARQUET.to_owned()),
                 dataset: Some(stats_of(&part)),
+                metadata: None,
             },
         );
     }
@@ -678,6 +679,7 @@ fn run_steps(
                 path: path.clone(),
                 media_type: Some("application/json".to_owned()),
                 dataset: None,
+                metadata: None,
             },
         );
     }

@@ -159,6 +159,7 @@ mod tests {
             media_type: "text/csv".to_owned(),
             producer: None,
             dataset: None,
+            metadata: None,
             created_at: 0,
         }
     }
