@@ -4,9 +4,9 @@
 //! plugin's own module, and never leak into `kiln-engine`'s API.
 
 pub mod command;
+pub mod deploy;
 #[cfg(feature = "ml")]
 pub mod evaluate;
-#[cfg(feature = "ml")]
 pub mod ml;
 pub mod noop;
 #[cfg(feature = "ml")]
@@ -25,6 +25,7 @@ pub fn builtin_registry() -> PluginRegistry {
     let results = [
         registry.register(command::Command),
         registry.register(noop::Noop),
+        registry.register(deploy::Deploy),
         #[cfg(feature = "ml")]
         registry.register(process::Process),
         #[cfg(feature = "ml")]
@@ -40,7 +41,7 @@ pub fn builtin_registry() -> PluginRegistry {
         }
     }
     // `register_planned` leaves alone the kinds this build provides.
-    for kind in ["process", "train", "evaluate", "deploy"] {
+    for kind in ["process", "train", "evaluate"] {
         registry.register_planned(
             kind,
             "this build has no ML plugins (the `ml` feature of kiln-tasks)",
@@ -55,9 +56,9 @@ mod tests {
     fn builtin_kinds_are_distinct() {
         let registry = super::builtin_registry();
         let expected: &[&str] = if cfg!(feature = "ml") {
-            &["command", "evaluate", "noop", "process", "train"]
+            &["command", "deploy", "evaluate", "noop", "process", "train"]
         } else {
-            &["command", "noop"]
+            &["command", "deploy", "noop"]
         };
         assert_eq!(registry.kinds().collect::<Vec<_>>(), expected);
         assert!(registry.planned_note("train").is_some());

@@ -86,7 +86,10 @@ pub fn roc_curves(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Svg {
         for (index, (name, points)) in curves.iter().enumerate() {
             let colour = Palette99::pick(index).to_rgba();
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
                 .map_err(drawn)?
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
@@ -108,10 +111,26 @@ pub fn residuals(title: &str, predicted: &[f64], truth: &[f64]) -> Svg {
     {
         let root = SVGBackend::with_string(&mut svg, (480, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(drawn)?;
-        let residuals: Vec<(f64, f64)> = predicted.iter().zip(truth).map(|(guess, actual)| (*guess, actual - guess)).collect();
-        let (low, high) = residuals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), (x, _)| (low.min(*x), high.max(*x)));
-        let spread = residuals.iter().map(|(_, residual)| residual.abs()).fold(0.0, f64::max).max(1e-9);
-        let (low, high) = if low < high { (low, high) } else { (low - 1.0, low + 1.0) };
+        let residuals: Vec<(f64, f64)> = predicted
+            .iter()
+            .zip(truth)
+            .map(|(guess, actual)| (*guess, actual - guess))
+            .collect();
+        let (low, high) = residuals
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), (x, _)| {
+                (low.min(*x), high.max(*x))
+            });
+        let spread = residuals
+            .iter()
+            .map(|(_, residual)| residual.abs())
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let (low, high) = if low < high {
+            (low, high)
+        } else {
+            (low - 1.0, low + 1.0)
+        };
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -128,7 +147,12 @@ pub fn residuals(title: &str, predicted: &[f64], truth: &[f64]) -> Svg {
         // Thousands of points say no more than a sample of them, and keep the file small.
         let step = (residuals.len() / 2000).max(1);
         chart
-            .draw_series(residuals.iter().step_by(step).map(|point| Circle::new(*point, 2, BLUE.mix(0.5).filled())))
+            .draw_series(
+                residuals
+                    .iter()
+                    .step_by(step)
+                    .map(|point| Circle::new(*point, 2, BLUE.mix(0.5).filled())),
+            )
             .map_err(drawn)?;
         root.present().map_err(drawn)?;
     }

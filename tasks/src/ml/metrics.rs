@@ -63,8 +63,16 @@ pub fn classification(
         let true_positive = confusion[class][class] as f64;
         let predicted_as: u64 = (0..classes).map(|row| confusion[row][class]).sum();
         let support: u64 = confusion[class].iter().sum();
-        let precision = if predicted_as > 0 { true_positive / predicted_as as f64 } else { 0.0 };
-        let recall = if support > 0 { true_positive / support as f64 } else { 0.0 };
+        let precision = if predicted_as > 0 {
+            true_positive / predicted_as as f64
+        } else {
+            0.0
+        };
+        let recall = if support > 0 {
+            true_positive / support as f64
+        } else {
+            0.0
+        };
         let f1 = if precision + recall > 0.0 {
             2.0 * precision * recall / (precision + recall)
         } else {
@@ -76,10 +84,17 @@ pub fn classification(
         per_class.iter().map(pick).sum::<f64>() / classes.max(1) as f64
     };
     let weighted_mean = |pick: fn(&(f64, f64, f64, f64)) -> f64| {
-        per_class.iter().map(|entry| pick(entry) * entry.3).sum::<f64>() / rows
+        per_class
+            .iter()
+            .map(|entry| pick(entry) * entry.3)
+            .sum::<f64>()
+            / rows
     };
     let (roc_auc, log_loss) = match probabilities {
-        Some(probabilities) => (Some(roc_auc(truth, probabilities, classes)), Some(log_loss(truth, probabilities))),
+        Some(probabilities) => (
+            Some(roc_auc(truth, probabilities, classes)),
+            Some(log_loss(truth, probabilities)),
+        ),
         None => (None, None),
     };
     ClassificationMetrics {
@@ -100,7 +115,11 @@ pub fn classification(
 fn binary_auc(positive: &[bool], scores: &[f64]) -> Option<f64> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
-    let (positives, negatives) = positive.iter().fold((0.0, 0.0), |(p, n), is| if *is { (p + 1.0, n) } else { (p, n + 1.0) });
+    let (positives, negatives) =
+        positive.iter().fold(
+            (0.0, 0.0),
+            |(p, n), is| if *is { (p + 1.0, n) } else { (p, n + 1.0) },
+        );
     if positives == 0.0 || negatives == 0.0 {
         return None;
     }
@@ -125,7 +144,10 @@ fn binary_auc(positive: &[bool], scores: &[f64]) -> Option<f64> {
 
 fn roc_auc(truth: &[usize], probabilities: &[Vec<f64>], classes: usize) -> f64 {
     let score = |class: usize| -> Vec<f64> {
-        probabilities.iter().map(|row| row.get(class).copied().unwrap_or(0.0)).collect()
+        probabilities
+            .iter()
+            .map(|row| row.get(class).copied().unwrap_or(0.0))
+            .collect()
     };
     if classes == 2 {
         let positive: Vec<bool> = truth.iter().map(|class| *class == 1).collect();
@@ -149,7 +171,13 @@ fn log_loss(truth: &[usize], probabilities: &[Vec<f64>]) -> f64 {
     let total: f64 = truth
         .iter()
         .zip(probabilities)
-        .map(|(class, row)| -row.get(*class).copied().unwrap_or(0.0).clamp(epsilon, 1.0 - epsilon).ln())
+        .map(|(class, row)| {
+            -row.get(*class)
+                .copied()
+                .unwrap_or(0.0)
+                .clamp(epsilon, 1.0 - epsilon)
+                .ln()
+        })
         .sum();
     total / truth.len().max(1) as f64
 }
@@ -168,7 +196,9 @@ pub fn roc_curve(truth: &[usize], scores: &[f64]) -> Vec<(f64, f64)> {
         } else {
             false_positives += 1.0;
         }
-        let last_of_tie = order.get(position + 1).is_none_or(|next| scores[*next] != scores[*index]);
+        let last_of_tie = order
+            .get(position + 1)
+            .is_none_or(|next| scores[*next] != scores[*index]);
         if last_of_tie {
             points.push((false_positives / negatives, true_positives / positives));
         }
@@ -189,7 +219,11 @@ pub fn regression(truth: &[f64], predicted: &[f64]) -> RegressionMetrics {
     RegressionMetrics {
         rmse: (squared / rows).sqrt(),
         mae: absolute / rows,
-        r2: if total > 0.0 { 1.0 - squared / total } else { 0.0 },
+        r2: if total > 0.0 {
+            1.0 - squared / total
+        } else {
+            0.0
+        },
     }
 }
 
@@ -214,7 +248,10 @@ mod tests {
         let truth = [0, 0, 0, 1, 1, 1, 1, 2];
         let predicted = [0, 0, 1, 1, 1, 1, 0, 2];
         let metrics = classification(&truth, &predicted, None, 3);
-        assert_eq!(metrics.confusion_matrix, vec![vec![2, 1, 0], vec![1, 3, 0], vec![0, 0, 1]]);
+        assert_eq!(
+            metrics.confusion_matrix,
+            vec![vec![2, 1, 0], vec![1, 3, 0], vec![0, 0, 1]]
+        );
         assert_eq!(metrics.accuracy, 6.0 / 8.0);
         // Precision: 2/3, 3/4, 1. Recall: 2/3, 3/4, 1.
         assert!((metrics.precision_macro - (2.0 / 3.0 + 0.75 + 1.0) / 3.0).abs() < 1e-12);
@@ -226,7 +263,12 @@ mod tests {
     #[test]
     fn auc_and_log_loss_of_a_binary_model() {
         let truth = [0, 0, 1, 1];
-        let probabilities = vec![vec![0.9, 0.1], vec![0.6, 0.4], vec![0.65, 0.35], vec![0.2, 0.8]];
+        let probabilities = vec![
+            vec![0.9, 0.1],
+            vec![0.6, 0.4],
+            vec![0.65, 0.35],
+            vec![0.2, 0.8],
+        ];
         let predicted = [0, 0, 0, 1];
         let metrics = classification(&truth, &predicted, Some(&probabilities), 2);
         // Positive scores 0.35 and 0.8 against negatives 0.1 and 0.4: 3 of 4 pairs ordered.
@@ -234,7 +276,10 @@ mod tests {
         let expected = -(0.9f64.ln() + 0.6f64.ln() + 0.35f64.ln() + 0.8f64.ln()) / 4.0;
         assert!((metrics.log_loss.unwrap() - expected).abs() < 1e-12);
         let curve = roc_curve(&truth, &[0.1, 0.4, 0.35, 0.8]);
-        assert_eq!(curve, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        assert_eq!(
+            curve,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
     }
 
     #[test]

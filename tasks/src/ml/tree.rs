@@ -65,7 +65,7 @@ impl Tree {
 }
 
 /// What a tree predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target<'a> {
     /// Class indices below `classes`.
     Classes {
