@@ -74,6 +74,7 @@ pub(crate) async fn start_server(
         worker_token: options.worker_token.into(),
         api_token: options.api_token.map(Into::into),
         console: options.console,
+        models: Default::default(),
     };
     state.console.check_listen(options.listen).context(
         "the console needs a password here: set --console-password (KILN_CONSOLE_PASSWORD), listen on loopback, or pass --no-console",

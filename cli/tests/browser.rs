@@ -232,4 +232,6 @@ fn the_console_works_in_a_real_browser() {
         started.elapsed(),
         standalone.process.output()
     );
+    // Shown with `--nocapture`: the steps, their timings and the screenshots.
+    eprintln!("{stdout}{stderr}");
 }

@@ -651,13 +651,20 @@ async fn a_promoting_output_moves_the_alias_with_the_completion(db: &TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(served.label(), "wq@1");
-    assert_eq!(served.metadata, Some(serde_json::json!({ "accuracy": 0.71 })));
+    assert_eq!(
+        served.metadata,
+        Some(serde_json::json!({ "accuracy": 0.71 }))
+    );
     deploy(store, T0 + SECOND, "weights two", 0.74).await;
     deploy(store, T0 + 2 * SECOND, "weights three", 0.76).await;
     let models = store.model_list().await.unwrap();
     assert_eq!(models.len(), 1);
     assert_eq!(
-        (models[0].latest_version, models[0].production, models[0].staging),
+        (
+            models[0].latest_version,
+            models[0].production,
+            models[0].staging
+        ),
         (3, Some(3), None)
     );
     assert_eq!(
@@ -731,5 +738,8 @@ async fn a_promoting_output_moves_the_alias_with_the_completion(db: &TestDb) {
         .model_alias_set("reference", ModelAlias::Production, 1, "wrong kind", T0)
         .await
         .unwrap_err();
-    assert_eq!(error.to_string(), "artifact `reference` is a dataset, not a model");
+    assert_eq!(
+        error.to_string(),
+        "artifact `reference` is a dataset, not a model"
+    );
 }

@@ -11,6 +11,8 @@ pub mod client;
 pub mod console;
 mod error;
 mod exec;
+pub mod models_api;
+pub mod serving;
 pub mod wire;
 
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Whether the console is served, and the passwords guarding it.
     pub console: ConsoleConfig,
+    /// The models being served, loaded on first use and swapped when promoted.
+    pub models: Arc<serving::ModelServer>,
 }
 
 impl AppState {
@@ -79,6 +83,15 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/runs/{run_id}/tasks/{task_id}/mark", post(api::mark_task))
         .route("/workers", get(api::list_workers))
+        .route("/models", get(models_api::list_models))
+        .route("/models/{name}", get(models_api::get_model))
+        .route(
+            "/models/{name}/predict",
+            // Room for 10,000 rows of a few dozen features.
+            post(models_api::predict).layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
+        .route("/models/{name}/promote", post(models_api::promote))
+        .route("/models/{name}/rollback", post(models_api::rollback))
         .route("/artifacts", get(artifacts_api::list_artifacts))
         .route("/artifacts/{name}", get(artifacts_api::get_artifact))
         .route(

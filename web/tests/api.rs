@@ -77,6 +77,7 @@ async fn harness(api_token: Option<&str>) -> Harness {
         worker_token: "worker-secret".into(),
         api_token: api_token.map(Into::into),
         console: kiln_web::ConsoleConfig::default(),
+        models: Default::default(),
     };
     Harness { state, _dir: dir }
 }

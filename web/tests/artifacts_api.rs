@@ -90,6 +90,7 @@ async fn harness(api_token: Option<&str>, with_blobs: bool) -> Harness {
         worker_token: "worker-secret".into(),
         api_token: api_token.map(Into::into),
         console: kiln_web::ConsoleConfig::default(),
+        models: Default::default(),
     };
     Harness {
         state,

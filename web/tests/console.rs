@@ -115,6 +115,7 @@ async fn harness_with(console: ConsoleConfig, dags: &[(&str, &str)]) -> Harness 
         worker_token: "worker-secret".into(),
         api_token: None,
         console,
+        models: Default::default(),
     };
     Harness {
         state,

@@ -105,6 +105,7 @@ async fn harness(with_blobs: bool) -> Harness {
         worker_token: "worker-secret".into(),
         api_token: None,
         console: ConsoleConfig::default(),
+        models: Default::default(),
     };
     Harness {
         state,

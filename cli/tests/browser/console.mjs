@@ -26,7 +26,7 @@ const CHROMIUM = '/usr/bin/chromium';
 // How long a run of the test DAGs may take to finish.
 const RUN_LIMIT_MS = 60_000;
 
-/// A failed expectation, with what was seen.
+// A failed expectation, with what was seen.
 class Failure extends Error {}
 
 function expect(condition, message) {
@@ -39,11 +39,22 @@ let shots = 0;
 async function screenshot(page, name) {
   shots += 1;
   const file = join(screenshotDir, `${String(shots).padStart(2, '0')}-${name}.png`);
+  // A full-page screenshot stops at the viewport's width, but a drawing wider than the page
+  // scrolls inside its box: widen the viewport for the shot, so the whole drawing is in it.
+  const viewport = page.viewportSize();
+  const overflow = await page.evaluate(() => Math.max(0, ...[...document.querySelectorAll('.scroll')]
+    .map((box) => box.scrollWidth - box.clientWidth)));
+  if (overflow > 0) {
+    await page.setViewportSize({ width: viewport.width + overflow, height: viewport.height });
+  }
   await page.screenshot({ path: file, fullPage: true });
+  if (overflow > 0) {
+    await page.setViewportSize(viewport);
+  }
   console.log(`  screenshot ${file}`);
 }
 
-/// Runs one step, naming it in the output and in any failure.
+// Runs one step, naming it in the output and in any failure.
 async function step(name, body) {
   const started = Date.now();
   console.log(`step: ${name}`);
@@ -57,15 +68,15 @@ async function step(name, body) {
   }
 }
 
-/// Loads a console path and checks that it answered with a page.
+// Loads a console path and checks that it answered with a page.
 async function open(page, path) {
   const response = await page.goto(new URL(path, base).href);
   expect(response, `no response for ${path}`);
   expect(response.ok(), `${path} answered ${response.status()}: ${(await response.text()).slice(0, 500)}`);
 }
 
-/// Polls `probe` (which reloads or reads the page) until it returns a value, or fails with the
-/// last thing `describe` saw.
+// Polls `probe` (which reads the page, and reloads it when it wants a fresh look) until it
+// returns `{ done }`; fails at once on `{ failed }`, and after `limit` with what it saw last.
 async function until(what, probe, { limit = RUN_LIMIT_MS, every = 500 } = {}) {
   const deadline = Date.now() + limit;
   let last;
@@ -84,8 +95,8 @@ async function until(what, probe, { limit = RUN_LIMIT_MS, every = 500 } = {}) {
   }
 }
 
-/// Watches the page for what a person would not see but should never happen: script errors,
-/// console errors (CSP violations land there) and failed requests to kiln.
+// Watches the page for what a person would not see but should never happen: script errors,
+// console errors (CSP violations land there) and failed requests to kiln.
 function watchProblems(page) {
   const problems = [];
   page.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
@@ -113,21 +124,21 @@ function watchProblems(page) {
   };
 }
 
-/// The row of a DAG on the DAGs page.
+// The row of a DAG on the DAGs page.
 function dagRow(page, dagId) {
   return page.locator('table.dags tbody tr').filter({
     has: page.locator('a.dag-id', { hasText: new RegExp(`^${dagId}$`) }),
   });
 }
 
-/// The run id of a run page's URL.
+// The run id of a run page's URL.
 function runIdOf(page) {
   const match = new URL(page.url()).pathname.match(/^\/runs\/(\d+)$/);
   expect(match, `expected a run page, got ${page.url()}`);
   return Number(match[1]);
 }
 
-/// The newest column of a DAG's grid: its run and each task's state class.
+// The newest column of a DAG's grid: its run and each task's state class.
 async function newestGridColumn(page) {
   return page.evaluate(() => {
     const table = document.querySelector('table.grid');
@@ -315,10 +326,21 @@ async function triggerWithParams(page, context) {
   });
 }
 
-// The ML demo's steps go here once the model pages exist: open the deployed model's lineage and
+// THE MODEL STEPS go here once the ML demo's pages exist: open the deployed model's lineage and
 // try a prediction in its form, with a screenshot of each. They get the same `page` and
-// `context` (run ids so far, `checkProblems`) as the steps above.
-async function modelSteps(page, context) { // eslint-disable-line no-unused-vars
+// `context` (run ids so far, `checkProblems`) as the steps above; browser.rs would add the demo
+// DAG (dags/wine_quality.toml) to the DAGs it writes, and the run that trains it comes first.
+// For example:
+//
+//     await step("the deployed model's lineage", async () => {
+//       await open(page, '/artifacts/wine_quality/latest');
+//       ... expect the training data and the train attempt among the lineage's nodes ...
+//       await screenshot(page, 'model-lineage');
+//       context.checkProblems();
+//     });
+//     await step('a prediction from the form', async () => { ... });
+async function modelSteps(page, context) {
+  // Nothing yet: the model pages do not exist.
 }
 
 async function main() {
@@ -343,7 +365,8 @@ async function main() {
 main().catch((error) => {
   console.error(error.message);
   if (!(error instanceof Failure)) {
-    console.error(error.stack);
+    // Where it happened: the stack's frames (its first lines repeat the message).
+    console.error((error.stack ?? '').split('\n').filter((line) => line.startsWith('    at ')).join('\n'));
   }
   process.exit(1);
 });

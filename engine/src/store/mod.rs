@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use artifact_records::{
-    AliasEvent, ArtifactRecord, ModelRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRef, CacheHit, CacheRecord,
-    ColumnSchema, DatasetStats, LineageDirection, LineageEdge, LineageGraph, OutputContent,
-    ProducedOutput, PublishParams, ResolvedInput,
+    AliasEvent, ArtifactRecord, ArtifactVersionRecord, AttemptArtifact, AttemptRef, CacheHit,
+    CacheRecord, ColumnSchema, DatasetStats, LineageDirection, LineageEdge, LineageGraph,
+    ModelRecord, OutputContent, ProducedOutput, PublishParams, ResolvedInput,
 };
 pub use plan::DagPlan;
 pub use postgres::PostgresStore;

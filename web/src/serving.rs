@@ -1,0 +1,184 @@
+//! Model serving: the production version of each model, loaded once and swapped without a
+//! restart when the registry's `production` alias moves.
+//!
+//! Every request reads the model it needs from an in-memory cache. An entry is checked against
+//! the registry at most once a second; when the alias has moved, the new version is loaded
+//! (checked against its digest) and swapped in, and requests already holding the old one finish
+//! with it. A version that fails to load is logged and the old one keeps serving, so a bad
+//! promotion never turns predictions into errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kiln_engine::artifacts::BlobStore;
+use kiln_engine::dag::ModelAlias;
+use kiln_engine::store::{ArtifactVersionRecord, Store};
+use kiln_tasks::ml::model::ModelEnvelope;
+
+/// How stale a cached model may be before the registry is asked again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The biggest model envelope kiln loads into memory.
+const MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
+
+/// A loaded model version.
+#[derive(Debug)]
+pub struct ServedModel {
+    /// The registry version it is.
+    pub version: ArtifactVersionRecord,
+    /// The model.
+    pub envelope: ModelEnvelope,
+}
+
+struct Entry {
+    model: Arc<ServedModel>,
+    checked: Instant,
+}
+
+/// Why no model could be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The registry has no such model, or it has no production version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The model could not be read (and no older version was loaded).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The cache of served models, by name.
+#[derive(Default)]
+pub struct ModelServer {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for ModelServer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ModelServer")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelServer {
+    fn cached(&self, name: &str, fresh_only: bool) -> Option<Arc<ServedModel>> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(name)
+            .filter(|entry| !fresh_only || entry.checked.elapsed() < RECHECK)
+            .map(|entry| entry.model.clone())
+    }
+
+    fn store_entry(&self, name: &str, model: Arc<ServedModel>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                name.to_owned(),
+                Entry {
+                    model,
+                    checked: Instant::now(),
+                },
+            );
+    }
+
+    /// The production version of a model, loading or swapping it when the alias moved.
+    pub async fn production(
+        &self,
+        store: &dyn Store,
+        blobs: Option<&BlobStore>,
+        name: &str,
+    ) -> Result<Arc<ServedModel>, ServeError> {
+        if let Some(model) = self.cached(name, true) {
+            return Ok(model);
+        }
+        let stale = self.cached(name, false);
+        let current = match store.model_alias(name, ModelAlias::Production).await {
+            Ok(current) => current,
+            Err(error) => {
+                // The registry is unreachable: keep serving what is loaded.
+                return match stale {
+                    Some(model) => {
+                        tracing::warn!(message = "Could not check the registry; serving the loaded model.", model = name, %error);
+                        Ok(model)
+                    }
+                    None => Err(ServeError::Unavailable(format!(
+                        "the model registry is unavailable: {error}"
+                    ))),
+                };
+            }
+        };
+        let Some(current) = current else {
+            self.entries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(name);
+            return Err(ServeError::NotFound(format!(
+                "model `{name}` has no production version"
+            )));
+        };
+        if let Some(model) = stale.filter(|model| model.version.id == current.id) {
+            self.store_entry(name, model.clone());
+            return Ok(model);
+        }
+        match load(blobs, &current).await {
+            Ok(envelope) => {
+                tracing::info!(
+                    message = "Serving a model version.",
+                    model = name,
+                    version = current.version
+                );
+                let model = Arc::new(ServedModel {
+                    version: current,
+                    envelope,
+                });
+                self.store_entry(name, model.clone());
+                Ok(model)
+            }
+            Err(problem) => match self.cached(name, false) {
+                Some(old) => {
+                    tracing::error!(
+                        message = "The new production version does not load; the previous one keeps serving.",
+                        model = name,
+                        version = current.version,
+                        problem
+                    );
+                    self.store_entry(name, old.clone());
+                    Ok(old)
+                }
+                None => Err(ServeError::Unavailable(problem)),
+            },
+        }
+    }
+}
+
+/// Reads and checks a model version's envelope.
+async fn load(
+    blobs: Option<&BlobStore>,
+    version: &ArtifactVersionRecord,
+) -> Result<ModelEnvelope, String> {
+    let label = version.label();
+    let blobs =
+        blobs.ok_or_else(|| "this server has no artifact store to load models from".to_owned())?;
+    if version.blob.size > MAX_MODEL_BYTES {
+        return Err(format!(
+            "{label} is {} bytes, more than a served model may be",
+            version.blob.size
+        ));
+    }
+    let mut stream = blobs
+        .open(&version.blob.sha256)
+        .await
+        .map_err(|error| format!("{label}: {error}"))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(version.blob.size).unwrap_or(0));
+    // The stream checks the digest and ends in an error when the bytes are corrupt.
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|error| format!("{label}: {error}"))?);
+    }
+    ModelEnvelope::from_json(&bytes).map_err(|error| format!("{label}: {error}"))
+}
