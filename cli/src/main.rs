@@ -6,6 +6,7 @@
 mod artifacts;
 mod bench;
 mod dags;
+mod models;
 mod ops;
 mod remote;
 mod server;
@@ -216,6 +217,11 @@ enum Command {
         #[command(subcommand)]
         command: artifacts::ArtifactsCommand,
     },
+    /// The model registry: list, show, promote, roll back.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
     /// Print a version's lineage as a tree: what it was made from, or with `--downstream`,
     /// what was made from it.
     Lineage {
@@ -414,6 +420,7 @@ fn main() -> ExitCode {
             run_code(remote::trigger(&address, &id, &params, wait))
         }
         Command::Artifacts { command } => block_on(artifacts::run(command, &database)),
+        Command::Models { command } => block_on(models::run(command, &database)),
         Command::Lineage {
             artifact,
             downstream,

@@ -390,3 +390,62 @@ fn stray_digest(file: &Path) -> String {
 fn path(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+#[test]
+fn models_are_listed_promoted_and_rolled_back_from_the_command_line() {
+    let workspace = Workspace::new();
+    assert!(workspace.ok(&["models", "list"]).contains("no models yet"));
+    for bytes in [&b"{\"weights\": 1}"[..], &b"{\"weights\": 2}"[..]] {
+        let model = workspace.file("model.json", bytes);
+        workspace.ok(&[
+            "artifacts",
+            "put",
+            "wq",
+            model.to_str().unwrap(),
+            "--kind",
+            "model",
+        ]);
+    }
+    let promoted = workspace.ok(&["models", "promote", "wq", "1"]);
+    assert_eq!(promoted.trim(), "wq: production is version 1 (was -)");
+    workspace.ok(&["models", "promote", "wq", "2"]);
+    let listed = workspace.ok(&["models", "list"]);
+    let row = listed.lines().find(|line| line.starts_with("wq ")).unwrap();
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&columns[..4], ["wq", "2", "2", "-"], "{listed}");
+    let rolled = workspace.ok(&["models", "rollback", "wq"]);
+    assert_eq!(
+        rolled.trim(),
+        "wq: production rolled back from version 2 to 1"
+    );
+    let error = workspace.fails(&["models", "rollback", "wq"]);
+    assert!(
+        error.contains("model `wq` has had no other production version to roll back to"),
+        "{error}"
+    );
+    let shown = workspace.ok(&["models", "show", "wq"]);
+    assert!(
+        shown.starts_with("model wq: production 1, staging -"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("production 2 -> 1: rolled back from version 2"),
+        "{shown}"
+    );
+    let error = workspace.fails(&["models", "promote", "wq", "9"]);
+    assert!(error.contains("model `wq` version 9 not found"), "{error}");
+    let data = workspace.file("rows.csv", b"a\n1\n");
+    workspace.ok(&[
+        "artifacts",
+        "put",
+        "rows",
+        data.to_str().unwrap(),
+        "--kind",
+        "dataset",
+    ]);
+    let error = workspace.fails(&["models", "promote", "rows", "1"]);
+    assert!(
+        error.contains("artifact `rows` is a dataset, not a model"),
+        "{error}"
+    );
+}

@@ -354,6 +354,16 @@ fn standalone_runs_hello_from_an_empty_directory() {
         dir.path().join("dags/hello.toml"),
     )
     .unwrap();
+    // Artifacts under the default, relative data directory: a task's output paths must still
+    // resolve from inside its own work directory.
+    std::fs::write(
+        dir.path().join("dags/files.toml"),
+        "id = \"files\"\n[[tasks]]\nid = \"produce\"\nkind = \"command\"\n\
+         params = { program = \"sh\", args = [\"-c\", \"echo 1 > \\\"$KILN_OUTPUT_TABLE\\\"\"] }\n\
+         outputs = [\"table\"]\n[[tasks]]\nid = \"consume\"\nkind = \"command\"\n\
+         params = { program = \"cat\", args = [] }\ninputs = { table = { from = \"produce.table\" } }\n",
+    )
+    .unwrap();
     let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut command = std::process::Command::new(kiln());
@@ -396,6 +406,24 @@ fn standalone_runs_hello_from_an_empty_directory() {
     assert!(
         dir.path().join(".kiln/kiln.db").exists(),
         "the data dir defaults to ./.kiln"
+    );
+    let files = std::process::Command::new(kiln())
+        .current_dir(dir.path())
+        .args([
+            "--server",
+            &format!("http://{listen}"),
+            "trigger",
+            "files",
+            "--wait",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        files.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&files.stdout),
+        String::from_utf8_lossy(&files.stderr),
+        standalone.output()
     );
     standalone.signal(libc::SIGINT);
     let status = standalone

@@ -9,7 +9,7 @@
 // pages as a person would, checks what it expects to see, and saves a full-page screenshot.
 // A failure names its step and what was missing; the exit code is non-zero.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
@@ -25,6 +25,9 @@ const { chromium } = require(modules ? join(modules, 'playwright-core') : 'playw
 const CHROMIUM = '/usr/bin/chromium';
 // How long a run of the test DAGs may take to finish.
 const RUN_LIMIT_MS = 60_000;
+// How long the whole script may take: every wait below has its own limit, this one is the last
+// word, so the Rust test never hangs on a stuck browser.
+const SCRIPT_LIMIT_MS = 5 * 60_000;
 
 // A failed expectation, with what was seen.
 class Failure extends Error {}
@@ -344,7 +347,17 @@ async function modelSteps(page, context) {
 }
 
 async function main() {
+  setTimeout(() => {
+    console.error(`the script did not finish within ${SCRIPT_LIMIT_MS} ms`);
+    process.exit(1);
+  }, SCRIPT_LIMIT_MS).unref();
+  // Screenshots of an earlier run would pass for this one's.
   mkdirSync(screenshotDir, { recursive: true });
+  for (const file of readdirSync(screenshotDir)) {
+    if (/^\d\d-[a-z-]+\.png$/.test(file)) {
+      rmSync(join(screenshotDir, file));
+    }
+  }
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });

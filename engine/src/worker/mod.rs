@@ -191,10 +191,18 @@ pub async fn run_worker(
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
+    let mut config = config;
     std::fs::create_dir_all(&config.work_root).map_err(|source| WorkerError::WorkDir {
         path: config.work_root.clone(),
         source,
     })?;
+    // Plugins run programs in other directories (a `command` task's own work directory), so
+    // every path handed to them must not depend on where the worker was started.
+    config.work_root =
+        std::path::absolute(&config.work_root).map_err(|source| WorkerError::WorkDir {
+            path: config.work_root.clone(),
+            source,
+        })?;
     let Some(ack) = register(&*api, &config, &shutdown).await? else {
         return Ok(WorkerSummary::default());
     };
