@@ -23,7 +23,7 @@ pub(crate) struct BenchOptions {
     pub(crate) postgres_url: Option<String>,
     pub(crate) output: Option<PathBuf>,
     pub(crate) repetitions: usize,
-    /// Workloads to run (`W1` … `W5`, `idle`); all when empty.
+    /// Workloads to run (`W1` … `W5`, `idle`, `artifacts`); all when empty.
     pub(crate) only: Vec<String>,
     /// Plugins to run (`noop`, `command`); both when empty.
     pub(crate) plugins: Vec<String>,
@@ -720,6 +720,21 @@ pub(crate) async fn bench(options: BenchOptions) -> anyhow::Result<()> {
         eprint!("{line}");
         report.push_str(&line);
     }
+    if options.wants("artifacts") {
+        let size: u64 = if options.quick { 64 << 20 } else { 1 << 30 };
+        let (put, get, peak_kb) = blob_round_trip(size)
+            .await
+            .context("the artifact streaming benchmark failed")?;
+        let line = format!(
+            "\nArtifact streaming (local store, this process): {} MiB written in {put:.2} s ({:.0} MiB/s) and read back hash-checked in {get:.2} s ({:.0} MiB/s); peak resident memory {:.1} MB.\n",
+            size >> 20,
+            (size >> 20) as f64 / put,
+            (size >> 20) as f64 / get,
+            peak_kb as f64 / 1024.0
+        );
+        eprint!("{line}");
+        report.push_str(&line);
+    }
     println!("{report}");
     if let Some(path) = options.output.filter(|_| !options.quick) {
         append(&path, &report)?;
@@ -744,4 +759,57 @@ fn append(path: &Path, report: &str) -> anyhow::Result<()> {
     }
     writeln!(file, "{report}")?;
     Ok(())
+}
+
+/// Streams a generated file of `size` bytes into a local artifact store and back out, and
+/// answers the seconds each way and this process's peak resident memory meanwhile (the peak is
+/// reset first, so the figure is the round trip's own).
+async fn blob_round_trip(size: u64) -> anyhow::Result<(f64, f64, u64)> {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().context("failed to create a scratch directory")?;
+    let source = dir.path().join("source.bin");
+    {
+        let mut file = tokio::fs::File::create(&source)
+            .await
+            .context("failed to create the source file")?;
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut written = 0;
+        while written < size {
+            for chunk in buffer.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            let take =
+                usize::try_from((size - written).min(buffer.len() as u64)).unwrap_or(buffer.len());
+            file.write_all(&buffer[..take])
+                .await
+                .context("failed to write the source file")?;
+            written += take as u64;
+        }
+        file.sync_all()
+            .await
+            .context("failed to write the source file")?;
+    }
+    let store = kiln_engine::artifacts::BlobStore::from_config(
+        &kiln_engine::artifacts::ArtifactStoreConfig::local_under(dir.path()),
+    )
+    .context("failed to open a local artifact store")?;
+    // Writing 5 to clear_refs resets the peak-RSS counter (Linux 4.0 and later).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let started = std::time::Instant::now();
+    let stored = store
+        .put_file(&source)
+        .await
+        .context("failed to store the blob")?;
+    let put = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    store
+        .get_to_file(&stored.blob.sha256, &dir.path().join("copy.bin"))
+        .await
+        .context("failed to read the blob back")?;
+    let get = started.elapsed().as_secs_f64();
+    Ok((put, get, peak_kb(std::process::id())))
 }

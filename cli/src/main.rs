@@ -205,7 +205,7 @@ enum Command {
         /// Repetitions per workload (the median is reported).
         #[arg(long, default_value_t = 3)]
         repetitions: usize,
-        /// Only these workloads: W1 … W5, idle (repeatable; default all).
+        /// Only these workloads: W1 … W5, idle, artifacts (repeatable; default all).
         #[arg(long)]
         only: Vec<String>,
         /// Only these plugins: noop, command (repeatable; default both).
