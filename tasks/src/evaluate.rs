@@ -125,13 +125,13 @@ impl TaskPlugin for Evaluate {
             })
             .collect();
         let cancel = ctx.cancellation().clone();
-        let work = tokio::task::spawn_blocking(move || {
+        let work = crate::ml::off_runtime("evaluate", move || {
             evaluate(&test, &candidates, production.as_ref(), &params)
         });
         let report = tokio::select! {
-            joined = work => joined.map_err(|error| TaskError::Retryable(format!("the evaluation thread failed: {error}")))?,
+            result = work => result?,
             () = cancel.cancelled() => return Err(TaskError::Cancelled("evaluation stopped".to_owned())),
-        }?;
+        };
         for line in &report.lines {
             ctx.log_line(LogStream::Stdout, line);
         }

@@ -61,6 +61,9 @@ mod tests {
             &["command", "deploy", "noop"]
         };
         assert_eq!(registry.kinds().collect::<Vec<_>>(), expected);
-        assert!(registry.planned_note("train").is_some());
+        assert_eq!(
+            registry.planned_note("train").is_some(),
+            !cfg!(feature = "ml")
+        );
     }
 }

@@ -67,11 +67,11 @@ impl TaskPlugin for Train {
         let output = ctx.output_path("model")?.to_owned();
         let cancel = ctx.cancellation().clone();
         let started = std::time::Instant::now();
-        let work = tokio::task::spawn_blocking(move || train(&input, &params, preprocessing));
+        let work = crate::ml::off_runtime("train", move || train(&input, &params, preprocessing));
         let envelope = tokio::select! {
-            joined = work => joined.map_err(|error| TaskError::Retryable(format!("the training thread failed: {error}")))?,
+            result = work => result?,
             () = cancel.cancelled() => return Err(TaskError::Cancelled("training stopped".to_owned())),
-        }?;
+        };
         let seconds = started.elapsed().as_secs_f64();
         std::fs::write(&output, envelope.to_json()).map_err(|error| {
             TaskError::Retryable(format!("writing {}: {error}", output.display()))

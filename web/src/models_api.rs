@@ -1,6 +1,8 @@
 //! The model registry and serving under `/api/v1/models`: list models, describe one (the version
 //! served and its metrics), predict, promote and roll back.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use kiln_engine::dag::ModelAlias;
@@ -9,7 +11,7 @@ use kiln_tasks::ml::preprocess::Preprocessing;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JsonBody, JsonOrEmpty};
-use crate::serving::ServeError;
+use crate::serving::{ServeError, ServedModel};
 use crate::wire::{AttemptView, time};
 use crate::{AppError, AppState};
 
@@ -232,17 +234,7 @@ pub(crate) async fn get_model(
         })
         .collect();
     let served = match record.production {
-        Some(_) => Some(
-            state
-                .models
-                .production(
-                    &**store,
-                    state.execution.artifacts().map(|store| &**store),
-                    &name,
-                )
-                .await
-                .map_err(serve_error)?,
-        ),
+        Some(_) => Some(production_model(&state, &name).await.map_err(serve_error)?),
         None => None,
     };
     Ok(Json(ModelDetail {
@@ -354,15 +346,43 @@ pub(crate) async fn predict(
     JsonBody(request): JsonBody<PredictRequest>,
 ) -> Result<Json<PredictResponse>, AppError> {
     let rows = request_rows(request)?;
-    let model = state
+    let model = production_model(&state, &name).await.map_err(serve_error)?;
+    let answer =
+        predict_rows(&model, &rows).map_err(|error| AppError::unprocessable(error.to_string()))?;
+    Ok(Json(answer))
+}
+
+/// The production version of a model, as served: loaded once, swapped when promoted.
+pub(crate) async fn production_model(
+    state: &AppState,
+    name: &str,
+) -> Result<Arc<ServedModel>, ServeError> {
+    state
         .models
         .production(
             &**state.scheduler().store(),
             state.execution.artifacts().map(|store| &**store),
-            &name,
+            name,
         )
         .await
-        .map_err(serve_error)?;
+}
+
+/// A row a model could not take: a feature missing, unknown or of the wrong type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("row {index}: {problem}")]
+pub(crate) struct RowError {
+    /// The row's index in the request, from 0.
+    pub(crate) index: usize,
+    /// What is wrong with it, naming the feature.
+    pub(crate) problem: String,
+}
+
+/// Predictions for raw rows (keyed by raw feature name) from a served model: the one prediction
+/// code the API and the console's form share.
+pub(crate) fn predict_rows(
+    model: &ServedModel,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<PredictResponse, RowError> {
     let envelope = &model.envelope;
     let plain = Preprocessing::default();
     let preprocessing = envelope.preprocessing.as_ref().unwrap_or(&plain);
@@ -371,7 +391,7 @@ pub(crate) async fn predict(
     for (index, row) in rows.iter().enumerate() {
         let inputs = preprocessing
             .row(&envelope.features, row)
-            .map_err(|problem| AppError::unprocessable(format!("row {index}: {problem}")))?;
+            .map_err(|problem| RowError { index, problem })?;
         let prediction = envelope.predict_row(&inputs);
         predictions.push(envelope.label(&prediction));
         if let Some(row_probabilities) = prediction.probabilities {
@@ -381,13 +401,13 @@ pub(crate) async fn predict(
         }
     }
     let classes = (!envelope.classes.is_empty()).then(|| envelope.classes.clone());
-    Ok(Json(PredictResponse {
-        model: name,
+    Ok(PredictResponse {
+        model: model.version.name.clone(),
         version: model.version.version,
         predictions,
         probabilities,
         classes,
-    }))
+    })
 }
 
 pub(crate) async fn promote(

@@ -457,7 +457,7 @@ fn tree_target<'a>(task: ModelTask, data: &Training<'a>) -> Result<Target<'a>, T
 fn naive_bayes(data: &Training<'_>, var_smoothing: f64) -> Result<Fitted, TaskError> {
     let labels = labels(data)?;
     let (classes, features) = (data.classes, data.features);
-    let mut counts = vec![0.0; classes];
+    let mut counts = vec![0.0f64; classes];
     let mut means = vec![vec![0.0; features]; classes];
     let mut variances = vec![vec![0.0; features]; classes];
     for (row, class) in labels.iter().enumerate() {

@@ -59,10 +59,10 @@ pub fn classification(
     }
     let correct: u64 = (0..classes).map(|class| confusion[class][class]).sum();
     let mut per_class = Vec::with_capacity(classes);
-    for class in 0..classes {
-        let true_positive = confusion[class][class] as f64;
-        let predicted_as: u64 = (0..classes).map(|row| confusion[row][class]).sum();
-        let support: u64 = confusion[class].iter().sum();
+    for (class, row) in confusion.iter().enumerate() {
+        let true_positive = row[class] as f64;
+        let predicted_as: u64 = confusion.iter().map(|counts| counts[class]).sum();
+        let support: u64 = row.iter().sum();
         let precision = if predicted_as > 0 {
             true_positive / predicted_as as f64
         } else {

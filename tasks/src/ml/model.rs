@@ -308,7 +308,7 @@ impl ModelEnvelope {
                 value: dot(coefficients, row) + intercept,
                 probabilities: None,
             },
-            Fitted::Tree { tree } => self.from_leaf(tree.leaf(row).to_vec()),
+            Fitted::Tree { tree } => self.leaf_prediction(tree.leaf(row).to_vec()),
             Fitted::Forest { trees } => {
                 let mut sum: Vec<f64> = Vec::new();
                 for tree in trees {
@@ -321,7 +321,7 @@ impl ModelEnvelope {
                     }
                 }
                 let count = trees.len().max(1) as f64;
-                self.from_leaf(sum.into_iter().map(|total| total / count).collect())
+                self.leaf_prediction(sum.into_iter().map(|total| total / count).collect())
             }
             Fitted::NaiveBayes {
                 priors,
@@ -368,7 +368,7 @@ impl ModelEnvelope {
         }
     }
 
-    fn from_leaf(&self, leaf: Vec<f64>) -> Prediction {
+    fn leaf_prediction(&self, leaf: Vec<f64>) -> Prediction {
         match self.task {
             ModelTask::Regression => Prediction {
                 value: leaf.first().copied().unwrap_or(0.0),

@@ -137,12 +137,16 @@ fn numbers(frame: &DataFrame, name: &str, label: &str) -> Result<Vec<f64>, TaskE
     let column: &Column = frame
         .column(name)
         .map_err(permanent(format!("reading {label}")))?;
-    let cast = column.cast(&DataType::Float64).map_err(|_| {
+    let not_numbers = || {
         TaskError::Permanent(format!(
             "column `{name}` of {label} is {}, not numbers: one-hot encode it first (a `one_hot` step of `process`)",
             column.dtype()
         ))
-    })?;
+    };
+    if !(column.dtype().is_primitive_numeric() || column.dtype() == &DataType::Boolean) {
+        return Err(not_numbers());
+    }
+    let cast = column.cast(&DataType::Float64).map_err(|_| not_numbers())?;
     let values = cast
         .f64()
         .map_err(permanent(format!("reading column `{name}` of {label}")))?;
@@ -174,8 +178,8 @@ fn target_column(frame: &DataFrame, name: &str, label: &str) -> Result<TargetCol
             column
                 .bool()
                 .map_err(read)?
-                .into_no_null_iter()
-                .map(serde_json::Value::Bool)
+                .iter()
+                .map(|value| serde_json::Value::Bool(value.unwrap_or(false)))
                 .collect(),
         ),
         dtype if dtype.is_integer() => TargetColumn::Labels(
@@ -194,8 +198,8 @@ fn target_column(frame: &DataFrame, name: &str, label: &str) -> Result<TargetCol
                 .map_err(&read)?
                 .str()
                 .map_err(&read)?
-                .into_no_null_iter()
-                .map(|text| serde_json::Value::String(text.to_owned()))
+                .iter()
+                .map(|text| serde_json::Value::String(text.unwrap_or_default().to_owned()))
                 .collect(),
         ),
     })

@@ -239,9 +239,9 @@ pub fn grow(
     };
     let mut random = Random::new(settings.seed);
     let mut total = Stats::new(width);
-    for row in 0..rows {
-        if weights[row] > 0.0 {
-            total.add(target, row, weights[row]);
+    for (row, weight) in weights.iter().enumerate() {
+        if *weight > 0.0 {
+            total.add(target, row, *weight);
         }
     }
     let mut tree = Tree {

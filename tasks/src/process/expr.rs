@@ -370,7 +370,7 @@ impl Ast {
                     "sqrt" => argument.cast(DataType::Float64).sqrt(),
                     "log" => argument
                         .cast(DataType::Float64)
-                        .log(&lit(std::f64::consts::E)),
+                        .log(lit(std::f64::consts::E)),
                     "exp" => argument.cast(DataType::Float64).exp(),
                     "is_null" => argument.is_null(),
                     "is_not_null" => argument.is_not_null(),

@@ -230,11 +230,11 @@ impl TaskPlugin for Process {
         let outputs = output_paths(ctx, params.split.is_some())?;
         let cancel = ctx.cancellation().clone();
         // polars works on all cores and blocks: keep it off the async workers.
-        let work = tokio::task::spawn_blocking(move || run_steps(&input, &params, &outputs));
+        let work = crate::ml::off_runtime("process", move || run_steps(&input, &params, &outputs));
         let result = tokio::select! {
-            joined = work => joined.map_err(|error| TaskError::Retryable(format!("the processing thread failed: {error}")))?,
+            result = work => result?,
             () = cancel.cancelled() => return Err(TaskError::Cancelled("process stopped".to_owned())),
-        }?;
+        };
         for (name, rows) in &result.rows {
             ctx.log_line(
                 kiln_engine::plugin::LogStream::Stdout,
@@ -553,7 +553,7 @@ fn fit(train: &DataFrame, step: &Step, fitted: &mut FittedSteps) -> Result<(), T
                     .map_err(failed("step `one_hot`"))?;
                 let values = column.str().map_err(failed("step `one_hot`"))?;
                 let mut categories: Vec<String> = values
-                    .into_iter()
+                    .iter()
                     .flatten()
                     .map(str::to_owned)
                     .collect::<std::collections::BTreeSet<_>>()

@@ -46,7 +46,7 @@ fn short_sha(version: &ArtifactVersionRecord) -> Markup {
 }
 
 /// Who wrote a version: links to the run and to the attempt, or "by hand".
-fn producer(version: &ArtifactVersionRecord) -> Markup {
+pub(crate) fn producer(version: &ArtifactVersionRecord) -> Markup {
     html! {
         @match &version.producer {
             Some(attempt) => {

@@ -15,16 +15,22 @@ use super::auth::{Role, Viewer};
 pub(crate) enum Section {
     Dags,
     Artifacts,
+    Models,
     Workers,
 }
+
+/// htmx's settings: htmx 2's default response handling, with 422 swapped.
+const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"responseHandling":[{"code":"204","swap":false},{"code":"[23]..","swap":true},{"code":"422","swap":true},{"code":"[45]..","swap":false,"error":true},{"code":"...","swap":false}]}"#;
 
 fn head(title: &str) -> Markup {
     html! {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            // htmx would otherwise add an inline style element, which the CSP forbids.
-            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false}"#;
+            // htmx would otherwise add an inline style element, which the CSP forbids. A 422
+            // answer (a form's input refused, naming the problem) is swapped in like a success,
+            // so the problem shows where the answer would have; other errors are not swapped.
+            meta name="htmx-config" content=(HTMX_CONFIG);
             title { (title) " · kiln" }
             link rel="stylesheet" href=(*assets::CSS_URL);
             script src=(assets::HTMX_URL) defer {}
@@ -46,6 +52,7 @@ pub(crate) fn page(title: &str, viewer: &Viewer, section: Section, body: Markup)
                     nav {
                         a href="/dags" aria-current=[current(Section::Dags)] { "DAGs" }
                         a href="/artifacts" aria-current=[current(Section::Artifacts)] { "Artifacts" }
+                        a href="/models" aria-current=[current(Section::Models)] { "Models" }
                         a href="/workers" aria-current=[current(Section::Workers)] { "Workers" }
                     }
                     span.spacer {}

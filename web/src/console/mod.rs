@@ -20,6 +20,8 @@ mod gantt;
 mod graph;
 mod layout;
 mod lineage;
+mod metric_chart;
+mod models;
 mod params;
 mod run;
 mod schedule_words;
@@ -43,6 +45,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/dags/{dag_id}/pause", post(dags::set_paused))
         .route("/runs/{run_id}/cancel", post(run::cancel))
         .route("/runs/{run_id}/task-action", post(run::task_action))
+        .route("/models/{name}/promote", post(models::promote))
+        .route("/models/{name}/rollback", post(models::rollback))
         .route_layer(axum::middleware::from_fn(auth::require_admin));
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/dags") }))
@@ -57,6 +61,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/artifacts", get(artifacts::list))
         .route("/artifacts/{name}", get(artifacts::artifact_page))
         .route("/artifacts/{name}/{version}", get(artifacts::version_page))
+        .route("/models", get(models::list))
+        .route("/models/{name}", get(models::page))
+        // A prediction changes nothing, so read-only logins may try one too (CSRF still applies).
+        .route("/models/{name}/predict", post(models::predict))
         .route("/workers", get(workers::page))
         .route("/workers/live", get(workers::live))
         .route("/logout", post(auth::logout))

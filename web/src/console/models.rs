@@ -1,0 +1,813 @@
+//! The model registry pages: every model with its production and staging versions, and one
+//! model with its versions and their metrics, a chart of one metric across versions, the alias
+//! history, promote and roll back buttons, and a form to try a prediction on the served version.
+//!
+//! A model is an artifact of kind `model`; its versions are the artifact's versions, and the
+//! metrics its deploy recorded live in each version's metadata under `metrics`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use kiln_engine::dag::ModelAlias;
+use kiln_engine::store::{AliasEvent, ArtifactVersionRecord, ModelRecord, now_micros};
+use kiln_tasks::ml::preprocess::{Preprocessing, RawFeature};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::artifacts::producer;
+use super::auth::Viewer;
+use super::error::ConsoleError;
+use super::extract::{HtmlForm, HtmlPath, HtmlQuery};
+use super::layout::{self, Section, csrf_field, time};
+use super::lineage::{path_segment, version_href};
+use super::metric_chart::{self, Point, figure};
+use crate::AppState;
+use crate::models_api::{PredictResponse, RowError, predict_rows, production_model};
+use crate::serving::{ServeError, ServedModel};
+
+/// Versions listed and charted on a model's page, newest first.
+const VERSIONS_SHOWN: u32 = 100;
+/// The metrics given a column of their own when some version recorded them, in this order; the
+/// first one present is the one charted unless the viewer picks another.
+const KEY_METRICS: [&str; 5] = ["accuracy", "f1_macro", "roc_auc", "r2", "rmse"];
+/// The prediction form's inputs are named `feature.<name>`, so a feature called `csrf` cannot
+/// collide with the form's token.
+const FIELD_PREFIX: &str = "feature.";
+/// Why an alias moved, as the history shows it.
+const PROMOTED_REASON: &str = "promoted in the console";
+
+/// The MLflow page of a model version, where MLflow is configured. kiln has no MLflow
+/// integration yet, so no version has one; this is the one place to fill in when it does, and
+/// the page shows a link column as soon as it answers.
+fn mlflow_version_url(_version: &ArtifactVersionRecord) -> Option<String> {
+    None
+}
+
+fn not_found(name: &str) -> ConsoleError {
+    ConsoleError::NotFound(format!("model `{name}` not found"))
+}
+
+fn model_href(name: &str) -> String {
+    format!("/models/{}", path_segment(name))
+}
+
+/// The registry's record of a model, or a 404 naming it.
+async fn model_or_404(state: &AppState, name: &str) -> Result<ModelRecord, ConsoleError> {
+    state
+        .scheduler()
+        .store()
+        .model_list()
+        .await?
+        .into_iter()
+        .find(|model| model.name == name)
+        .ok_or_else(|| not_found(name))
+}
+
+/// A version's value of a metric, when its deploy recorded it as a number.
+fn metric_of(version: &ArtifactVersionRecord, metric: &str) -> Option<f64> {
+    version
+        .metadata
+        .as_ref()?
+        .get("metrics")?
+        .get(metric)?
+        .as_f64()
+        .filter(|value| value.is_finite())
+}
+
+/// Every numeric metric some version recorded: the key metrics first, in their order, then the
+/// others by name.
+fn metric_names(versions: &[ArtifactVersionRecord]) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for version in versions {
+        let metrics = version
+            .metadata
+            .as_ref()
+            .and_then(|metadata| metadata.get("metrics"))
+            .and_then(serde_json::Value::as_object);
+        for (name, value) in metrics.into_iter().flatten() {
+            if value.as_f64().is_some_and(f64::is_finite) {
+                names.insert(name.clone());
+            }
+        }
+    }
+    let mut ordered: Vec<String> = KEY_METRICS
+        .iter()
+        .filter(|key| names.remove(**key))
+        .map(|key| (*key).to_owned())
+        .collect();
+    ordered.extend(names);
+    ordered
+}
+
+/// An alias as a badge.
+fn alias_badge(alias: ModelAlias) -> Markup {
+    html! { span class={ "alias alias-" (alias.as_str()) } { (alias.as_str()) } }
+}
+
+/// A version number linking to its artifact version page, or a dash.
+fn version_link(name: &str, version: Option<i64>) -> Markup {
+    html! {
+        @match version {
+            Some(version) => a href=(version_href(name, version)) { "v" (version) },
+            None => span.muted { "—" },
+        }
+    }
+}
+
+/// A prediction or a class label as text: strings without their quotes, numbers readable.
+fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Number(number) => match (number.as_i64(), number.as_f64()) {
+            (Some(whole), _) => whole.to_string(),
+            (None, Some(float)) => figure(float),
+            (None, None) => number.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// The models page: every model with its newest, production and staging versions.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Markup, ConsoleError> {
+    let models = state.scheduler().store().model_list().await?;
+    let body = html! {
+        h1 { "Models" }
+        @if models.is_empty() {
+            p.muted { "No model has been published yet. A DAG's deploy task publishes one." }
+        } @else {
+            table.models {
+                thead { tr { th { "Model" } th { "Latest version" } th { "Production" } th { "Staging" } th { "Updated" } } }
+                tbody {
+                    @for model in &models {
+                        tr {
+                            td { a.model-name href=(model_href(&model.name)) { (model.name) } }
+                            td { (version_link(&model.name, Some(model.latest_version))) }
+                            td { (version_link(&model.name, model.production)) }
+                            td { (version_link(&model.name, model.staging)) }
+                            td { (time(model.updated_at)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page("Models", &viewer, Section::Models, body))
+}
+
+/// A model page's query: the metric charted, and what an action that redirected here did.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ModelQuery {
+    /// The metric charted.
+    metric: Option<String>,
+    /// What the action redirecting here did: `promoted` or `rolled_back`.
+    done: Option<String>,
+    /// The version the action moved production to.
+    version: Option<i64>,
+    /// The version production pointed at before.
+    previous: Option<i64>,
+}
+
+/// What an action that redirected here did, in words. Built from numbers rather than carried as
+/// text in the URL, so a crafted link cannot put words of its own on the page.
+fn notice(query: &ModelQuery) -> Option<String> {
+    let version = query.version?;
+    let before = match query.previous {
+        Some(previous) if previous != version => format!(" (it was version {previous})"),
+        _ => String::new(),
+    };
+    match query.done.as_deref()? {
+        "promoted" => Some(format!(
+            "Promoted version {version} to production{before}; it is served within a second."
+        )),
+        "rolled_back" => Some(format!(
+            "Rolled production back to version {version}{before}; it is served within a second."
+        )),
+        _ => None,
+    }
+}
+
+/// What a prediction form submission came to.
+enum Outcome {
+    Answer(PredictResponse),
+    /// The input was refused, the message naming the feature.
+    Problem(String),
+}
+
+/// How a model's page is shown besides the model itself.
+#[derive(Default)]
+struct DetailView {
+    /// The metric charted (`None`: the first there is).
+    metric: Option<String>,
+    /// What an action did.
+    notice: Option<String>,
+    /// Why an action was refused.
+    problem: Option<String>,
+    /// The values the prediction form was submitted with, and what they gave.
+    prediction: Option<(BTreeMap<String, String>, Outcome)>,
+}
+
+/// The raw inputs the served model takes, and its preprocessing (for the known categories).
+fn raw_features(model: &ServedModel) -> (Vec<RawFeature>, Preprocessing) {
+    let preprocessing = model.envelope.preprocessing.clone().unwrap_or_default();
+    let features = preprocessing.raw_features(&model.envelope.features);
+    (features, preprocessing)
+}
+
+/// The form to try a prediction, generated from the served model's raw features: a number
+/// input per number, a text input (suggesting the known categories) per category. It posts to
+/// the console, which answers a fragment htmx swaps in below it, or the whole page without JS.
+fn prediction_form(
+    viewer: &Viewer,
+    name: &str,
+    model: &ServedModel,
+    values: Option<&BTreeMap<String, String>>,
+) -> Markup {
+    let (features, preprocessing) = raw_features(model);
+    let action = format!("{}/predict", model_href(name));
+    html! {
+        p.muted {
+            "Predictions come from "
+            a href=(version_href(name, model.version.version)) { "version " (model.version.version) }
+            ", the version served in production."
+        }
+        form.params.predict method="post" action=(action) hx-post=(action)
+            hx-target="#prediction-result" hx-swap="outerHTML" {
+            (csrf_field(viewer))
+            @for (index, feature) in features.iter().enumerate() {
+                @let field = format!("{FIELD_PREFIX}{}", feature.name);
+                @let value = values.and_then(|values| values.get(&feature.name)).map_or("", String::as_str);
+                label.param {
+                    span { span.name { (feature.name) } " " span.param-type { (feature.kind) } }
+                    @if let Some(categories) = preprocessing.one_hot.get(&feature.name) {
+                        @let list = format!("categories-{index}");
+                        input type="text" name=(field) value=(value) list=(list) required;
+                        datalist id=(list) {
+                            @for category in categories { option value=(category) {} }
+                        }
+                    } @else {
+                        input type="number" step="any" name=(field) value=(value) required;
+                    }
+                }
+            }
+            button.primary type="submit" { "Predict" }
+        }
+    }
+}
+
+/// The answer to the prediction form (or why there is none): the fragment htmx swaps in.
+fn prediction_result(name: &str, outcome: Option<&Outcome>) -> Markup {
+    html! {
+        div #prediction-result aria-live="polite" {
+            @match outcome {
+                None => {},
+                Some(Outcome::Problem(problem)) => p.problem role="alert" { (problem) },
+                Some(Outcome::Answer(answer)) => {
+                    @let predicted = answer.predictions.first().unwrap_or(&serde_json::Value::Null);
+                    @let probabilities = answer.probabilities.as_ref().and_then(|rows| rows.first());
+                    dl.facts.prediction {
+                        dt { "Prediction" }
+                        dd { strong.predicted { (value_text(predicted)) } }
+                        dt { "Answered by" }
+                        dd { a href=(version_href(name, answer.version)) { "version " (answer.version) } }
+                    }
+                    @if let Some(probabilities) = probabilities {
+                        table.probabilities {
+                            thead { tr { th { "Class" } th { "Probability" } th {} } }
+                            tbody {
+                                @for (index, probability) in probabilities.iter().enumerate() {
+                                    @let class = answer.classes.as_ref().and_then(|classes| classes.get(index));
+                                    @let label = class.map_or_else(|| format!("cluster {index}"), value_text);
+                                    tr aria-current=[(class == Some(predicted)).then_some("true")] {
+                                        td { (label) }
+                                        td.number { (format!("{probability:.4}")) }
+                                        td { meter min="0" max="1" value=(probability) {} }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The prediction section: the form and its result, or why a prediction cannot be tried.
+async fn prediction_section(
+    state: &AppState,
+    viewer: &Viewer,
+    record: &ModelRecord,
+    prediction: Option<&(BTreeMap<String, String>, Outcome)>,
+) -> Markup {
+    let name = &record.name;
+    if record.production.is_none() {
+        return html! {
+            p.muted {
+                "No version of " (name) " is in production, so there is no model to try a prediction on. "
+                "Promote a version to serve it."
+            }
+        };
+    }
+    match production_model(state, name).await {
+        Ok(model) => html! {
+            (prediction_form(viewer, name, &model, prediction.map(|(values, _)| values)))
+            (prediction_result(name, prediction.map(|(_, outcome)| outcome)))
+        },
+        Err(ServeError::NotFound(message) | ServeError::Unavailable(message)) => html! {
+            p.problem { "The production version cannot be served: " (message) "." }
+        },
+    }
+}
+
+/// The version production would roll back to: the newest older version that held it.
+fn rollback_target(events: &[AliasEvent], production: Option<i64>) -> Option<i64> {
+    let current = production?;
+    events
+        .iter()
+        .filter(|event| event.alias == ModelAlias::Production && event.version < current)
+        .map(|event| event.version)
+        .max()
+}
+
+/// A model's page, with whatever an action or the prediction form has to add to it.
+async fn detail_page(
+    state: &AppState,
+    viewer: &Viewer,
+    name: &str,
+    view: DetailView,
+) -> Result<Markup, ConsoleError> {
+    let record = model_or_404(state, name).await?;
+    let store = state.scheduler().store();
+    let versions = store.artifact_versions(name, VERSIONS_SHOWN).await?;
+    let events = store.model_alias_events(name).await?;
+    let metrics = metric_names(&versions);
+    let chosen = match view.metric.as_deref().filter(|metric| !metric.is_empty()) {
+        Some(metric) if metrics.iter().any(|known| known == metric) => Some(metric.to_owned()),
+        Some(metric) => {
+            let choices = if metrics.is_empty() {
+                "it has no metrics".to_owned()
+            } else {
+                metrics.join(", ")
+            };
+            return Err(ConsoleError::BadRequest(format!(
+                "no version of model `{name}` recorded the metric `{metric}` ({choices})"
+            )));
+        }
+        None => metrics.first().cloned(),
+    };
+    let chart = chosen.as_deref().and_then(|metric| {
+        let points: Vec<Point> = versions
+            .iter()
+            .rev()
+            .filter_map(|version| {
+                metric_of(version, metric).map(|value| Point {
+                    version: version.version,
+                    value,
+                })
+            })
+            .collect();
+        metric_chart::svg(name, metric, &points, record.production)
+    });
+    let columns: Vec<&str> = KEY_METRICS
+        .into_iter()
+        .filter(|key| metrics.iter().any(|metric| metric == key))
+        .collect();
+    let mlflow: Vec<Option<String>> = versions.iter().map(mlflow_version_url).collect();
+    let any_mlflow = mlflow.iter().any(Option::is_some);
+    let rollback_to = rollback_target(&events, record.production);
+    let here = model_href(name);
+    let prediction = prediction_section(state, viewer, &record, view.prediction.as_ref()).await;
+    let body = html! {
+        p.crumbs { a href="/models" { "Models" } " / " (name) }
+        div.title-row {
+            h1 { (name) }
+            span class="kind kind-model" { "model" }
+            a.button href={ "/artifacts/" (path_segment(name)) } { "As an artifact" }
+        }
+        @if let Some(notice) = &view.notice {
+            p.notice role="status" { (notice) }
+        }
+        @if let Some(problem) = &view.problem {
+            p.problem role="alert" { (problem) }
+        }
+        dl.facts {
+            dt { "Production" } dd { (version_link(name, record.production)) }
+            dt { "Staging" } dd { (version_link(name, record.staging)) }
+            dt { "Latest version" } dd { (version_link(name, Some(record.latest_version))) }
+            dt { "Updated" } dd { (time(record.updated_at)) }
+        }
+        @if viewer.can_act() && record.production.is_some() {
+            @match rollback_to {
+                Some(target) => form.actions method="post" action={ (here) "/rollback" } {
+                    (csrf_field(viewer))
+                    button.danger type="submit" title={ "Serve version " (target) " again" } { "Roll back production" }
+                    span.muted { "to version " (target) }
+                },
+                None => p.muted { "No earlier production version to roll back to." },
+            }
+        }
+        h2 { "Metrics" }
+        @match &chosen {
+            None => p.muted { "No version recorded metrics. A deploy records those of its evaluation." },
+            Some(metric) => {
+                nav.tabs {
+                    @for candidate in &metrics {
+                        a href={ (here) "?metric=" (super::dags::query_value(candidate)) }
+                            aria-current=[(candidate == metric).then_some("page")] { (candidate) }
+                    }
+                }
+                section.view {
+                    @match &chart {
+                        Some(svg) => div.scroll { (svg) },
+                        None => p.muted { "No version shown recorded " (metric) "." },
+                    }
+                }
+            },
+        }
+        h2 { "Versions" }
+        @if i64::from(VERSIONS_SHOWN) < record.latest_version {
+            p.muted { "The newest " (VERSIONS_SHOWN) " of " (record.latest_version) " versions." }
+        }
+        div.scroll {
+            table.versions {
+                thead {
+                    tr {
+                        th { "Version" } th { "Aliases" }
+                        @for column in &columns { th.number { (column) } }
+                        th { "Produced by" } th { "Created" }
+                        @if any_mlflow { th { "MLflow" } }
+                        @if viewer.can_act() { th { "Actions" } }
+                    }
+                }
+                tbody {
+                    @for (version, mlflow) in versions.iter().zip(&mlflow) {
+                        @let in_production = record.production == Some(version.version);
+                        tr aria-current=[in_production.then_some("true")] {
+                            td { a href=(version_href(name, version.version)) { "v" (version.version) } }
+                            td {
+                                @if in_production { (alias_badge(ModelAlias::Production)) " " }
+                                @if record.staging == Some(version.version) { (alias_badge(ModelAlias::Staging)) }
+                            }
+                            @for column in &columns {
+                                td.number {
+                                    @match metric_of(version, column) {
+                                        Some(value) => (figure(value)),
+                                        None => span.muted { "—" },
+                                    }
+                                }
+                            }
+                            td { (producer(version)) }
+                            td { (time(version.created_at)) }
+                            @if any_mlflow {
+                                td {
+                                    @if let Some(url) = mlflow { a href=(url) rel="noopener" { "MLflow" } }
+                                }
+                            }
+                            @if viewer.can_act() {
+                                td {
+                                    @if in_production {
+                                        span.muted { "in production" }
+                                    } @else {
+                                        form.inline method="post" action={ (here) "/promote" } {
+                                            (csrf_field(viewer))
+                                            input type="hidden" name="version" value=(version.version);
+                                            button type="submit" { "Promote to production" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Try a prediction" }
+        (prediction)
+        h2 { "Alias history" }
+        @if events.is_empty() {
+            p.muted { "No alias has pointed at a version of " (name) " yet." }
+        } @else {
+            table.history {
+                thead { tr { th { "When" } th { "Alias" } th { "Version" } th { "Before" } th { "Why" } } }
+                tbody {
+                    // Newest first, like the versions.
+                    @for event in events.iter().rev() {
+                        tr {
+                            td { (time(event.created_at)) }
+                            td { (alias_badge(event.alias)) }
+                            td { (version_link(name, Some(event.version))) }
+                            td { (version_link(name, event.previous)) }
+                            td { (event.reason) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page(name, viewer, Section::Models, body))
+}
+
+/// A model's page.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    HtmlPath(name): HtmlPath<String>,
+    HtmlQuery(query): HtmlQuery<ModelQuery>,
+) -> Result<Markup, ConsoleError> {
+    let view = DetailView {
+        notice: notice(&query),
+        metric: query.metric,
+        ..DetailView::default()
+    };
+    detail_page(&state, &viewer, &name, view).await
+}
+
+/// An action the registry refused: the model's page again, naming the problem, with the
+/// refusal's status. Failures that are not the viewer's to fix stay error pages.
+async fn refused(
+    state: &AppState,
+    viewer: &Viewer,
+    name: &str,
+    error: ConsoleError,
+) -> Result<Response, ConsoleError> {
+    let status = match &error {
+        ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+        ConsoleError::BadRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ConsoleError::Conflict(_) => StatusCode::CONFLICT,
+        _ => return Err(error),
+    };
+    let view = DetailView {
+        problem: Some(error.to_string()),
+        ..DetailView::default()
+    };
+    let page = detail_page(state, viewer, name, view).await?;
+    Ok((status, page).into_response())
+}
+
+/// Where an action that moved production redirects: the model's page, saying what moved.
+fn moved_href(name: &str, done: &str, version: i64, previous: Option<i64>) -> String {
+    let mut href = format!("{}?done={done}&version={version}", model_href(name));
+    if let Some(previous) = previous {
+        href.push_str(&format!("&previous={previous}"));
+    }
+    href
+}
+
+/// The promote button's form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PromoteForm {
+    /// The version to serve.
+    version: i64,
+}
+
+/// Points production at a version, then shows the model saying so.
+pub(crate) async fn promote(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    HtmlPath(name): HtmlPath<String>,
+    HtmlForm(form): HtmlForm<PromoteForm>,
+) -> Result<Response, ConsoleError> {
+    let moved = state
+        .scheduler()
+        .store()
+        .model_alias_set(
+            &name,
+            ModelAlias::Production,
+            form.version,
+            PROMOTED_REASON,
+            now_micros(),
+        )
+        .await;
+    match moved {
+        Ok(previous) => {
+            tracing::info!(
+                message = "Model promoted from the console.",
+                model = name,
+                version = form.version,
+                previous
+            );
+            let href = moved_href(&name, "promoted", form.version, previous);
+            Ok(Redirect::to(&href).into_response())
+        }
+        Err(error) => refused(&state, &viewer, &name, error.into()).await,
+    }
+}
+
+/// Moves production back to the version before, then shows the model saying so.
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    HtmlPath(name): HtmlPath<String>,
+) -> Result<Response, ConsoleError> {
+    let moved = state
+        .scheduler()
+        .store()
+        .model_rollback(&name, ModelAlias::Production, now_micros())
+        .await;
+    match moved {
+        Ok((from, to)) => {
+            tracing::info!(
+                message = "Model rolled back from the console.",
+                model = name,
+                from,
+                to
+            );
+            let href = moved_href(&name, "rolled_back", to, Some(from));
+            Ok(Redirect::to(&href).into_response())
+        }
+        Err(error) => refused(&state, &viewer, &name, error.into()).await,
+    }
+}
+
+/// The submitted feature values by feature name, and the row they make: numbers for number
+/// features, text for categories. A value that is not a number is passed on as text, and an
+/// empty one left out, so the shared prediction code names the feature in its refusal.
+fn form_row(
+    features: &[RawFeature],
+    form: &[(String, String)],
+) -> (
+    BTreeMap<String, String>,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let values: BTreeMap<String, String> = form
+        .iter()
+        .filter_map(|(field, value)| {
+            field
+                .strip_prefix(FIELD_PREFIX)
+                .map(|name| (name.to_owned(), value.clone()))
+        })
+        .collect();
+    let mut row = serde_json::Map::new();
+    for (name, text) in &values {
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let is_number = features
+            .iter()
+            .any(|feature| feature.name == *name && feature.kind == "number");
+        let number = is_number
+            .then(|| text.parse::<f64>().ok())
+            .flatten()
+            .and_then(serde_json::Number::from_f64);
+        let value = match number {
+            Some(number) => serde_json::Value::Number(number),
+            None => serde_json::Value::String(text.to_owned()),
+        };
+        row.insert(name.clone(), value);
+    }
+    (values, row)
+}
+
+/// Answers the prediction form with the served model, through the same code as the API's
+/// predict: a fragment for htmx, the whole page otherwise. Refused input is a 422 naming the
+/// feature. Open to read-only logins too, as a prediction changes nothing.
+pub(crate) async fn predict(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    HtmlPath(name): HtmlPath<String>,
+    headers: HeaderMap,
+    HtmlForm(form): HtmlForm<Vec<(String, String)>>,
+) -> Result<Response, ConsoleError> {
+    model_or_404(&state, &name).await?;
+    let model = production_model(&state, &name)
+        .await
+        .map_err(|error| match error {
+            // The model exists, so what is missing is a production version.
+            ServeError::NotFound(message) => ConsoleError::Conflict(message),
+            ServeError::Unavailable(message) => ConsoleError::Unavailable(message),
+        })?;
+    let (features, _) = raw_features(&model);
+    let (values, row) = form_row(&features, &form);
+    let (status, outcome) = match predict_rows(&model, std::slice::from_ref(&row)) {
+        Ok(answer) => (StatusCode::OK, Outcome::Answer(answer)),
+        // One row, so its index says nothing: the problem alone names the feature.
+        Err(RowError { problem, .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Outcome::Problem(problem))
+        }
+    };
+    if headers.contains_key("hx-request") {
+        return Ok((status, prediction_result(&name, Some(&outcome))).into_response());
+    }
+    let view = DetailView {
+        prediction: Some((values, outcome)),
+        ..DetailView::default()
+    };
+    let page = detail_page(&state, &viewer, &name, view).await?;
+    Ok((status, page).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(number: i64, metrics: serde_json::Value) -> ArtifactVersionRecord {
+        ArtifactVersionRecord {
+            id: number,
+            name: "wq".to_owned(),
+            kind: kiln_engine::dag::ArtifactKind::Model,
+            version: number,
+            blob: kiln_engine::artifacts::BlobRef {
+                sha256: kiln_engine::artifacts::Sha256Digest::from_bytes([0; 32]),
+                size: 1,
+            },
+            media_type: "application/json".to_owned(),
+            producer: None,
+            dataset: None,
+            metadata: Some(serde_json::json!({ "metrics": metrics })),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn key_metrics_come_first_then_the_others_by_name() {
+        let versions = [
+            version(
+                2,
+                serde_json::json!({ "zeta": 1, "rmse": 0.3, "note": "text" }),
+            ),
+            version(
+                1,
+                serde_json::json!({ "alpha": 2, "accuracy": 0.7, "matrix": [[1]] }),
+            ),
+        ];
+        assert_eq!(
+            metric_names(&versions),
+            ["accuracy", "rmse", "alpha", "zeta"]
+        );
+        assert_eq!(metric_of(&versions[0], "rmse"), Some(0.3));
+        assert_eq!(metric_of(&versions[0], "note"), None);
+        assert_eq!(metric_of(&versions[1], "rmse"), None);
+    }
+
+    #[test]
+    fn form_values_become_a_typed_row() {
+        let features = [
+            RawFeature {
+                name: "alcohol".to_owned(),
+                kind: "number",
+            },
+            RawFeature {
+                name: "colour".to_owned(),
+                kind: "category",
+            },
+        ];
+        let field = |name: &str, value: &str| (format!("{FIELD_PREFIX}{name}"), value.to_owned());
+        let form = [
+            ("csrf".to_owned(), "token".to_owned()),
+            field("alcohol", " 13 "),
+            field("colour", "white"),
+        ];
+        let (_, row) = form_row(&features, &form);
+        assert_eq!(
+            serde_json::Value::Object(row),
+            serde_json::json!({ "alcohol": 13.0, "colour": "white" })
+        );
+        let form = [
+            field("alcohol", "high"),
+            field("colour", ""),
+            field("sugar", "1"),
+        ];
+        let (values, row) = form_row(&features, &form);
+        assert_eq!(values["alcohol"], "high");
+        assert_eq!(
+            serde_json::Value::Object(row),
+            serde_json::json!({ "alcohol": "high", "sugar": "1" })
+        );
+        let (_, row) = form_row(&features, &[field("alcohol", "1e400")]);
+        assert_eq!(
+            row["alcohol"], "1e400",
+            "not a finite number: left for the check"
+        );
+    }
+
+    #[test]
+    fn the_notice_is_built_from_numbers_only() {
+        let query = |done: &str, version, previous| ModelQuery {
+            done: Some(done.to_owned()),
+            version,
+            previous,
+            metric: None,
+        };
+        assert_eq!(
+            notice(&query("promoted", Some(3), Some(2))).as_deref(),
+            Some(
+                "Promoted version 3 to production (it was version 2); it is served within a second."
+            )
+        );
+        assert_eq!(
+            notice(&query("rolled_back", Some(1), Some(2))).as_deref(),
+            Some(
+                "Rolled production back to version 1 (it was version 2); it is served within a second."
+            )
+        );
+        assert_eq!(notice(&query("hacked", Some(1), None)), None);
+        assert_eq!(notice(&query("promoted", None, None)), None);
+    }
+}
