@@ -137,6 +137,11 @@ enum Command {
         lease: std::time::Duration,
         #[command(flatten)]
         console: ConsoleArgs,
+        /// Mirror runs, training and evaluation attempts and the model registry to this MLflow
+        /// tracking server (credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
+        /// MLFLOW_TRACKING_PASSWORD).
+        #[arg(long, env = "MLFLOW_TRACKING_URI")]
+        mlflow_tracking_uri: Option<String>,
     },
     /// Run a worker that claims tasks from a server and runs them.
     Worker {
@@ -349,6 +354,7 @@ fn main() -> ExitCode {
             worker_token,
             lease,
             console,
+            mlflow_tracking_uri,
         } => {
             let options = server::ServerOptions {
                 listen,
@@ -356,6 +362,7 @@ fn main() -> ExitCode {
                 api_token: cli.api_token.clone(),
                 lease,
                 console: console.config(),
+                mlflow_tracking_uri,
             };
             block_on(server::server(&database, &cli.dags, options))
         }

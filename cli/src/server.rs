@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_engine::execution::ExecutionService;
+use kiln_engine::mlflow::{MlflowClient, MlflowConfig, Sender};
 use kiln_engine::scheduler::Scheduler;
 use kiln_engine::worker::{WorkerConfig, hostname, run_worker};
 use kiln_web::client::ExecutionClient;
@@ -24,6 +25,9 @@ pub(crate) struct ServerOptions {
     pub(crate) lease: Duration,
     /// Whether the console is served, and its passwords (its `Debug` hides them).
     pub(crate) console: ConsoleConfig,
+    /// The MLflow tracking server the runs are mirrored to, if any (credentials come from the
+    /// environment, never from here).
+    pub(crate) mlflow_tracking_uri: Option<String>,
 }
 
 /// A server that is up: where it listens, and its execution service (standalone needs it to
@@ -49,6 +53,25 @@ pub(crate) async fn start_server(
     }
     let store = database.open().await?;
     let holder = format!("server-{}-{}", hostname(), std::process::id());
+    let mlflow_sender = match options
+        .mlflow_tracking_uri
+        .as_deref()
+        .filter(|uri| !uri.is_empty())
+    {
+        Some(uri) => {
+            let config = MlflowConfig::from_env(uri).context(
+                "failed to configure MLflow tracking (--mlflow-tracking-uri, MLFLOW_TRACKING_URI)",
+            )?;
+            // On before the scheduler starts anything, so no run of this server goes unmirrored.
+            store.mlflow_set_enabled(true);
+            Some(Sender::new(
+                store.clone(),
+                MlflowClient::new(&config),
+                holder.clone(),
+            ))
+        }
+        None => None,
+    };
     let scheduler = Arc::new(Scheduler::new(
         store,
         kiln_tasks::builtin_registry(),
@@ -87,6 +110,9 @@ pub(crate) async fn start_server(
         .context("failed to read the bound address")?;
     let loop_shutdown = shutdown.clone();
     let scheduler_loop = tokio::spawn(async move { scheduler.run(loop_shutdown).await });
+    let sender_shutdown = shutdown.clone();
+    let sender_loop =
+        mlflow_sender.map(|sender| tokio::spawn(async move { sender.run(sender_shutdown).await }));
     let done = tokio::spawn(async move {
         kiln_web::serve(listener, state, shutdown)
             .await
@@ -95,6 +121,9 @@ pub(crate) async fn start_server(
             .await
             .context("the scheduler task panicked")?
             .context("the scheduler failed")?;
+        if let Some(sender_loop) = sender_loop {
+            sender_loop.await.context("the MLflow sender panicked")?;
+        }
         Ok(())
     });
     tracing::info!(message = "kiln server listening.", address = %address, dags = report.loaded.len());

@@ -43,6 +43,7 @@ pub(crate) async fn standalone(
             .filter(|token| !token.is_empty()),
         lease: options.lease,
         console: options.console,
+        mlflow_tracking_uri: None,
     };
     let server = start_server(database, dags_dir, server_options, shutdown.clone()).await?;
     let url = format!("http://{}", server.address);

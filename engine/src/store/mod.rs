@@ -463,6 +463,314 @@ pub struct LogChunk {
     pub created_at: Micros,
 }
 
+/// The plugin kinds whose attempts the MLflow mirror records: their summaries have a documented
+/// shape (`train`: algorithm and training info; `evaluate`: candidates and their metrics;
+/// `deploy`: the model it registers) that `crate::mlflow` maps to params and metrics. The
+/// engine reads only these names, never the plugins themselves.
+pub const MLFLOW_TRACKED_KINDS: [&str; 3] = ["train", "evaluate", "deploy"];
+
+/// What an MLflow outbox event asks the sender to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlflowEventKind {
+    /// A kiln run started: its MLflow run.
+    RunStart,
+    /// An attempt of a tracked task ended: its nested run, params and metrics.
+    TaskAttempt,
+    /// A kiln run ended: its MLflow run's status.
+    RunEnd,
+    /// A deploy wrote a model version: the registered model and its version.
+    ModelVersion,
+    /// A model alias moved (deploy, promote, rollback): the MLflow alias.
+    AliasSet,
+}
+
+impl MlflowEventKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MlflowEventKind::RunStart => "run_start",
+            MlflowEventKind::TaskAttempt => "task_attempt",
+            MlflowEventKind::RunEnd => "run_end",
+            MlflowEventKind::ModelVersion => "model_version",
+            MlflowEventKind::AliasSet => "alias_set",
+        }
+    }
+}
+
+impl std::str::FromStr for MlflowEventKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MlflowEventKind, String> {
+        match text {
+            "run_start" => Ok(MlflowEventKind::RunStart),
+            "task_attempt" => Ok(MlflowEventKind::TaskAttempt),
+            "run_end" => Ok(MlflowEventKind::RunEnd),
+            "model_version" => Ok(MlflowEventKind::ModelVersion),
+            "alias_set" => Ok(MlflowEventKind::AliasSet),
+            other => Err(format!("MLflow event kind `{other}`")),
+        }
+    }
+}
+
+/// A kiln run as the MLflow mirror describes it. Every event of a run carries it, so whichever
+/// reaches MLflow first can create the MLflow run (a run that started before MLflow tracking was
+/// switched on has no start event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlflowRun {
+    /// The DAG.
+    pub dag_id: String,
+    /// The kiln run.
+    pub run_id: i64,
+    /// When the run was created: with the run id, it names the run across databases.
+    pub created_at: Micros,
+    /// Its logical date.
+    pub logical_date: Micros,
+    /// How it came to be (`schedule`, `manual`, …).
+    pub trigger: String,
+    /// Its resolved params.
+    pub params: serde_json::Value,
+    /// The DAG file it was loaded from (for the git commit).
+    pub dag_file: String,
+    /// The DAG version's number.
+    pub dag_version: i64,
+    /// SHA-256 of the DAG version's file.
+    pub dag_source_sha256: String,
+    /// When it started running.
+    pub started_at: Option<Micros>,
+}
+
+/// An artifact version an attempt read or wrote, as the MLflow mirror links it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MlflowArtifact {
+    /// The input or output name in the task.
+    pub slot: String,
+    /// The artifact name.
+    pub name: String,
+    /// The version.
+    pub version: i64,
+    /// SHA-256 of its bytes, as lowercase hex.
+    pub sha256: String,
+}
+
+/// An ended attempt of a tracked task (see [`MLFLOW_TRACKED_KINDS`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlflowAttempt {
+    /// The run it belongs to.
+    pub run: MlflowRun,
+    /// The task's id.
+    pub task_id: String,
+    /// The plugin kind.
+    pub kind: String,
+    /// The task instance.
+    pub task_instance_id: i64,
+    /// The attempt number.
+    pub try_number: i64,
+    /// The worker that ran it.
+    pub worker_id: String,
+    /// How the attempt ended: `success`, `failed`, `timed_out` or `lost`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The task's params from the DAG file.
+    pub task_params: serde_json::Value,
+    /// The plugin's summary, for a success.
+    pub summary: Option<serde_json::Value>,
+    /// When the attempt started.
+    pub started_at: Micros,
+    /// When it ended.
+    pub ended_at: Micros,
+    /// The versions it read.
+    pub inputs: Vec<MlflowArtifact>,
+    /// The versions it wrote.
+    pub outputs: Vec<MlflowArtifact>,
+}
+
+/// A kiln run that reached a final state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlflowRunEnd {
+    /// The run.
+    pub run: MlflowRun,
+    /// `success`, `failed` or `cancelled`.
+    pub state: String,
+    /// When it ended.
+    pub ended_at: Micros,
+}
+
+/// A model version a deploy wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlflowModelVersion {
+    /// The model (artifact) name.
+    pub name: String,
+    /// kiln's version number.
+    pub version: i64,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// What the deploy said about it (metrics, source model, training data).
+    pub metadata: Option<serde_json::Value>,
+    /// The run that deployed it.
+    pub run: MlflowRun,
+    /// The deploying task.
+    pub task_id: String,
+    /// The deploying attempt.
+    pub try_number: i64,
+}
+
+/// A model alias that moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MlflowAliasSet {
+    /// The model.
+    pub name: String,
+    /// `production` or `staging`.
+    pub alias: String,
+    /// The version it points at now.
+    pub version: i64,
+    /// The version it pointed at before.
+    pub previous: Option<i64>,
+    /// Why it moved.
+    pub reason: String,
+}
+
+/// One call the MLflow mirror owes MLflow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MlflowCall {
+    /// See [`MlflowEventKind::RunStart`].
+    RunStart(MlflowRun),
+    /// See [`MlflowEventKind::TaskAttempt`].
+    TaskAttempt(Box<MlflowAttempt>),
+    /// See [`MlflowEventKind::RunEnd`].
+    RunEnd(MlflowRunEnd),
+    /// See [`MlflowEventKind::ModelVersion`].
+    ModelVersion(Box<MlflowModelVersion>),
+    /// See [`MlflowEventKind::AliasSet`].
+    AliasSet(MlflowAliasSet),
+}
+
+impl MlflowCall {
+    /// Its kind.
+    pub fn kind(&self) -> MlflowEventKind {
+        match self {
+            MlflowCall::RunStart(_) => MlflowEventKind::RunStart,
+            MlflowCall::TaskAttempt(_) => MlflowEventKind::TaskAttempt,
+            MlflowCall::RunEnd(_) => MlflowEventKind::RunEnd,
+            MlflowCall::ModelVersion(_) => MlflowEventKind::ModelVersion,
+            MlflowCall::AliasSet(_) => MlflowEventKind::AliasSet,
+        }
+    }
+
+    /// The stream it is ordered in: a kiln run's events (`run:ID`) are sent one after another,
+    /// and so are a model's (`model:NAME`).
+    pub fn stream(&self) -> String {
+        match self {
+            MlflowCall::RunStart(run) => format!("run:{}", run.run_id),
+            MlflowCall::TaskAttempt(attempt) => format!("run:{}", attempt.run.run_id),
+            MlflowCall::RunEnd(end) => format!("run:{}", end.run.run_id),
+            MlflowCall::ModelVersion(version) => format!("model:{}", version.name),
+            MlflowCall::AliasSet(alias) => format!("model:{}", alias.name),
+        }
+    }
+
+    /// The payload as stored.
+    pub fn payload(&self) -> Result<String, serde_json::Error> {
+        match self {
+            MlflowCall::RunStart(run) => serde_json::to_string(run),
+            MlflowCall::TaskAttempt(attempt) => serde_json::to_string(attempt),
+            MlflowCall::RunEnd(end) => serde_json::to_string(end),
+            MlflowCall::ModelVersion(version) => serde_json::to_string(version),
+            MlflowCall::AliasSet(alias) => serde_json::to_string(alias),
+        }
+    }
+
+    /// Reads a stored payload back.
+    pub fn parse(kind: MlflowEventKind, payload: &str) -> Result<MlflowCall, serde_json::Error> {
+        Ok(match kind {
+            MlflowEventKind::RunStart => MlflowCall::RunStart(serde_json::from_str(payload)?),
+            MlflowEventKind::TaskAttempt => MlflowCall::TaskAttempt(serde_json::from_str(payload)?),
+            MlflowEventKind::RunEnd => MlflowCall::RunEnd(serde_json::from_str(payload)?),
+            MlflowEventKind::ModelVersion => {
+                MlflowCall::ModelVersion(serde_json::from_str(payload)?)
+            }
+            MlflowEventKind::AliasSet => MlflowCall::AliasSet(serde_json::from_str(payload)?),
+        })
+    }
+
+    /// The kiln run it concerns, if any.
+    pub fn run_id(&self) -> Option<i64> {
+        match self {
+            MlflowCall::RunStart(run) => Some(run.run_id),
+            MlflowCall::TaskAttempt(attempt) => Some(attempt.run.run_id),
+            MlflowCall::RunEnd(end) => Some(end.run.run_id),
+            MlflowCall::ModelVersion(version) => Some(version.run.run_id),
+            MlflowCall::AliasSet(_) => None,
+        }
+    }
+
+    /// The attempt it concerns (task instance, try), if any.
+    pub fn attempt(&self) -> Option<(i64, i64)> {
+        match self {
+            MlflowCall::TaskAttempt(attempt) => {
+                Some((attempt.task_instance_id, attempt.try_number))
+            }
+            _ => None,
+        }
+    }
+
+    /// The model version it concerns (name, kiln version), if any.
+    pub fn model_version(&self) -> Option<(&str, i64)> {
+        match self {
+            MlflowCall::ModelVersion(version) => Some((&version.name, version.version)),
+            MlflowCall::AliasSet(alias) => Some((&alias.name, alias.version)),
+            _ => None,
+        }
+    }
+}
+
+/// An event in the MLflow outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlflowOutboxEvent {
+    /// Its id: events are sent in id order within their stream.
+    pub id: i64,
+    /// The stream it is ordered in (see [`MlflowCall::stream`]).
+    pub stream: String,
+    /// What to send.
+    pub call: MlflowCall,
+    /// Failed sends so far.
+    pub attempts: i64,
+    /// Not sent before this time.
+    pub next_attempt_at: Micros,
+    /// Why the last send failed.
+    pub last_error: Option<String>,
+    /// Given up on: kept until an operator retries it.
+    pub parked: bool,
+    /// When it was written.
+    pub created_at: Micros,
+}
+
+/// What an `mlflow_ids` row maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlflowIdKind {
+    /// An experiment, by name.
+    Experiment,
+    /// A kiln run (by run id) to its MLflow run.
+    Run,
+    /// An attempt (`TASK_INSTANCE:TRY`) to its nested MLflow run.
+    Attempt,
+    /// A model version (`NAME@VERSION`) to MLflow's version number.
+    ModelVersion,
+}
+
+impl MlflowIdKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MlflowIdKind::Experiment => "experiment",
+            MlflowIdKind::Run => "run",
+            MlflowIdKind::Attempt => "attempt",
+            MlflowIdKind::ModelVersion => "model_version",
+        }
+    }
+}
+
 /// Durable state, on PostgreSQL or SQLite. Every method is one transaction.
 ///
 /// ```no_run
@@ -761,6 +1069,66 @@ pub trait Store: Send + Sync + 'static {
 
     /// The alias moves of a model, oldest first.
     async fn model_alias_events(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError>;
+
+    /// Switches the MLflow mirror on or off for this store (off by default). While on, run
+    /// starts and ends, attempts of tracked tasks (see [`MLFLOW_TRACKED_KINDS`]) and alias moves
+    /// append MLflow events in the same transaction; while off, nothing is written.
+    fn mlflow_set_enabled(&self, enabled: bool);
+
+    /// Whether the MLflow mirror is on.
+    fn mlflow_enabled(&self) -> bool;
+
+    /// Appends calls to the MLflow outbox, due at once (whatever the switch says: the caller
+    /// asked for them).
+    async fn mlflow_outbox_append(
+        &self,
+        calls: &[MlflowCall],
+        now: Micros,
+    ) -> Result<(), StoreError>;
+
+    /// The events to send now: the oldest unparked event of each stream, if it is due, oldest
+    /// first, at most `limit`. An event is never handed out while an older one of its stream
+    /// waits, so a run's events reach MLflow in the order they happened.
+    async fn mlflow_outbox_due(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Vec<MlflowOutboxEvent>, StoreError>;
+
+    /// Every event in the outbox, parked ones included, oldest first, at most `limit`.
+    async fn mlflow_outbox_list(&self, limit: u32) -> Result<Vec<MlflowOutboxEvent>, StoreError>;
+
+    /// Removes a sent event; false if it was not there.
+    async fn mlflow_outbox_done(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Records a failed send: counts it and keeps the error; the event waits until `retry_at`,
+    /// or is parked when that is `None`. False if the event was not there.
+    async fn mlflow_outbox_fail(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Micros>,
+    ) -> Result<bool, StoreError>;
+
+    /// Puts every parked event back in line, due at `now` with its failures forgotten (after
+    /// an operator fixed what MLflow refused). Answers how many.
+    async fn mlflow_outbox_unpark(&self, now: Micros) -> Result<usize, StoreError>;
+
+    /// The MLflow id recorded for a kiln entity.
+    async fn mlflow_id_get(
+        &self,
+        kind: MlflowIdKind,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Records the MLflow id of a kiln entity; the first one recorded wins, and is answered.
+    async fn mlflow_id_record(
+        &self,
+        kind: MlflowIdKind,
+        key: &str,
+        mlflow_id: &str,
+        now: Micros,
+    ) -> Result<String, StoreError>;
 
     /// Takes or renews the named leadership for `ttl`; true if `holder` is the leader now.
     async fn leader_attempt(

@@ -15,6 +15,8 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 pub struct PostgresStore {
     pool: PgPool,
     plans: PlanCache,
+    /// Whether the MLflow mirror writes outbox events (see `Store::mlflow_set_enabled`).
+    mlflow_enabled: std::sync::atomic::AtomicBool,
 }
 
 impl PostgresStore {
@@ -30,6 +32,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             plans: PlanCache::default(),
+            mlflow_enabled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

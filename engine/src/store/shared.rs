@@ -85,7 +85,8 @@ macro_rules! shared_store {
             CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, DagFileErrorRecord, DagPlan, DagRecord, DagVersionRecord,
             DatasetStats, LineageDirection, LineageEdge, LineageGraph, LogChunk, LogUpload, MaintenanceReport, PublishParams,
             Micros, OutputContent, ProducedOutput, Rejection, ResolvedInput, RunCreateParams, RunFilter, RunRecord, Store,
-            StoreError, TaskInstanceRecord, TriggerKind,
+            StoreError, TaskInstanceRecord, TriggerKind, MlflowAliasSet, MlflowArtifact, MlflowAttempt, MlflowCall, MlflowEventKind,
+            MlflowIdKind, MlflowModelVersion, MlflowOutboxEvent, MlflowRun, MlflowRunEnd, MLFLOW_TRACKED_KINDS,
         };
 
         type Conn = <$Db as sqlx::Database>::Connection;
@@ -212,6 +213,29 @@ macro_rules! shared_store {
             })
         }
 
+        fn mlflow_event_from_row(row: &DbRow) -> Result<MlflowOutboxEvent, StoreError> {
+            let kind: MlflowEventKind = parse_state(&row.try_get::<String, _>("kind")?)?;
+            let payload: String = row.try_get("payload")?;
+            let call = MlflowCall::parse(kind, &payload)
+                .map_err(|error| StoreError::Corrupt(format!("payload of MLflow event {}: {error}", row.try_get::<i64, _>("id").unwrap_or(0))))?;
+            Ok(MlflowOutboxEvent {
+                id: row.try_get("id")?,
+                stream: row.try_get("stream")?,
+                call,
+                attempts: row.try_get("attempts")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                last_error: row.try_get("last_error")?,
+                parked: row.try_get("parked")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        /// Whether the MLflow mirror follows this DAG's runs: only DAGs with a tracked task get
+        /// an experiment, so a DAG of shell commands never shows up in MLflow.
+        fn mlflow_tracks(plan: &DagPlan) -> bool {
+            plan.dag.tasks.iter().any(|task| MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()))
+        }
+
         /// A claimed attempt's inputs as stored on its attempt row: slot to version id.
         type StoredInputs = BTreeMap<String, i64>;
 
@@ -226,6 +250,129 @@ macro_rules! shared_store {
         }
 
         impl $Store {
+            fn mlflow_on(&self) -> bool {
+                self.mlflow_enabled.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
+            /// Appends one MLflow call to the outbox, in the caller's transaction: the change it
+            /// mirrors and the event commit or roll back together.
+            async fn mlflow_append_in(&self, conn: &mut Conn, call: &MlflowCall, now: Micros) -> Result<(), StoreError> {
+                let payload = call.payload().map_err(|error| StoreError::Corrupt(format!("MLflow event payload: {error}")))?;
+                let attempt = call.attempt();
+                let model = call.model_version();
+                sqlx::query(
+                    "INSERT INTO mlflow_outbox (kind, stream, payload, run_id, task_instance_id, try_number, model_name, model_version, \
+                     next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                )
+                .bind(call.kind().as_str())
+                .bind(call.stream())
+                .bind(payload)
+                .bind(call.run_id())
+                .bind(attempt.map(|(task_instance_id, _)| task_instance_id))
+                .bind(attempt.map(|(_, try_number)| try_number))
+                .bind(model.map(|(name, _)| name.to_owned()))
+                .bind(model.map(|(_, version)| version))
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// A run as the MLflow mirror describes it.
+            async fn mlflow_run_in(&self, conn: &mut Conn, run_id: i64) -> Result<MlflowRun, StoreError> {
+                let row = sqlx::query(
+                    "SELECT r.dag_id, r.created_at, r.logical_date, r.trigger_kind, r.params, r.started_at, d.file_path, \
+                     v.version, v.source_hash FROM runs r JOIN dags d ON d.id = r.dag_id JOIN dag_versions v ON v.id = r.dag_version_id \
+                     WHERE r.id = $1",
+                )
+                .bind(run_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
+                Ok(MlflowRun {
+                    dag_id: row.try_get("dag_id")?,
+                    run_id,
+                    created_at: row.try_get("created_at")?,
+                    logical_date: row.try_get("logical_date")?,
+                    trigger: row.try_get("trigger_kind")?,
+                    params: parse_json(&row.try_get::<String, _>("params")?)?,
+                    dag_file: row.try_get("file_path")?,
+                    dag_version: row.try_get("version")?,
+                    dag_source_sha256: row.try_get("source_hash")?,
+                    started_at: row.try_get("started_at")?,
+                })
+            }
+
+            /// An artifact version as the MLflow mirror links it.
+            async fn mlflow_artifact_in(&self, conn: &mut Conn, slot: &str, version_id: i64) -> Result<MlflowArtifact, StoreError> {
+                let (name, version, sha256): (String, i64, String) =
+                    sqlx::query_as("SELECT name, version, sha256 FROM artifact_versions WHERE id = $1")
+                        .bind(version_id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(format!("artifact version {version_id}")))?;
+                Ok(MlflowArtifact { slot: slot.to_owned(), name, version, sha256 })
+            }
+
+            /// Appends the MLflow event of an ended attempt of a tracked task: what it read
+            /// (from its attempt row) and wrote, its worker, summary and outcome.
+            #[allow(clippy::too_many_arguments)]
+            async fn mlflow_attempt_in(
+                &self,
+                conn: &mut Conn,
+                run_id: i64,
+                task: &$crate::dag::Task,
+                task_instance_id: i64,
+                try_number: i64,
+                verdict: &Verdict,
+                written: &[(String, i64, bool)],
+                now: Micros,
+            ) -> Result<(), StoreError> {
+                let row = sqlx::query("SELECT worker_id, started_at, inputs FROM task_attempts WHERE task_instance_id = $1 AND try_number = $2")
+                    .bind(task_instance_id)
+                    .bind(try_number)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let (worker_id, started_at, stored_inputs) = match &row {
+                    Some(row) => (
+                        row.try_get::<String, _>("worker_id")?,
+                        row.try_get::<Micros, _>("started_at")?,
+                        row.try_get::<Option<String>, _>("inputs")?,
+                    ),
+                    None => (String::new(), now, None),
+                };
+                let stored_inputs: StoredInputs = match stored_inputs {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|error| StoreError::Corrupt(format!("stored attempt inputs: {error}")))?,
+                    None => StoredInputs::new(),
+                };
+                let mut inputs = Vec::with_capacity(stored_inputs.len());
+                for (slot, version_id) in &stored_inputs {
+                    inputs.push(self.mlflow_artifact_in(&mut *conn, slot, *version_id).await?);
+                }
+                let mut outputs = Vec::with_capacity(written.len());
+                for (slot, version_id, _) in written {
+                    outputs.push(self.mlflow_artifact_in(&mut *conn, slot, *version_id).await?);
+                }
+                let attempt = MlflowAttempt {
+                    run: self.mlflow_run_in(&mut *conn, run_id).await?,
+                    task_id: task.id.clone(),
+                    kind: task.kind.clone(),
+                    task_instance_id,
+                    try_number,
+                    worker_id,
+                    state: verdict.attempt_state.to_owned(),
+                    error: verdict.error.clone(),
+                    task_params: task.params.clone(),
+                    summary: verdict.summary.as_deref().map(parse_json).transpose()?,
+                    started_at,
+                    ended_at: now,
+                    inputs,
+                    outputs,
+                };
+                self.mlflow_append_in(&mut *conn, &MlflowCall::TaskAttempt(Box::new(attempt)), now).await
+            }
+
             async fn plan_in(&self, conn: &mut Conn, version_id: i64) -> Result<SharedArc<DagPlan>, StoreError> {
                 if let Some(plan) = self.plans.get(version_id) {
                     return Ok(plan);
@@ -331,6 +478,10 @@ macro_rules! shared_store {
                     });
                     insert.build().execute(&mut *conn).await?;
                 }
+                if self.mlflow_on() && mlflow_tracks(plan) {
+                    let run = self.mlflow_run_in(&mut *conn, run_id).await?;
+                    self.mlflow_append_in(&mut *conn, &MlflowCall::RunStart(run), now).await?;
+                }
                 Ok(true)
             }
 
@@ -421,12 +572,17 @@ macro_rules! shared_store {
                     states.insert(row.try_get("task_id")?, parse_state(&row.try_get::<String, _>("state")?)?);
                 }
                 let outcome = run_outcome(plan.leaves().filter_map(|leaf| states.get(&leaf.id).copied()));
-                sqlx::query("UPDATE runs SET state = $1, ended_at = $2 WHERE id = $3 AND state = 'running'")
+                let finished = sqlx::query("UPDATE runs SET state = $1, ended_at = $2 WHERE id = $3 AND state = 'running'")
                     .bind(outcome.as_str())
                     .bind(now)
                     .bind(run_id)
                     .execute(&mut *conn)
                     .await?;
+                if finished.rows_affected() > 0 && self.mlflow_on() && mlflow_tracks(plan) {
+                    let run = self.mlflow_run_in(&mut *conn, run_id).await?;
+                    let end = MlflowRunEnd { run, state: outcome.as_str().to_owned(), ended_at: now };
+                    self.mlflow_append_in(&mut *conn, &MlflowCall::RunEnd(end), now).await?;
+                }
                 self.start_queued_in(&mut *conn, Some(&plan.dag.id), now).await?;
                 Ok(())
             }
@@ -651,6 +807,25 @@ macro_rules! shared_store {
                             OutputContent::Reused { artifact_version_id } => (*artifact_version_id, true),
                         };
                         written.push((output.slot.clone(), version_id, reused));
+                        // `deploy` is the registry step: its model outputs are the versions
+                        // MLflow's registry mirrors (a trained model is linked from its run).
+                        if self.mlflow_on() && task.kind == "deploy" && spec.kind == ArtifactKind::Model {
+                            let artifact = self.mlflow_artifact_in(&mut *conn, &output.slot, version_id).await?;
+                            let metadata: Option<String> = sqlx::query_scalar("SELECT metadata FROM artifact_versions WHERE id = $1")
+                                .bind(version_id)
+                                .fetch_one(&mut *conn)
+                                .await?;
+                            let version = MlflowModelVersion {
+                                name: artifact.name,
+                                version: artifact.version,
+                                sha256: artifact.sha256,
+                                metadata: metadata.as_deref().map(parse_json).transpose()?,
+                                run: self.mlflow_run_in(&mut *conn, run_id).await?,
+                                task_id: task_id.clone(),
+                                try_number,
+                            };
+                            self.mlflow_append_in(&mut *conn, &MlflowCall::ModelVersion(Box::new(version)), now).await?;
+                        }
                         if let Some(alias) = spec.promote {
                             let version: (String, i64) =
                                 sqlx::query_as("SELECT name, version FROM artifact_versions WHERE id = $1")
@@ -665,6 +840,12 @@ macro_rules! shared_store {
                 // Most tasks read and write no artifacts: skip the lookup of their inputs.
                 if !written.is_empty() || plan.task(&task_id).is_some_and(|task| !task.inputs.is_empty()) {
                     self.record_lineage_in(&mut *conn, id, try_number, &written).await?;
+                }
+                if self.mlflow_on()
+                    && let Some(task) = plan.task(&task_id)
+                    && MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str())
+                {
+                    self.mlflow_attempt_in(&mut *conn, run_id, task, id, try_number, &verdict, &written, now).await?;
                 }
                 if is_final {
                     self.settle_in(&mut *conn, run_id, &plan, vec![(task_id, verdict.state)], now).await?;
@@ -1165,6 +1346,16 @@ macro_rules! shared_store {
                     .bind(now)
                     .execute(&mut *conn)
                     .await?;
+                if self.mlflow_on() {
+                    let moved = MlflowAliasSet {
+                        name: name.to_owned(),
+                        alias: alias.as_str().to_owned(),
+                        version,
+                        previous,
+                        reason: reason.to_owned(),
+                    };
+                    self.mlflow_append_in(&mut *conn, &MlflowCall::AliasSet(moved), now).await?;
+                }
                 Ok(previous)
             }
 
@@ -1425,6 +1616,16 @@ macro_rules! shared_store {
                     tx.commit().await?;
                     return Ok(false);
                 };
+                if self.mlflow_on() {
+                    let run = self.run_in(&mut *tx, run_id).await?;
+                    let plan = self.plan_in(&mut *tx, run.dag_version_id).await?;
+                    // A run cancelled before it started never had an MLflow run to end.
+                    if run.started_at.is_some() && mlflow_tracks(&plan) {
+                        let run = self.mlflow_run_in(&mut *tx, run_id).await?;
+                        let end = MlflowRunEnd { run, state: "cancelled".to_owned(), ended_at: now };
+                        self.mlflow_append_in(&mut *tx, &MlflowCall::RunEnd(end), now).await?;
+                    }
+                }
                 sqlx::query(
                     "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = 'the run was cancelled' \
                      WHERE state = 'running' AND task_instance_id IN (SELECT id FROM task_instances WHERE run_id = $2 AND state = 'running')",
@@ -2092,6 +2293,113 @@ macro_rules! shared_store {
                         })
                     })
                     .collect()
+            }
+
+            fn mlflow_set_enabled(&self, enabled: bool) {
+                self.mlflow_enabled.store(enabled, std::sync::atomic::Ordering::Relaxed);
+            }
+
+            fn mlflow_enabled(&self) -> bool {
+                self.mlflow_on()
+            }
+
+            async fn mlflow_outbox_append(&self, calls: &[MlflowCall], now: Micros) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                for call in calls {
+                    self.mlflow_append_in(&mut *tx, call, now).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn mlflow_outbox_due(&self, now: Micros, limit: u32) -> Result<Vec<MlflowOutboxEvent>, StoreError> {
+                // Only the head of each stream: a later event of a run waits for the earlier ones
+                // to be sent (or parked), however due it is itself.
+                let rows = sqlx::query(
+                    "SELECT o.id, o.kind, o.stream, o.payload, o.attempts, o.next_attempt_at, o.last_error, o.parked, o.created_at \
+                     FROM mlflow_outbox o WHERE o.parked = FALSE AND o.next_attempt_at <= $1 \
+                     AND NOT EXISTS (SELECT 1 FROM mlflow_outbox e WHERE e.parked = FALSE AND e.stream = o.stream AND e.id < o.id) \
+                     ORDER BY o.id LIMIT $2",
+                )
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(mlflow_event_from_row).collect()
+            }
+
+            async fn mlflow_outbox_list(&self, limit: u32) -> Result<Vec<MlflowOutboxEvent>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, kind, stream, payload, attempts, next_attempt_at, last_error, parked, created_at \
+                     FROM mlflow_outbox ORDER BY id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?;
+                rows.iter().map(mlflow_event_from_row).collect()
+            }
+
+            async fn mlflow_outbox_done(&self, id: i64) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let deleted = sqlx::query("DELETE FROM mlflow_outbox WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(deleted.rows_affected() > 0)
+            }
+
+            async fn mlflow_outbox_fail(&self, id: i64, error: &str, retry_at: Option<Micros>) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query(
+                    "UPDATE mlflow_outbox SET attempts = attempts + 1, last_error = $1, \
+                     next_attempt_at = COALESCE($2, next_attempt_at), parked = $3 WHERE id = $4",
+                )
+                .bind(error)
+                .bind(retry_at)
+                .bind(retry_at.is_none())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(updated.rows_affected() > 0)
+            }
+
+            async fn mlflow_outbox_unpark(&self, now: Micros) -> Result<usize, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query("UPDATE mlflow_outbox SET parked = FALSE, attempts = 0, next_attempt_at = $1 WHERE parked = TRUE")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(usize::try_from(updated.rows_affected()).unwrap_or(usize::MAX))
+            }
+
+            async fn mlflow_id_get(&self, kind: MlflowIdKind, key: &str) -> Result<Option<String>, StoreError> {
+                let id: Option<String> = sqlx::query_scalar("SELECT mlflow_id FROM mlflow_ids WHERE kind = $1 AND kiln_key = $2")
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .fetch_optional(self.pool())
+                    .await?;
+                Ok(id)
+            }
+
+            async fn mlflow_id_record(&self, kind: MlflowIdKind, key: &str, mlflow_id: &str, now: Micros) -> Result<String, StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO mlflow_ids (kind, kiln_key, mlflow_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (kind, kiln_key) DO NOTHING",
+                )
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(mlflow_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let stored: String = sqlx::query_scalar("SELECT mlflow_id FROM mlflow_ids WHERE kind = $1 AND kiln_key = $2")
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(stored)
             }
 
             async fn leader_attempt(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {

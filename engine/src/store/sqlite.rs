@@ -19,6 +19,8 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 pub struct SqliteStore {
     pool: SqlitePool,
     plans: PlanCache,
+    /// Whether the MLflow mirror writes outbox events (see `Store::mlflow_set_enabled`).
+    mlflow_enabled: std::sync::atomic::AtomicBool,
     /// Write transactions of this process take turns here before `BEGIN IMMEDIATE`. SQLite's own
     /// busy handler makes a waiting writer sleep for 1 to 100 ms between tries; queueing
     /// in-process hands the lock over the moment it is free.
@@ -72,6 +74,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             plans: PlanCache::default(),
+            mlflow_enabled: std::sync::atomic::AtomicBool::new(false),
             writer_turn: tokio::sync::Mutex::new(()),
         })
     }
