@@ -462,19 +462,22 @@ fn naive_bayes(data: &Training<'_>, var_smoothing: f64) -> Result<Fitted, TaskEr
     let mut variances = vec![vec![0.0; features]; classes];
     for (row, class) in labels.iter().enumerate() {
         counts[*class] += 1.0;
-        for feature in 0..features {
-            means[*class][feature] += data.x[row * features + feature];
+        let values = &data.x[row * features..(row + 1) * features];
+        for (mean, value) in means[*class].iter_mut().zip(values) {
+            *mean += value;
         }
     }
-    for class in 0..classes {
-        for mean in &mut means[class] {
-            *mean /= counts[class].max(1.0);
+    for (class_means, count) in means.iter_mut().zip(&counts) {
+        for mean in class_means {
+            *mean /= count.max(1.0);
         }
     }
     for (row, class) in labels.iter().enumerate() {
-        for feature in 0..features {
-            let difference = data.x[row * features + feature] - means[*class][feature];
-            variances[*class][feature] += difference * difference;
+        let values = &data.x[row * features..(row + 1) * features];
+        for ((variance, mean), value) in
+            variances[*class].iter_mut().zip(&means[*class]).zip(values)
+        {
+            *variance += (value - mean) * (value - mean);
         }
     }
     // scikit-learn's smoothing: a share of the largest variance of any feature over all rows.
@@ -489,9 +492,9 @@ fn naive_bayes(data: &Training<'_>, var_smoothing: f64) -> Result<Fitted, TaskEr
         largest = largest.max(variance);
     }
     let epsilon = var_smoothing * largest.max(f64::MIN_POSITIVE);
-    for class in 0..classes {
-        for variance in &mut variances[class] {
-            *variance = *variance / counts[class].max(1.0) + epsilon;
+    for (class_variances, count) in variances.iter_mut().zip(&counts) {
+        for variance in class_variances {
+            *variance = *variance / count.max(1.0) + epsilon;
         }
     }
     let priors = counts
