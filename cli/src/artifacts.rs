@@ -165,23 +165,10 @@ async fn resolve(
     }
 }
 
-/// Dataset and model names as the DAG loader checks them: letters, digits, `_`, `-` and `.`,
-/// not starting with `.` or `-`, no `..`, at most 200 characters.
+/// Dataset and model names as the DAG loader checks them.
 fn check_name(name: &str) -> anyhow::Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with(['.', '-'])
-        && !name.contains("..")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "`{name}` is not a valid artifact name: use letters, digits, `_`, `-` and `.` (at most 200, not starting with `.` or `-`)"
-        )
-    }
+    kiln_engine::dag::check_artifact_name(name)
+        .map_err(|message| anyhow::anyhow!("artifact name {message}"))
 }
 
 /// A media type from a file's extension, for `put` without `--media-type`.

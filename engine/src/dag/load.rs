@@ -1115,8 +1115,9 @@ pub(crate) fn check_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// Dataset and model names may also contain dots (`dag.task.output` is the default name).
-fn check_artifact_name(name: &str) -> Result<(), String> {
+/// Checks a dataset or model name: letters, digits, `_`, `-` and `.` (`dag.task.output` is the
+/// default name), not starting with `.` or `-`, no `..`, at most 200 characters.
+pub fn check_artifact_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 200
         && !name.starts_with(['.', '-'])

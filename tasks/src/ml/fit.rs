@@ -251,18 +251,17 @@ pub fn fit(
             // mean's gradient. Scaling the tolerance by the row count makes both stop at the
             // same point instead of linfa running to its iteration cap.
             let gradient_tolerance = tolerance * data.rows as f64;
-            let records = matrix(data)?;
+            let dataset = Dataset::new(matrix(data)?, Array1::from_iter(labels.iter().copied()));
+            let failed = |error: linfa_logistic::error::Error| {
+                TaskError::Permanent(format!("logistic regression failed to fit: {error}"))
+            };
             if data.classes <= 2 {
-                let targets = Array1::from_iter(labels.iter().copied());
-                let dataset = Dataset::new(records, targets);
                 let model = linfa_logistic::LogisticRegression::default()
                     .alpha(1.0 / c)
                     .max_iterations(*max_iterations)
                     .gradient_tolerance(gradient_tolerance)
                     .fit(&dataset)
-                    .map_err(|error| {
-                        TaskError::Permanent(format!("logistic regression failed to fit: {error}"))
-                    })?;
+                    .map_err(failed)?;
                 // linfa scores its "positive" label; kiln's single score is for class 1.
                 let sign = if model.labels().pos.class == 1 {
                     1.0
@@ -274,16 +273,12 @@ pub fn fit(
                     intercepts: vec![sign * model.intercept()],
                 }
             } else {
-                let targets = Array1::from_iter(labels.iter().copied());
-                let dataset = Dataset::new(records, targets);
                 let model = linfa_logistic::MultiLogisticRegression::default()
                     .alpha(1.0 / c)
                     .max_iterations(*max_iterations)
                     .gradient_tolerance(gradient_tolerance)
                     .fit(&dataset)
-                    .map_err(|error| {
-                        TaskError::Permanent(format!("logistic regression failed to fit: {error}"))
-                    })?;
+                    .map_err(failed)?;
                 let params = model.params();
                 let mut coefficients = vec![vec![0.0; data.features]; data.classes];
                 let mut intercepts = vec![0.0; data.classes];
