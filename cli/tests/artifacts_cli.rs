@@ -183,7 +183,7 @@ fn put_list_show_and_get_round_trip() {
         "artifact `reference` is a dataset; a model cannot be published under the same name",
     );
     let stderr = workspace.fails(&["artifacts", "put", "a/b", path(&model), "--kind", "model"]);
-    assert_contains(&stderr, "`a/b` is not a valid artifact name");
+    assert_contains(&stderr, "artifact name `a/b` is not valid");
 
     let listed = workspace.ok(&["artifacts", "list"]);
     let rows: Vec<Vec<&str>> = listed
