@@ -99,7 +99,7 @@ fn unknown_plugin() {
     check(
         "unknown_plugin.toml",
         expect![
-            "broken_dags/unknown_plugin.toml:4:1: task `greet`: unknown plugin kind `bash_operator`; known kinds: command, noop"
+            "broken_dags/unknown_plugin.toml:4:1: task `greet`: unknown plugin kind `bash_operator`; known kinds: command, deploy, evaluate, noop, process, train"
         ],
     );
 }
@@ -381,7 +381,7 @@ fn cli_validate_exit_codes_and_summary() {
     assert_eq!(broken.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("tests/broken_dags/cycle.toml:8:1: task `train`: dependency cycle: train -> evaluate -> train"), "{stdout}");
     assert!(
-        stdout.contains("0 DAG(s) valid, 15 file(s) with errors"),
+        stdout.contains("0 DAG(s) valid, 16 file(s) with errors"),
         "{stdout}"
     );
 }

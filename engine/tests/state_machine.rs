@@ -472,12 +472,14 @@ impl Harness {
             }
         }
         let lease_expires_at = self.now + micros(LEASE);
-        let lost = self
+        let mut lost = self
             .store
             .task_heartbeat(WORKERS[worker], &tasks, lease_expires_at)
             .await
             .unwrap();
-        let expected: Vec<i64> = tasks
+        // Which tasks are lost is the contract; the order they are listed in is not.
+        lost.sort_unstable();
+        let mut expected: Vec<i64> = tasks
             .iter()
             .filter(|&&(task_instance_id, fence)| {
                 !before.is_current(task_instance_id, fence)
@@ -489,6 +491,7 @@ impl Harness {
             })
             .map(|&(task_instance_id, _)| task_instance_id)
             .collect();
+        expected.sort_unstable();
         assert_eq!(
             lost, expected,
             "exactly the moved-on tasks are reported lost"
