@@ -5,6 +5,9 @@
 //!
 //! Times come from the database: from just before the trigger call to the last task's recorded
 //! end, so the client's polling does not blur them.
+//!
+//! The `console` workload instead renders every console page in process, on a SQLite store
+//! filled with finished runs of a 100-task DAG, and reports each page's median and worst time.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,7 +26,7 @@ pub(crate) struct BenchOptions {
     pub(crate) postgres_url: Option<String>,
     pub(crate) output: Option<PathBuf>,
     pub(crate) repetitions: usize,
-    /// Workloads to run (`W1` … `W5`, `idle`, `artifacts`); all when empty.
+    /// Workloads to run (`W1` … `W5`, `idle`, `artifacts`, `console`); all when empty.
     pub(crate) only: Vec<String>,
     /// Plugins to run (`noop`, `command`); both when empty.
     pub(crate) plugins: Vec<String>,
@@ -600,8 +603,14 @@ pub(crate) async fn bench(options: BenchOptions) -> anyhow::Result<()> {
     } else {
         options.repetitions.max(1)
     };
+    let wants_processes = Workload::ALL
+        .into_iter()
+        .any(|workload| options.wants(workload.name()))
+        || options.wants("idle");
     let mut backends = vec![Backend::Sqlite];
+    // Only the workloads with server and worker processes have a PostgreSQL run.
     match &options.postgres_url {
+        _ if !wants_processes => {}
         Some(url) => match admin_sql(url, "SELECT 1").await {
             Ok(()) => backends.push(Backend::Postgres),
             Err(error) => eprintln!("PostgreSQL benchmarks skipped: {error:#}"),
@@ -615,19 +624,33 @@ pub(crate) async fn bench(options: BenchOptions) -> anyhow::Result<()> {
     } else {
         "release build"
     };
+    let only: String = options
+        .only
+        .iter()
+        .map(|workload| format!(" --only {workload}"))
+        .collect();
     let mut report = format!(
-        "## {} — {}{}\n\nMachine: {}. {build}.\nSQLite: WAL, synchronous=NORMAL. PostgreSQL: server defaults (fsync on). 2 workers × 32 slots (W4: 2 × 4), lease 20 s. {} repetition(s); median (min–max).\n\n",
+        "## {} — {}{only}\n\nMachine: {}. {build}.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         if options.quick {
             "kiln bench --quick"
         } else {
             "kiln bench"
         },
-        "",
         machine(),
-        repetitions
     );
-    report.push_str("| backend | plugin | workload | tasks | wall s | tasks/s | overhead/task ms | CPU/task ms | trigger→first start ms; step p50/p99 ms | server MB | worker MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    if wants_processes {
+        let _ = writeln!(
+            report,
+            "SQLite: WAL, synchronous=NORMAL. PostgreSQL: server defaults (fsync on). 2 workers × 32 slots (W4: 2 × 4), lease 20 s. {repetitions} repetition(s); median (min–max).\n"
+        );
+    }
+    if Workload::ALL
+        .into_iter()
+        .any(|workload| options.wants(workload.name()))
+    {
+        report.push_str("| backend | plugin | workload | tasks | wall s | tasks/s | overhead/task ms | CPU/task ms | trigger→first start ms; step p50/p99 ms | server MB | worker MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
     for backend in &backends {
         for plugin in [Plugin::Noop, Plugin::Command]
             .into_iter()
@@ -735,6 +758,40 @@ pub(crate) async fn bench(options: BenchOptions) -> anyhow::Result<()> {
         eprint!("{line}");
         report.push_str(&line);
     }
+    if options.wants("console") {
+        let (runs, renders) = if options.quick { (100, 5) } else { (1000, 20) };
+        let (timings, filled) = console_workload(runs, renders)
+            .await
+            .context("the console benchmark failed")?;
+        let mut section = format!(
+            "\nConsole pages (SQLite; {runs} finished runs of a 100-task DAG, 10 layers of 10, filled in {:.1} s; each page rendered {renders} times in this process through the router with `oneshot`, after one warm-up; time to the whole body):\n\n| page | path | median ms | max ms | KiB |\n|---|---|---|---|---|\n",
+            filled.as_secs_f64()
+        );
+        for timing in &timings {
+            let _ = writeln!(
+                section,
+                "| {} | `{}` | {:.2} | {:.2} | {:.1} |",
+                timing.name,
+                timing.path,
+                percentile(&timing.times_ms, 0.5),
+                percentile(&timing.times_ms, 1.0),
+                timing.bytes as f64 / 1024.0
+            );
+        }
+        if let Some(slowest) = timings
+            .iter()
+            .max_by(|a, b| percentile(&a.times_ms, 1.0).total_cmp(&percentile(&b.times_ms, 1.0)))
+        {
+            let _ = writeln!(
+                section,
+                "\nSlowest: {}, {:.2} ms at worst.",
+                slowest.name,
+                percentile(&slowest.times_ms, 1.0)
+            );
+        }
+        eprint!("{section}");
+        report.push_str(&section);
+    }
     println!("{report}");
     if let Some(path) = options.output.filter(|_| !options.quick) {
         append(&path, &report)?;
@@ -812,4 +869,253 @@ async fn blob_round_trip(size: u64) -> anyhow::Result<(f64, f64, u64)> {
         .context("failed to read the blob back")?;
     let get = started.elapsed().as_secs_f64();
     Ok((put, get, peak_kb(std::process::id())))
+}
+
+/// The console pages the `console` workload renders, by name and path, for a DAG `dag_id`, its
+/// run `run_id` and the task `task_id` of that run.
+fn console_pages(dag_id: &str, run_id: i64, task_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DAGs list", "/dags".to_owned()),
+        ("DAG graph", format!("/dags/{dag_id}")),
+        ("DAG grid", format!("/dags/{dag_id}?view=grid")),
+        ("DAG source", format!("/dags/{dag_id}?view=source")),
+        ("run", format!("/runs/{run_id}")),
+        ("run live fragment", format!("/runs/{run_id}/live")),
+        ("task", format!("/runs/{run_id}/tasks/{task_id}")),
+        ("workers", "/workers".to_owned()),
+        ("artifacts", "/artifacts".to_owned()),
+        ("models", "/models".to_owned()),
+    ]
+}
+
+/// One console page's render times.
+#[derive(Debug, Clone)]
+struct PageTiming {
+    name: &'static str,
+    path: String,
+    times_ms: Vec<f64>,
+    bytes: usize,
+}
+
+/// The `console` workload's DAG: `layers` layers of `width` `noop` tasks, each task after up to
+/// three of the layer before, so the graph view lays out real crossings.
+fn layered_dag(dag_id: &str, layers: usize, width: usize, max_active_runs: usize) -> String {
+    let mut text = format!("id = \"{dag_id}\"\nmax_active_runs = {max_active_runs}\n");
+    for layer in 0..layers {
+        for index in 0..width {
+            let up: Vec<String> = if layer == 0 {
+                Vec::new()
+            } else {
+                let mut ups: Vec<String> = (0..3)
+                    .map(|k| format!("t{}_{}", layer - 1, (index + k * 3) % width))
+                    .collect();
+                ups.sort();
+                ups.dedup();
+                ups
+            };
+            text.push_str(&task(
+                &format!("t{layer}_{index}"),
+                Plugin::Noop,
+                false,
+                &up,
+            ));
+        }
+    }
+    text
+}
+
+/// Fills a fresh SQLite store with `runs` finished runs of a 100-task layered DAG, then renders
+/// every console page `renders` times through the router, in process (after one warm-up each,
+/// so the first render's one-off costs are not counted). Answers the timings and how long
+/// filling the store took.
+///
+/// The runs are real: triggered through the scheduler, their tasks claimed and completed
+/// through the store as a worker would (one log line each), a batch of runs at a time.
+async fn console_workload(
+    runs: usize,
+    renders: usize,
+) -> anyhow::Result<(Vec<PageTiming>, Duration)> {
+    use kiln_engine::execution::{ExecutionApi as _, ExecutionService, Registration};
+    use kiln_engine::scheduler::Scheduler;
+    use kiln_engine::store::{
+        AttemptResult, ClaimParams, Completion, CompletionOutcome, LogUpload, RunFilter,
+        TriggerKind,
+    };
+    use tower::ServiceExt as _;
+
+    const DAG_ID: &str = "console";
+    const LAYERS: usize = 10;
+    const WIDTH: usize = 10;
+    const WORKER: &str = "bench-console";
+    // Runs triggered before their tasks are driven to the end: a few runs in flight at once, as
+    // on a busy server, without one claim scanning every run's tasks.
+    const BATCH: usize = 50;
+
+    let filling = Instant::now();
+    let dir = tempfile::tempdir().context("failed to create a temporary directory")?;
+    let dags_dir = dir.path().join("dags");
+    std::fs::create_dir(&dags_dir).context("failed to create the DAG folder")?;
+    std::fs::write(
+        dags_dir.join("console.toml"),
+        layered_dag(DAG_ID, LAYERS, WIDTH, BATCH),
+    )
+    .context("failed to write the DAG file")?;
+    let store = connect(&format!(
+        "sqlite://{}",
+        dir.path().join("kiln.db").display()
+    ))
+    .await
+    .context("failed to open the SQLite store")?;
+    store
+        .migrate()
+        .await
+        .context("failed to migrate the SQLite store")?;
+    let scheduler = std::sync::Arc::new(Scheduler::new(
+        store.clone(),
+        kiln_tasks::builtin_registry(),
+        dags_dir,
+        "bench".to_owned(),
+    ));
+    let report = scheduler
+        .sync_dags()
+        .await
+        .context("failed to load the benchmark DAG")?;
+    if let Some((path, problem)) = report.failed.first() {
+        bail!("the benchmark DAG {path} did not load: {problem}");
+    }
+    let execution = std::sync::Arc::new(ExecutionService::new(
+        scheduler.clone(),
+        Duration::from_secs(60),
+    ));
+    // One live worker, so the workers page lists something.
+    execution
+        .register(&Registration {
+            worker_id: WORKER.to_owned(),
+            queues: vec!["default".to_owned()],
+            concurrency: 32,
+            hostname: "bench".to_owned(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .await
+        .context("failed to register the benchmark worker")?;
+
+    let claim = |now| ClaimParams {
+        worker_id: WORKER.to_owned(),
+        queues: vec!["default".to_owned()],
+        limit: 1000,
+        lease: Duration::from_secs(60),
+        now,
+    };
+    let mut triggered = 0;
+    let mut last_run = 0;
+    while triggered < runs {
+        let batch = BATCH.min(runs - triggered);
+        for _ in 0..batch {
+            last_run = scheduler
+                .trigger(DAG_ID, &serde_json::Map::new(), TriggerKind::Manual)
+                .await
+                .context("failed to trigger a run")?
+                .id;
+        }
+        triggered += batch;
+        let mut claimed = store
+            .task_claim(&claim(now_micros()))
+            .await
+            .context("failed to claim tasks")?;
+        while !claimed.is_empty() {
+            let completions: Vec<Completion> = claimed
+                .iter()
+                .map(|task| Completion {
+                    task_instance_id: task.task_instance_id,
+                    fence: task.fence,
+                    result: AttemptResult::success(serde_json::json!({})),
+                })
+                .collect();
+            let logs: Vec<LogUpload> = claimed
+                .iter()
+                .map(|task| LogUpload {
+                    task_instance_id: task.task_instance_id,
+                    try_number: task.try_number,
+                    seq: 0,
+                    chunk: format!("{} ran\n", task.task_id),
+                })
+                .collect();
+            let now = now_micros();
+            let (outcomes, next) = store
+                .task_complete_and_claim(&completions, &logs, Some(&claim(now)), now)
+                .await
+                .context("failed to complete tasks")?;
+            if let Some(refused) = outcomes
+                .iter()
+                .find(|outcome| !matches!(outcome, Ok(CompletionOutcome::Succeeded)))
+            {
+                bail!("a benchmark task did not succeed: {refused:?}");
+            }
+            claimed = next;
+        }
+    }
+    let finished = store
+        .run_list(&RunFilter {
+            dag_id: Some(DAG_ID.to_owned()),
+            state: Some(RunState::Success),
+            limit: Some(u32::try_from(runs).unwrap_or(u32::MAX)),
+        })
+        .await
+        .context("failed to list the runs")?
+        .len();
+    if finished != runs {
+        bail!("{finished} of {runs} benchmark runs succeeded");
+    }
+    let filled = filling.elapsed();
+
+    let state = kiln_web::AppState {
+        execution,
+        worker_token: "bench".into(),
+        api_token: None,
+        console: kiln_web::ConsoleConfig::default(),
+        models: Default::default(),
+    };
+    let app = kiln_web::app(state);
+    let last_task = format!("t{}_{}", LAYERS - 1, WIDTH - 1);
+    let mut timings = Vec::new();
+    for (name, path) in console_pages(DAG_ID, last_run, &last_task) {
+        let mut timing = PageTiming {
+            name,
+            path,
+            times_ms: Vec::with_capacity(renders),
+            bytes: 0,
+        };
+        for render in 0..=renders {
+            let request = axum::http::Request::get(&timing.path)
+                .body(axum::body::Body::empty())
+                .context("failed to build a console request")?;
+            let started = Instant::now();
+            let response = app
+                .clone()
+                .oneshot(request)
+                .await
+                .with_context(|| format!("GET {} failed", timing.path))?;
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 64 << 20)
+                .await
+                .with_context(|| format!("failed to read the body of {}", timing.path))?;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            if !status.is_success() {
+                bail!(
+                    "GET {} answered {status}: {}",
+                    timing.path,
+                    String::from_utf8_lossy(&body[..body.len().min(500)])
+                );
+            }
+            // The first render warms caches (the DAG's plan, SQLite's pages) and is not counted.
+            if render > 0 {
+                timing.times_ms.push(elapsed);
+            }
+            timing.bytes = body.len();
+        }
+        timings.push(timing);
+    }
+    drop(app);
+    Ok((timings, filled))
 }

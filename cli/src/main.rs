@@ -192,7 +192,7 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Measure the benchmark workloads (W1–W5, idle) against real server and worker processes.
+    /// Measure the benchmark workloads (W1–W5, idle, artifacts, console) against real server and worker processes.
     Bench {
         /// Small sizes and one repetition, for CI; prints only.
         #[arg(long)]
@@ -210,7 +210,7 @@ enum Command {
         /// Repetitions per workload (the median is reported).
         #[arg(long, default_value_t = 3)]
         repetitions: usize,
-        /// Only these workloads: W1 … W5, idle, artifacts (repeatable; default all).
+        /// Only these workloads: W1 … W5, idle, artifacts, console (repeatable; default all).
         #[arg(long)]
         only: Vec<String>,
         /// Only these plugins: noop, command (repeatable; default both).

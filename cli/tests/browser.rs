@@ -1,6 +1,8 @@
 //! The console in a real browser: `kiln standalone` serves it, and `browser/console.mjs` drives
 //! Debian's Chromium through it (headless, with playwright-core), clicking as a person would and
-//! saving a screenshot of each page under `target/screenshots/`.
+//! saving a screenshot of each page under `target/screenshots/`. Besides two small DAGs of its
+//! own it serves the ML demo (`dags/wine_quality.toml` on `data/winequality-red.csv`), whose
+//! model the script then tries in the console.
 //!
 //! It needs `/usr/bin/chromium`, `node` and the script's node modules, which `.ci/run` installs
 //! and names in `KILN_BROWSER_NODE_MODULES`. Without them the test says SKIPPED, or fails under
@@ -135,12 +137,21 @@ struct Standalone {
 }
 
 impl Standalone {
-    fn start(dags: &[(&str, &str)]) -> Standalone {
+    /// Writes `dags` into `dags/` and copies the `data` files into `data/` beside it, where DAGs
+    /// find them as `$KILN_DAGS_DIR/../data/`; kiln keeps its own state in `kiln/`.
+    fn start(dags: &[(&str, &str)], data: &[&Path]) -> Standalone {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let dags_dir = dir.path().join("dags");
         std::fs::create_dir(&dags_dir).expect("the DAG folder is created");
         for (name, text) in dags {
             std::fs::write(dags_dir.join(name), text).expect("a DAG file is written");
+        }
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).expect("the data folder is created");
+        for file in data {
+            let name = file.file_name().expect("a data file has a name");
+            std::fs::copy(file, data_dir.join(name))
+                .unwrap_or_else(|error| panic!("cannot copy {}: {error}", file.display()));
         }
         let listen = format!("127.0.0.1:{}", free_port());
         let mut command = Command::new(kiln());
@@ -149,7 +160,7 @@ impl Standalone {
             // Absolute: with a relative data directory, `command` tasks get output paths that do
             // not resolve from their own working directory.
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.path().join("kiln"))
             .arg("--dags")
             .arg(&dags_dir)
             .arg("standalone")
@@ -212,7 +223,20 @@ fn the_console_works_in_a_real_browser() {
     std::fs::create_dir_all(&screenshots).unwrap_or_else(|error| {
         panic!("cannot create {}: {error}", screenshots.display());
     });
-    let standalone = Standalone::start(&[("handoff.toml", HANDOFF), ("greet.toml", GREET)]);
+    // The ML demo as shipped: its DAG file, and the CSV it ingests.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the kiln crate sits in the workspace");
+    let wine = std::fs::read_to_string(repo.join("dags/wine_quality.toml"))
+        .expect("dags/wine_quality.toml is readable");
+    let standalone = Standalone::start(
+        &[
+            ("handoff.toml", HANDOFF),
+            ("greet.toml", GREET),
+            ("wine_quality.toml", &wine),
+        ],
+        &[&repo.join("data/winequality-red.csv")],
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.mjs");
     let started = Instant::now();
     let output = Command::new("node")
