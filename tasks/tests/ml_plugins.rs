@@ -166,6 +166,13 @@ async fn process_dedupes_derives_fills_standardizes_and_splits() {
     // 6 rows, one duplicate, one filtered out: 4 rows; a quarter (1) goes to test.
     assert_eq!(output.summary["train"]["rows"], 3);
     assert_eq!(output.summary["test"]["rows"], 1);
+    let preview = &output.outputs["train"].metadata.as_ref().unwrap()["preview"];
+    assert_eq!(
+        preview["columns"],
+        serde_json::json!(["alcohol", "acidity", "good"])
+    );
+    assert_eq!(preview["total_rows"], 3);
+    assert_eq!(preview["rows"].as_array().unwrap().len(), 3);
     let stats = output.outputs["train"].dataset.clone().unwrap();
     let columns: Vec<String> = stats
         .columns

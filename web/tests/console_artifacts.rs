@@ -559,6 +559,38 @@ async fn without_an_artifact_store_a_version_has_no_preview() {
 }
 
 #[tokio::test]
+async fn a_parquet_version_shows_the_preview_its_writer_stored() {
+    let harness = harness(true).await;
+    let blob = harness.blob(b"PAR1 not really parquet").await;
+    harness
+        .store
+        .artifact_publish(
+            &PublishParams {
+                name: "table".to_owned(),
+                kind: ArtifactKind::Dataset,
+                blob,
+                media_type: "application/vnd.apache.parquet".to_owned(),
+                dataset: None,
+                metadata: Some(serde_json::json!({ "preview": {
+                    "columns": ["alcohol", "good"],
+                    "rows": [["9.4", "0"], ["11.2", "1"]],
+                    "total_rows": 1087,
+                } })),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let page = get(&harness, "/artifacts/table/1").await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.assert_has(&[
+        "<th>alcohol</th>",
+        "<td>11.2</td>",
+        "The first 2 rows of 1087, as the task that wrote this version recorded them.",
+    ]);
+}
+
+#[tokio::test]
 async fn a_version_page_draws_its_lineage_both_ways() {
     let harness = harness(true).await;
     let run = harness.run_pipeline(&people(2, "x"), 2, T0).await;

@@ -663,7 +663,7 @@ fn run_steps(
                 path: path.clone(),
                 media_type: Some(PARQUET.to_owned()),
                 dataset: Some(stats_of(&part)),
-                metadata: None,
+                metadata: Some(serde_json::json!({ "preview": preview_of(&part) })),
             },
         );
     }
@@ -708,4 +708,34 @@ pub fn stats_of(frame: &DataFrame) -> DatasetStats {
             .collect(),
         rows: frame.height() as u64,
     }
+}
+
+/// Rows a dataset's stored preview keeps.
+const PREVIEW_ROWS: usize = 20;
+
+/// The first rows of a dataset as text, for the console, which reads no Parquet itself.
+fn preview_of(frame: &DataFrame) -> serde_json::Value {
+    let head = frame.head(Some(PREVIEW_ROWS));
+    let columns: Vec<String> = head
+        .get_column_names()
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    let cells: Vec<Vec<String>> = head
+        .columns()
+        .iter()
+        .map(|column| {
+            (0..head.height())
+                .map(|row| match column.get(row) {
+                    Ok(polars::prelude::AnyValue::Null) | Err(_) => String::new(),
+                    Ok(polars::prelude::AnyValue::String(text)) => text.to_owned(),
+                    Ok(value) => value.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    let rows: Vec<Vec<String>> = (0..head.height())
+        .map(|row| cells.iter().map(|column| column[row].clone()).collect())
+        .collect();
+    serde_json::json!({ "columns": columns, "rows": rows, "total_rows": frame.height() })
 }

@@ -346,6 +346,11 @@ async fn preview(state: &AppState, record: &ArtifactVersionRecord) -> Markup {
         .trim()
         .to_ascii_lowercase();
     if essence != "text/csv" {
+        // Writers of binary formats (Parquet from `process`) may keep a preview in the
+        // version's metadata, so the console needs no Parquet reader.
+        if let Some(stored) = stored_preview(record) {
+            return stored;
+        }
         return html! {
             p.muted { "No preview is available for " code { (record.media_type) } "; use the download link." }
         };
@@ -392,6 +397,50 @@ async fn preview(state: &AppState, record: &ArtifactVersionRecord) -> Markup {
             }
         }
     }
+}
+
+/// The preview a writer stored in the version's metadata: `{"preview": {"columns": [...],
+/// "rows": [[...]], "total_rows": N}}`, cells as text.
+fn stored_preview(record: &ArtifactVersionRecord) -> Option<Markup> {
+    let preview = record.metadata.as_ref()?.get("preview")?;
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let columns: Vec<String> = preview
+        .get("columns")?
+        .as_array()?
+        .iter()
+        .map(text)
+        .collect();
+    let rows: Vec<Vec<String>> = preview
+        .get("rows")?
+        .as_array()?
+        .iter()
+        .take(PREVIEW_ROWS)
+        .filter_map(|row| row.as_array().map(|cells| cells.iter().map(text).collect()))
+        .collect();
+    let total = preview
+        .get("total_rows")
+        .and_then(serde_json::Value::as_u64);
+    Some(html! {
+        div.scroll {
+            table.preview {
+                thead { tr { @for cell in &columns { th { (shorten(cell, CELL_CHARS)) } } } }
+                tbody {
+                    @for row in &rows {
+                        tr { @for cell in row { td { (shorten(cell, CELL_CHARS)) } } }
+                    }
+                }
+            }
+        }
+        p.muted {
+            "The first " (rows.len()) " rows"
+            @if let Some(total) = total { " of " (total) }
+            ", as the task that wrote this version recorded them."
+        }
+    })
 }
 
 /// The first [`PREVIEW_BYTES`] of a version's blob, and whether that is all of it. A blob that
