@@ -1075,6 +1075,7 @@ async fn console_workload(
         api_token: None,
         console: kiln_web::ConsoleConfig::default(),
         models: Default::default(),
+        mlflow: None,
     };
     let app = kiln_web::app(state);
     let last_task = format!("t{}_{}", LAYERS - 1, WIDTH - 1);

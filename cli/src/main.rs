@@ -6,11 +6,13 @@
 mod artifacts;
 mod bench;
 mod dags;
+mod mlflow;
 mod models;
 mod ops;
 mod remote;
 mod server;
 mod standalone;
+mod tasks_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +83,31 @@ impl ConsoleArgs {
     }
 }
 
+/// Where runs are mirrored to MLflow (`kiln server` and `kiln standalone`).
+#[derive(Debug, clap::Args)]
+struct MlflowArgs {
+    /// Mirror runs, training and evaluation attempts and the model registry to this MLflow
+    /// tracking server (credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
+    /// MLFLOW_TRACKING_PASSWORD).
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    mlflow_tracking_uri: Option<String>,
+    /// MLflow's address as a browser reaches it, for the console's links (default: the
+    /// tracking URI; set it when the server reaches MLflow by another name, as in Docker).
+    #[arg(long, env = "KILN_MLFLOW_UI_URL")]
+    mlflow_ui_url: Option<String>,
+}
+
+impl MlflowArgs {
+    fn options(self) -> server::MlflowOptions {
+        server::MlflowOptions {
+            tracking_uri: self
+                .mlflow_tracking_uri
+                .filter(|uri| !uri.trim().is_empty()),
+            ui_url: self.mlflow_ui_url.filter(|url| !url.trim().is_empty()),
+        }
+    }
+}
+
 /// Written out so the passwords never reach a log or an error message.
 impl std::fmt::Debug for ConsoleArgs {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,11 +164,8 @@ enum Command {
         lease: std::time::Duration,
         #[command(flatten)]
         console: ConsoleArgs,
-        /// Mirror runs, training and evaluation attempts and the model registry to this MLflow
-        /// tracking server (credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
-        /// MLFLOW_TRACKING_PASSWORD).
-        #[arg(long, env = "MLFLOW_TRACKING_URI")]
-        mlflow_tracking_uri: Option<String>,
+        #[command(flatten)]
+        mlflow: MlflowArgs,
     },
     /// Run a worker that claims tasks from a server and runs them.
     Worker {
@@ -180,6 +204,8 @@ enum Command {
         lease: std::time::Duration,
         #[command(flatten)]
         console: ConsoleArgs,
+        #[command(flatten)]
+        mlflow: MlflowArgs,
     },
     /// Trigger a run through the server.
     Trigger {
@@ -235,6 +261,17 @@ enum Command {
         /// Follow lineage towards what was made from the version.
         #[arg(long)]
         downstream: bool,
+    },
+    /// The MLflow mirror's outbox: what is waiting to reach MLflow, and retrying what was
+    /// given up on.
+    Mlflow {
+        #[command(subcommand)]
+        command: mlflow::MlflowCommand,
+    },
+    /// Run a task plugin once on local files, outside the scheduler.
+    Tasks {
+        #[command(subcommand)]
+        command: tasks_run::TasksCommand,
     },
     /// Print a task's log.
     Logs {
@@ -354,7 +391,7 @@ fn main() -> ExitCode {
             worker_token,
             lease,
             console,
-            mlflow_tracking_uri,
+            mlflow,
         } => {
             let options = server::ServerOptions {
                 listen,
@@ -362,7 +399,7 @@ fn main() -> ExitCode {
                 api_token: cli.api_token.clone(),
                 lease,
                 console: console.config(),
-                mlflow_tracking_uri,
+                mlflow: mlflow.options(),
             };
             block_on(server::server(&database, &cli.dags, options))
         }
@@ -393,6 +430,7 @@ fn main() -> ExitCode {
             concurrency,
             lease,
             console,
+            mlflow,
         } => {
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
@@ -402,6 +440,7 @@ fn main() -> ExitCode {
                 concurrency,
                 lease,
                 console: console.config(),
+                mlflow: mlflow.options(),
             };
             block_on(standalone::standalone(&database, &cli.dags, options))
         }
@@ -428,10 +467,14 @@ fn main() -> ExitCode {
         }
         Command::Artifacts { command } => block_on(artifacts::run(command, &database)),
         Command::Models { command } => block_on(models::run(command, &database)),
+        Command::Mlflow { command } => block_on(mlflow::run(command, &database)),
         Command::Lineage {
             artifact,
             downstream,
         } => block_on(artifacts::lineage(&database, &artifact, downstream)),
+        Command::Tasks { command } => {
+            tasks_run::run(command, &cli.dags).map(|()| ExitCode::SUCCESS)
+        }
         Command::Logs {
             run,
             task,

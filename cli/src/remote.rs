@@ -95,6 +95,9 @@ fn print_tasks(detail: &kiln_web::wire::RunDetail) {
         "run {} of `{}`: {}",
         detail.run.id, detail.run.dag_id, detail.run.state
     );
+    if let Some(mlflow) = &detail.mlflow {
+        println!("  MLflow: {}", mlflow.url);
+    }
     println!(
         "  {:<24} {:<16} {:>5}  {:>10}  ERROR",
         "TASK", "STATE", "TRIES", "DURATION"
@@ -119,6 +122,9 @@ fn print_tasks(detail: &kiln_web::wire::RunDetail) {
             duration,
             error
         );
+        if let Some(mlflow) = &task.mlflow {
+            println!("  {:<24} MLflow: {}", "", mlflow.url);
+        }
     }
 }
 

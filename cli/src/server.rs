@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_engine::execution::ExecutionService;
-use kiln_engine::mlflow::{MlflowClient, MlflowConfig, Sender};
+use kiln_engine::mlflow::{MlflowClient, MlflowConfig, MlflowLinks, Sender};
 use kiln_engine::scheduler::Scheduler;
 use kiln_engine::worker::{WorkerConfig, hostname, run_worker};
 use kiln_web::client::ExecutionClient;
@@ -25,9 +25,18 @@ pub(crate) struct ServerOptions {
     pub(crate) lease: Duration,
     /// Whether the console is served, and its passwords (its `Debug` hides them).
     pub(crate) console: ConsoleConfig,
-    /// The MLflow tracking server the runs are mirrored to, if any (credentials come from the
+    /// Where runs are mirrored to MLflow, if anywhere.
+    pub(crate) mlflow: MlflowOptions,
+}
+
+/// The MLflow mirror's settings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MlflowOptions {
+    /// The tracking server the runs are mirrored to, if any (credentials come from the
     /// environment, never from here).
-    pub(crate) mlflow_tracking_uri: Option<String>,
+    pub(crate) tracking_uri: Option<String>,
+    /// MLflow's address for a browser (the console's links); the tracking URI when unset.
+    pub(crate) ui_url: Option<String>,
 }
 
 /// A server that is up: where it listens, and its execution service (standalone needs it to
@@ -53,11 +62,7 @@ pub(crate) async fn start_server(
     }
     let store = database.open().await?;
     let holder = format!("server-{}-{}", hostname(), std::process::id());
-    let mlflow_sender = match options
-        .mlflow_tracking_uri
-        .as_deref()
-        .filter(|uri| !uri.is_empty())
-    {
+    let mlflow_sender = match options.mlflow.tracking_uri.as_deref() {
         Some(uri) => {
             let config = MlflowConfig::from_env(uri).context(
                 "failed to configure MLflow tracking (--mlflow-tracking-uri, MLFLOW_TRACKING_URI)",
@@ -98,6 +103,11 @@ pub(crate) async fn start_server(
         api_token: options.api_token.map(Into::into),
         console: options.console,
         models: Default::default(),
+        mlflow: options.mlflow.tracking_uri.as_deref().map(|uri| {
+            Arc::new(MlflowLinks::new(
+                options.mlflow.ui_url.as_deref().unwrap_or(uri),
+            ))
+        }),
     };
     state.console.check_listen(options.listen).context(
         "the console needs a password here: set --console-password (KILN_CONSOLE_PASSWORD), listen on loopback, or pass --no-console",

@@ -26,6 +26,7 @@ pub(crate) struct StandaloneOptions {
     pub(crate) concurrency: usize,
     pub(crate) lease: Duration,
     pub(crate) console: kiln_web::ConsoleConfig,
+    pub(crate) mlflow: crate::server::MlflowOptions,
 }
 
 pub(crate) async fn standalone(
@@ -43,7 +44,7 @@ pub(crate) async fn standalone(
             .filter(|token| !token.is_empty()),
         lease: options.lease,
         console: options.console,
-        mlflow_tracking_uri: None,
+        mlflow: options.mlflow.clone(),
     };
     let server = start_server(database, dags_dir, server_options, shutdown.clone()).await?;
     let url = format!("http://{}", server.address);
@@ -54,6 +55,9 @@ pub(crate) async fn standalone(
     );
     eprintln!("  trigger a run:  kiln trigger hello --wait");
     eprintln!("  REST API:       curl {url}/api/v1/dags");
+    if let Some(uri) = &options.mlflow.tracking_uri {
+        eprintln!("  MLflow:         runs and models mirrored to {uri}");
+    }
 
     let supervisor = Supervisor {
         executable: std::env::current_exe().context("failed to find the kiln executable")?,
@@ -85,6 +89,24 @@ impl Supervisor {
     fn spawn(&self, slot: usize, generation: u32) -> anyhow::Result<(String, Child)> {
         let worker_id = format!("standalone-{slot}-{generation}");
         let mut command = Command::new(&self.executable);
+        let supervisor = std::process::id();
+        // SAFETY: between fork and exec the closure only makes async-signal-safe calls
+        // (prctl, getppid, _exit) and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                // A worker whose standalone was killed (even with SIGKILL, which leaves no
+                // time to stop children) is told to stop too, instead of retrying a server
+                // that is gone forever.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The supervisor died before the line above: nobody would send the signal.
+                if libc::getppid() as u32 != supervisor {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
         if let Some(config) = &self.artifacts_config {
             command.arg("--artifacts-config").arg(config);
         }

@@ -8,26 +8,12 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 mod s3;
 
-use std::io::Write;
 use std::time::Duration;
 
 use kiln_engine::state::RunState;
 use kiln_engine::store::LineageDirection;
-use support::Cluster;
-
-/// Says SKIPPED where the test runner does not capture it, or fails when services are required
-/// (the S3 helper shared with the engine's tests calls this).
-fn skip(test: &str, service: &str, variable: &str) {
-    if std::env::var("KILN_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
-        panic!("{test}: {service} is required (KILN_REQUIRE_SERVICES=1) but {variable} is not set");
-    }
-    // Straight to the process's stderr: the test harness captures `eprintln!`.
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(
-        stderr,
-        "SKIPPED {test}: no {service} ({variable} is not set)"
-    );
-}
+// The S3 helper shared with the engine's tests calls `super::skip`.
+use support::{Cluster, skip};
 
 /// `produce` writes a small table; `consume` upper-cases it into its own output and prints it.
 const PIPELINE: &str = r#"

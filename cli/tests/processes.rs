@@ -442,3 +442,51 @@ fn standalone_runs_hello_from_an_empty_directory() {
         "worker processes outlived standalone: {leftovers:?}"
     );
 }
+
+/// The children of `pid`, from `/proc` (their parent pid is the fourth field of `stat`).
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name in parentheses may hold spaces: read after it.
+                    let after = &stat[stat.rfind(')')? + 2..];
+                    after.split(' ').nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Gone, or a zombie waiting for whoever adopted it to reap it.
+fn exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|end| stat.get(end + 2..end + 3))
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
+}
+
+#[test]
+fn workers_stop_when_standalone_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dags")).unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let mut standalone = support::start_standalone(dir.path(), &listen, &[]);
+    let workers = children_of(standalone.pid());
+    assert_eq!(workers.len(), 2, "{}", standalone.output());
+    // SIGKILL leaves standalone no time to stop its children itself.
+    standalone.signal(libc::SIGKILL);
+    standalone.wait_exit(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !workers.iter().all(|worker| exited(*worker)) {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned workers still running: {workers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -5,84 +5,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use kiln_engine::state::RunState;
-use support::{Process, free_port, kiln};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn get(url: &str) -> serde_json::Value {
-    support::Cluster::runtime().block_on(async {
-        let response = http().get(url).send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "GET {url}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
-    })
-}
-
-fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    support::Cluster::runtime().block_on(async {
-        let response = http().post(url).json(&body).send().await.unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
-    })
-}
-
-/// Triggers the demo and waits for it to end; answers the run's detail.
-fn run_demo(base: &str, standalone: &Process) -> serde_json::Value {
-    let (status, run) = post(
-        &format!("{base}/api/v1/dags/wine_quality/runs"),
-        serde_json::json!({}),
-    );
-    assert!(status < 300, "trigger: {status} {run}");
-    let run_id = run["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let detail = get(&format!("{base}/api/v1/runs/{run_id}"));
-        let state: RunState = serde_json::from_value(detail["run"]["state"].clone()).unwrap();
-        if state.is_final() {
-            assert_eq!(
-                state,
-                RunState::Success,
-                "{detail:#}\n{}",
-                standalone.output()
-            );
-            return detail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not finish: {detail:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use support::{
+    copy_dir, free_port, get_json as get, post_json as post, repo, run_to_success, start_standalone,
+};
 
 #[test]
 fn the_wine_demo_deploys_a_model_that_answers_and_traces_back_to_the_csv() {
@@ -96,24 +23,10 @@ fn the_wine_demo_deploys_a_model_that_answers_and_traces_back_to_the_csv() {
     copy_dir(&repo().join("data"), &dir.path().join("data"));
     let listen = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{listen}");
-    let mut command = std::process::Command::new(kiln());
-    command
-        .current_dir(dir.path())
-        .args(["standalone", "--listen", &listen, "--workers", "2"])
-        .env_remove("KILN_API_TOKEN");
-    let standalone = Process::spawn(command);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !standalone.output().contains("Worker registered") {
-        assert!(
-            Instant::now() < deadline,
-            "standalone did not start:\n{}",
-            standalone.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let standalone = start_standalone(dir.path(), &listen, &[]);
 
     let started = Instant::now();
-    let first = run_demo(&base, &standalone);
+    let first = run_to_success(&base, "wine_quality", &standalone);
     let first_seconds = started.elapsed().as_secs_f64();
     let tasks = first["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 6);
@@ -165,7 +78,7 @@ fn the_wine_demo_deploys_a_model_that_answers_and_traces_back_to_the_csv() {
 
     // Unchanged data and params: every cacheable step is a cache hit.
     let started = Instant::now();
-    let second = run_demo(&base, &standalone);
+    let second = run_to_success(&base, "wine_quality", &standalone);
     let second_seconds = started.elapsed().as_secs_f64();
     for task in second["tasks"].as_array().unwrap() {
         let task_id = task["task_id"].as_str().unwrap();
@@ -189,18 +102,9 @@ fn the_wine_demo_deploys_a_model_that_answers_and_traces_back_to_the_csv() {
     }
     let model = get(&format!("{base}/api/v1/models/wine_quality"));
     assert_eq!(model["version"], 1, "a cache hit deploys the same version");
-    let metrics = support::Cluster::runtime().block_on(async {
-        http()
-            .get(format!(
-                "{base}/api/v1/artifacts/wine_quality.evaluate.metrics/versions/latest/content"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    });
+    let metrics = get(&format!(
+        "{base}/api/v1/artifacts/wine_quality.evaluate.metrics/versions/latest/content"
+    ));
     let candidate = |name: &str| {
         metrics["candidates"][name]["metrics"]["accuracy"]
             .as_f64()

@@ -307,6 +307,28 @@ impl std::fmt::Debug for ExecutionService {
     }
 }
 
+/// A claim registered with the scheduler while it waits for work; withdrawn when dropped (a
+/// worker's connection closing drops its claim mid-wait).
+struct WaitingClaim<'a> {
+    scheduler: &'a Scheduler,
+    ticket: Option<u64>,
+}
+
+impl WaitingClaim<'_> {
+    /// Withdraws the claim; false if a trigger took it first.
+    fn withdraw(&mut self) -> bool {
+        self.ticket
+            .take()
+            .is_some_and(|ticket| self.scheduler.claim_wait_withdraw(ticket))
+    }
+}
+
+impl Drop for WaitingClaim<'_> {
+    fn drop(&mut self) {
+        self.withdraw();
+    }
+}
+
 fn server_error(error: SchedulerError) -> ApiError {
     tracing::error!(message = "Execution API call failed.", %error);
     ApiError::Server(error.to_string())
@@ -361,12 +383,34 @@ impl ExecutionApi for ExecutionService {
             if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(claimed);
             }
+            // A trigger claims for the waiting workers in its own transaction; the guard
+            // withdraws this claim if the worker goes away while it waits.
+            let (ticket, mut pushed) = self.scheduler.claim_wait(params);
+            let mut waiter = WaitingClaim {
+                scheduler: &self.scheduler,
+                ticket: Some(ticket),
+            };
             // Another server on the same database may queue work this one is not told about;
             // the one-second poll bounds how late such work is noticed.
             tokio::select! {
+                tasks = &mut pushed => {
+                    waiter.ticket = None;
+                    match tasks {
+                        Ok(tasks) if !tasks.is_empty() => return Ok(tasks),
+                        _ => continue,
+                    }
+                }
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(deadline) => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if !waiter.withdraw() {
+                // A trigger took this claim just now: its tasks arrive once it commits.
+                if let Ok(tasks) = pushed.await
+                    && !tasks.is_empty()
+                {
+                    return Ok(tasks);
+                }
             }
         }
     }

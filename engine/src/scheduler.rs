@@ -8,6 +8,8 @@
 //! a time: cron ticks, retry times, lease expiries, timeouts. It sleeps until the earliest of
 //! those (or a wake-up), so an idle scheduler issues a handful of queries every few seconds.
 
+mod completions;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +82,81 @@ pub struct Scheduler {
     holder: String,
     wake: Notify,
     work_available: Arc<Notify>,
+    completions: completions::CompletionQueue,
+    claim_waiters: ClaimWaiters,
+}
+
+/// A worker's claim waiting for work, which a trigger may answer.
+struct ClaimWaiter {
+    ticket: u64,
+    params: ClaimParams,
+    reply: tokio::sync::oneshot::Sender<Vec<ClaimedTask>>,
+}
+
+/// The claims waiting for work, so that a trigger can claim for them in its own transaction
+/// instead of committing first and letting them claim in another (one commit instead of two
+/// before the first task runs).
+#[derive(Default)]
+struct ClaimWaiters {
+    next_ticket: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<Vec<ClaimWaiter>>,
+}
+
+impl ClaimWaiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ClaimWaiter>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(
+        &self,
+        params: ClaimParams,
+    ) -> (u64, tokio::sync::oneshot::Receiver<Vec<ClaimedTask>>) {
+        let ticket = self
+            .next_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        self.lock().push(ClaimWaiter {
+            ticket,
+            params,
+            reply,
+        });
+        (ticket, receiver)
+    }
+
+    fn withdraw(&self, ticket: u64) -> bool {
+        let mut waiting = self.lock();
+        let before = waiting.len();
+        waiting.retain(|waiter| waiter.ticket != ticket);
+        waiting.len() < before
+    }
+
+    /// Takes every waiting claim whose worker still listens.
+    fn take(&self) -> Vec<ClaimWaiter> {
+        let mut waiting = std::mem::take(&mut *self.lock());
+        waiting.retain(|waiter| !waiter.reply.is_closed());
+        waiting
+    }
+}
+
+/// Sends each waiting claim the tasks claimed for it; tasks whose claim went away meanwhile (its
+/// worker's connection closed) are handed back at once rather than left to their lease.
+async fn hand_over(store: &dyn Store, waiting: Vec<ClaimWaiter>, claimed: Vec<Vec<ClaimedTask>>) {
+    for (waiter, tasks) in waiting.into_iter().zip(claimed) {
+        let worker_id = waiter.params.worker_id.clone();
+        if let Err(tasks) = waiter.reply.send(tasks)
+            && !tasks.is_empty()
+        {
+            let running: Vec<(i64, i64)> = tasks
+                .iter()
+                .map(|task| (task.task_instance_id, task.fence))
+                .collect();
+            if let Err(error) = store.task_release(&worker_id, &running, now_micros()).await {
+                tracing::warn!(message = "Could not hand back tasks claimed for a worker that stopped waiting; their leases will expire.", %error);
+            }
+        }
+    }
 }
 
 impl Scheduler {
@@ -98,6 +175,8 @@ impl Scheduler {
             holder,
             wake: Notify::new(),
             work_available: Arc::new(Notify::new()),
+            completions: completions::CompletionQueue::default(),
+            claim_waiters: ClaimWaiters::default(),
         }
     }
 
@@ -216,21 +295,44 @@ impl Scheduler {
         // Two triggers in the same microsecond would share a logical date; the next free one is
         // taken instead.
         for offset in 0..1000 {
-            let created = self
-                .store
-                .run_create(&RunCreateParams {
-                    dag_id: dag_id.to_owned(),
-                    dag_version_id: Some(record.current_version_id),
-                    logical_date: now + offset,
-                    data_interval: None,
-                    trigger,
-                    params: params.clone(),
+            // Created, started and handed to the workers waiting for work in one transaction:
+            // one commit (one wait for the disk on PostgreSQL) before the first tasks run.
+            let waiting = self.claim_waiters.take();
+            let claims: Vec<ClaimParams> = waiting
+                .iter()
+                .map(|waiter| ClaimParams {
                     now,
+                    ..waiter.params.clone()
                 })
-                .await?;
+                .collect();
+            let create = RunCreateParams {
+                dag_id: dag_id.to_owned(),
+                dag_version_id: Some(record.current_version_id),
+                logical_date: now + offset,
+                data_interval: None,
+                trigger,
+                params: params.clone(),
+                now,
+            };
+            // In its own task, so that a caller going away mid-commit (an API client hanging
+            // up) cannot leave tasks claimed for workers that are never told.
+            let store = self.store.clone();
+            let created = tokio::spawn(async move {
+                let created = store.run_trigger(&create, &claims).await?;
+                Ok::<_, StoreError>(match created {
+                    Some((run, claimed)) => {
+                        hand_over(&*store, waiting, claimed).await;
+                        Some(run)
+                    }
+                    // Dropping the waiters tells their claims to look for work themselves.
+                    None => None,
+                })
+            })
+            .await
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))?;
             if let Some(run) = created {
-                self.start_queued_runs().await?;
-                return Ok(self.store.run_get(run.id).await?.unwrap_or(run));
+                self.work_available.notify_waiters();
+                return Ok(run);
             }
         }
         Err(SchedulerError::Invalid(format!(
@@ -338,7 +440,8 @@ impl Scheduler {
 
     /// Applies workers' reports (with their attempts' last log chunks), claims the worker's next
     /// tasks in the same transaction when asked, and wakes waiting workers when downstream tasks
-    /// became ready.
+    /// became ready. Calls arriving while another is being applied share the next transaction
+    /// (see `completions`).
     pub async fn complete(
         &self,
         completions: &[Completion],
@@ -346,12 +449,28 @@ impl Scheduler {
         claim: Option<&ClaimParams>,
     ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), SchedulerError> {
         let (outcomes, claimed) = self
-            .store
-            .task_complete_and_claim(completions, logs, claim, now_micros())
+            .completions
+            .apply(&self.store, completions, logs, claim)
             .await?;
         self.work_available.notify_waiters();
         self.wake.notify_one();
         Ok((outcomes, claimed))
+    }
+
+    /// Registers a worker's claim that found no work, so that the next trigger can claim for
+    /// it in its own transaction. The answer arrives on the receiver (possibly empty: look
+    /// again); withdraw with [`Scheduler::claim_wait_withdraw`] when the wait ends otherwise.
+    pub fn claim_wait(
+        &self,
+        params: ClaimParams,
+    ) -> (u64, tokio::sync::oneshot::Receiver<Vec<ClaimedTask>>) {
+        self.claim_waiters.register(params)
+    }
+
+    /// Withdraws a waiting claim; false if a trigger already took it, in which case its tasks
+    /// are on their way to the receiver.
+    pub fn claim_wait_withdraw(&self, ticket: u64) -> bool {
+        self.claim_waiters.withdraw(ticket)
     }
 
     /// Wakes the loop early (a retry or timeout may now be due sooner).

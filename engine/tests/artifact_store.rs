@@ -64,7 +64,7 @@ fn succeeded(task: &ClaimedTask, outputs: Vec<ProducedOutput>, cache: Option<&st
         task_instance_id: task.task_instance_id,
         fence: task.fence,
         result: AttemptResult::Success {
-            summary: serde_json::json!({}),
+            summary: serde_json::json!({ "accuracy": 0.75 }),
             outputs,
             cache: cache.map(|key| CacheRecord {
                 key: key.to_owned(),
@@ -548,6 +548,11 @@ async fn a_cache_key_finds_the_newest_successful_attempt(db: &TestDb) {
     assert_eq!(hit.outputs.len(), 1);
     assert_eq!(hit.outputs[0].slot, "model");
     assert_eq!(hit.outputs[0].version.label(), "m@1");
+    assert_eq!(
+        hit.summary,
+        Some(serde_json::json!({ "accuracy": 0.75 })),
+        "the reused attempt's figures come with it"
+    );
 
     // A hit reuses the version: no new version, and the attempt records what it reused.
     let second = new_run(store, "pipe", T0 + SECOND).await;

@@ -704,7 +704,58 @@ conformance!(
     trigger_applies_defaults_and_rejects_bad_params,
     backfill_creates_exactly_the_ticks_in_range_once,
     cancel_clear_and_mark_through_the_scheduler,
+    a_trigger_hands_its_first_tasks_to_a_waiting_claim,
 );
+
+/// A worker's claim waiting for work gets a triggered run's first task from the trigger's own
+/// transaction: the task is already running when the trigger answers.
+async fn a_trigger_hands_its_first_tasks_to_a_waiting_claim(db: &TestDb) {
+    use kiln_engine::execution::{ExecutionApi, ExecutionService};
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = Arc::new(scheduler(db, dir.path(), "holder-1"));
+    write_dag(
+        dir.path(),
+        "pair.toml",
+        "id = \"pair\"\n[[tasks]]\nid = \"a\"\nkind = \"noop\"\n[[tasks]]\nid = \"b\"\nkind = \"noop\"\ndepends_on = [\"a\"]\n",
+    );
+    scheduler.sync_dags().await.unwrap();
+    let service = Arc::new(ExecutionService::new(
+        scheduler.clone(),
+        Duration::from_secs(30),
+    ));
+    let waiting = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            service
+                .claim("w1", &["default".to_owned()], 4, Duration::from_secs(20))
+                .await
+        })
+    };
+    // Let the claim find nothing and start waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = scheduler
+        .trigger("pair", &serde_json::Map::new(), TriggerKind::Api)
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&*db.store, run.id).await,
+        "a=running b=scheduled",
+        "claimed in the trigger's transaction"
+    );
+    let claimed = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting claim answers at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].task_id, "a");
+    assert_eq!(claimed[0].run_id, run.id);
+    let reply = service
+        .complete("w1", &[success(&claimed[0])], &[], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.outcomes, vec![Ok(CompletionOutcome::Succeeded)]);
+}
 
 /// How far the claimers have got, and a signal for each completion.
 struct Progress {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use common::{TestDb, dag};
 use kiln_engine::state::{RunState, TaskState};
 use kiln_engine::store::{
-    AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionOutcome, LogUpload,
-    Rejection, RunCreateParams, RunFilter, RunRecord, Store, StoreError, TriggerKind,
+    AttemptResult, Backend, ClaimParams, ClaimedTask, Completion, CompletionBatch,
+    CompletionOutcome, LogUpload, Rejection, RunCreateParams, RunFilter, RunRecord, Store,
+    StoreError, TriggerKind,
 };
 use sqlx::Connection;
 
@@ -952,6 +953,8 @@ conformance!(
     claims_follow_queues_and_priority,
     concurrent_claimers_never_share_a_task,
     crossing_completion_batches_do_not_deadlock,
+    combined_completion_calls_share_one_transaction,
+    a_trigger_claims_for_waiting_workers,
 );
 
 /// Two batches finishing tasks of the same runs in opposite orders, at once, from two
@@ -992,4 +995,172 @@ async fn crossing_completion_batches_do_not_deadlock(db: &TestDb) {
         let done: Vec<Completion> = joins.iter().map(success).collect();
         db.store.task_complete(&done, T0).await.unwrap();
     }
+}
+
+fn claim_params(worker: &str, limit: u32, now: i64) -> ClaimParams {
+    ClaimParams {
+        worker_id: worker.to_owned(),
+        queues: vec!["default".to_owned()],
+        limit,
+        lease: Duration::from_secs(30),
+        now,
+    }
+}
+
+/// A fan-out of 40 whose completions arrive as two workers' calls applied in one transaction:
+/// each call gets its own outcomes and claims, a stale report loses to the current one, and
+/// the join is queued once, by the last of the 40.
+async fn combined_completion_calls_share_one_transaction(db: &TestDb) {
+    let store = &*db.store;
+    let mut text = "id = \"fan\"\n[[tasks]]\nid = \"root\"\nkind = \"noop\"\n".to_owned();
+    let mut all = Vec::new();
+    for index in 0..40 {
+        text.push_str(&format!(
+            "[[tasks]]\nid = \"m{index}\"\nkind = \"noop\"\ndepends_on = [\"root\"]\n"
+        ));
+        all.push(format!("\"m{index}\""));
+    }
+    text.push_str(&format!(
+        "[[tasks]]\nid = \"join\"\nkind = \"noop\"\ndepends_on = [{}]\n",
+        all.join(", ")
+    ));
+    let run = started_run(store, &text).await;
+    let root = claim(store, "w1", 1, T0).await;
+    let logs = vec![LogUpload {
+        task_instance_id: root[0].task_instance_id,
+        try_number: 1,
+        seq: 0,
+        chunk: "root done\n".to_owned(),
+    }];
+    let first_claim = claim_params("w1", 25, T0 + 1);
+    let replies = store
+        .task_complete_batches(
+            &[CompletionBatch {
+                completions: &[success(&root[0])],
+                logs: &logs,
+                claim: Some(&first_claim),
+            }],
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, vec![Ok(CompletionOutcome::Succeeded)]);
+    let first = replies[0].1.clone();
+    assert_eq!(
+        first.len(),
+        25,
+        "all 40 became ready at once; the call claimed 25"
+    );
+    let second = claim(store, "w2", 25, T0 + 1).await;
+    assert_eq!(second.len(), 15);
+    let read = store
+        .log_read(root[0].task_instance_id, 1, -1, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+
+    // Worker 1 reports 24 of its tasks and a stale report for the 25th (an older fence);
+    // worker 2 reports all of its tasks and the 25th with the right fence.
+    let one: Vec<Completion> = first[..24].iter().map(success).collect();
+    let mut one = one;
+    one.push(Completion {
+        fence: first[24].fence - 1,
+        ..success(&first[24])
+    });
+    let mut two: Vec<Completion> = second.iter().map(success).collect();
+    two.push(success(&first[24]));
+    let claim_one = claim_params("w1", 25, T0 + 2);
+    let claim_two = claim_params("w2", 16, T0 + 2);
+    let replies = store
+        .task_complete_batches(
+            &[
+                CompletionBatch {
+                    completions: &one,
+                    logs: &[],
+                    claim: Some(&claim_one),
+                },
+                CompletionBatch {
+                    completions: &two,
+                    logs: &[],
+                    claim: Some(&claim_two),
+                },
+            ],
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 2);
+    assert!(
+        replies[0].0[..24]
+            .iter()
+            .all(|outcome| *outcome == Ok(CompletionOutcome::Succeeded))
+    );
+    assert!(
+        matches!(replies[0].0[24], Err(Rejection::Stale { .. })),
+        "{:?}",
+        replies[0].0[24]
+    );
+    assert!(
+        replies[1]
+            .0
+            .iter()
+            .all(|outcome| *outcome == Ok(CompletionOutcome::Succeeded))
+    );
+    let joins: Vec<&ClaimedTask> = replies.iter().flat_map(|reply| &reply.1).collect();
+    assert_eq!(
+        joins.len(),
+        1,
+        "the join is claimed once, by the first call"
+    );
+    assert_eq!(joins[0].task_id, "join");
+    assert_eq!(replies[0].1.len(), 1);
+    let done = store
+        .task_complete(&[success(joins[0])], T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(done, vec![Ok(CompletionOutcome::Succeeded)]);
+    assert_eq!(run_state(store, run.id).await, RunState::Success);
+}
+
+/// A trigger creates, starts and claims for waiting workers in one transaction; a trigger at a
+/// taken logical date claims nothing.
+async fn a_trigger_claims_for_waiting_workers(db: &TestDb) {
+    let store = &*db.store;
+    let loaded = dag(CHAIN);
+    store.dag_sync(&loaded, T0).await.unwrap();
+    let params = RunCreateParams {
+        dag_id: "chain".to_owned(),
+        dag_version_id: None,
+        logical_date: T0,
+        data_interval: None,
+        trigger: TriggerKind::Api,
+        params: serde_json::json!({}),
+        now: T0,
+    };
+    let claims = [claim_params("w1", 4, T0), claim_params("w2", 4, T0)];
+    let (run, claimed) = store
+        .run_trigger(&params, &claims)
+        .await
+        .unwrap()
+        .expect("the run is new");
+    assert_eq!(run.state, RunState::Running);
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(
+        claimed[0].len(),
+        1,
+        "the first waiting worker gets the root"
+    );
+    assert_eq!(claimed[0][0].task_id, "a");
+    assert!(claimed[1].is_empty());
+    assert_eq!(
+        states(store, run.id).await,
+        "a=running b=scheduled c=scheduled"
+    );
+    assert!(store.run_trigger(&params, &claims).await.unwrap().is_none());
+    let outcome = store
+        .task_complete(&[success(&claimed[0][0])], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![Ok(CompletionOutcome::Succeeded)]);
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
+use kiln_engine::mlflow::MlflowRunLink;
 use kiln_engine::scheduler::to_datetime;
 use kiln_engine::state::{RunState, TaskState};
 use kiln_engine::store::{DagRecord, RunFilter, RunRecord, TaskInstanceRecord, TriggerKind};
@@ -12,8 +13,8 @@ use serde::Deserialize;
 use crate::error::{JsonBody, JsonOrEmpty};
 use crate::wire::{
     ClearRequest, DagDetail, DagList, DagSummary, ImportError, LogChunkView, LogPage, MarkRequest,
-    ParamView, RunDetail, RunList, RunView, TaskDefinitionView, TaskInstanceView, TriggerRequest,
-    time,
+    MlflowRunView, ParamView, RunDetail, RunList, RunView, TaskDefinitionView, TaskInstanceView,
+    TriggerRequest, time,
 };
 use crate::{AppError, AppState};
 
@@ -142,6 +143,15 @@ fn task_view(instance: TaskInstanceRecord) -> TaskInstanceView {
         ended_at: instance.ended_at.map(time),
         duration_seconds,
         error: instance.error,
+        mlflow: None,
+    }
+}
+
+fn mlflow_view(link: MlflowRunLink) -> MlflowRunView {
+    MlflowRunView {
+        experiment_id: link.experiment_id,
+        run_id: link.run_id,
+        url: link.url,
     }
 }
 
@@ -215,10 +225,40 @@ pub(crate) async fn get_run(
     Path(run_id): Path<i64>,
 ) -> Result<Json<RunDetail>, AppError> {
     let run = run_or_404(&state, run_id).await?;
-    let tasks = state.scheduler().store().task_instances(run_id).await?;
+    let store = state.scheduler().store();
+    let instances = store.task_instances(run_id).await?;
+    let mut tasks = Vec::with_capacity(instances.len());
+    let mut mlflow = None;
+    if let Some(links) = &state.mlflow {
+        mlflow = links
+            .run(store.as_ref(), &run.dag_id, run.id, &run.params)
+            .await?
+            .map(mlflow_view);
+        for instance in instances {
+            let nested = if instance.try_number > 0 {
+                links
+                    .attempt(
+                        store.as_ref(),
+                        &run.dag_id,
+                        &run.params,
+                        instance.id,
+                        instance.try_number,
+                    )
+                    .await?
+            } else {
+                None
+            };
+            let mut view = task_view(instance);
+            view.mlflow = nested.map(mlflow_view);
+            tasks.push(view);
+        }
+    } else {
+        tasks.extend(instances.into_iter().map(task_view));
+    }
     Ok(Json(RunDetail {
         run: run_view(run),
-        tasks: tasks.into_iter().map(task_view).collect(),
+        tasks,
+        mlflow,
     }))
 }
 

@@ -38,6 +38,8 @@ pub struct AppState {
     pub console: ConsoleConfig,
     /// The models being served, loaded on first use and swapped when promoted.
     pub models: Arc<serving::ModelServer>,
+    /// Links to MLflow's UI, when runs are mirrored to MLflow.
+    pub mlflow: Option<Arc<kiln_engine::mlflow::MlflowLinks>>,
 }
 
 impl AppState {

@@ -295,6 +295,9 @@ pub struct CacheHitView {
     pub attempt: AttemptView,
     /// Its outputs.
     pub outputs: Vec<InputAssignment>,
+    /// Its summary.
+    #[serde(default)]
+    pub summary: Option<serde_json::Value>,
 }
 
 /// The answer to a blob upload.
@@ -326,6 +329,7 @@ impl From<&kiln_engine::store::CacheHit> for CacheHitView {
             attempt_id: hit.attempt_id,
             attempt: AttemptView::from(&hit.attempt),
             outputs: hit.outputs.iter().map(input_assignment).collect(),
+            summary: hit.summary.clone(),
         }
     }
 }
@@ -336,6 +340,7 @@ impl From<CacheHitView> for kiln_engine::store::CacheHit {
             attempt_id: hit.attempt_id,
             attempt: hit.attempt.into(),
             outputs: hit.outputs.into_iter().map(resolved_input).collect(),
+            summary: hit.summary,
         }
     }
 }
@@ -859,6 +864,20 @@ pub struct RunDetail {
     pub run: RunView,
     /// Its task instances, in DAG order.
     pub tasks: Vec<TaskInstanceView>,
+    /// The MLflow run mirroring it, when MLflow is configured and the run has reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRunView>,
+}
+
+/// An MLflow run mirroring a kiln run or attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MlflowRunView {
+    /// MLflow's experiment id.
+    pub experiment_id: String,
+    /// MLflow's run id.
+    pub run_id: String,
+    /// Its page in MLflow's UI.
+    pub url: String,
 }
 
 /// A task instance.
@@ -884,6 +903,9 @@ pub struct TaskInstanceView {
     pub duration_seconds: Option<f64>,
     /// The latest failure.
     pub error: Option<String>,
+    /// The latest attempt's nested MLflow run (`train` and `evaluate` tasks), when mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRunView>,
 }
 
 /// `GET /api/v1/runs`.

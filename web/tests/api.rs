@@ -1,31 +1,11 @@
 //! Handler tests: `web::app(state)` called with `tower::ServiceExt::oneshot`, on a real SQLite
 //! store and a real scheduler.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use kiln_engine::execution::ExecutionService;
-use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
-use kiln_engine::scheduler::Scheduler;
-use kiln_web::{AppState, app};
-use tower::ServiceExt;
-
-struct Noop;
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoopParams {}
-
-impl TaskPlugin for Noop {
-    const KIND: &'static str = "noop";
-    type Params = NoopParams;
-
-    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::default())
-    }
-}
+use common::{Harness, Setup};
 
 const DAG: &str = r#"
 id = "demo"
@@ -41,45 +21,20 @@ kind = "noop"
 depends_on = ["first"]
 "#;
 
-struct Harness {
-    state: AppState,
-    _dir: tempfile::TempDir,
-}
-
 async fn harness(api_token: Option<&str>) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("dags")).unwrap();
-    std::fs::write(dir.path().join("dags/demo.toml"), DAG).unwrap();
-    std::fs::write(
-        dir.path().join("dags/broken.toml"),
-        "id = \"broken\"\n[[tasks]]\nid = \"x\"\nkind = \"nope\"\n",
-    )
-    .unwrap();
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
+    common::start(Setup {
+        dags: &[
+            ("demo.toml", DAG),
+            (
+                "broken.toml",
+                "id = \"broken\"\n[[tasks]]\nid = \"x\"\nkind = \"nope\"\n",
+            ),
+        ],
+        api_token,
+        artifacts: false,
+        ..Setup::default()
+    })
     .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let mut registry = PluginRegistry::new();
-    registry.register(Noop).unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        store,
-        registry,
-        dir.path().join("dags"),
-        "test".to_owned(),
-    ));
-    scheduler.sync_dags().await.unwrap();
-    let execution = Arc::new(ExecutionService::new(scheduler, Duration::from_secs(30)));
-    let state = AppState {
-        execution,
-        worker_token: "worker-secret".into(),
-        api_token: api_token.map(Into::into),
-        console: kiln_web::ConsoleConfig::default(),
-        models: Default::default(),
-    };
-    Harness { state, _dir: dir }
 }
 
 async fn call(
@@ -96,14 +51,9 @@ async fn call(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = app(harness.state.clone())
-        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let (status, _, bytes) = harness
+        .send(request.body(Body::from(body.to_owned())).unwrap())
+        .await;
     let json = if bytes.is_empty() {
         serde_json::Value::Null
     } else {

@@ -1,37 +1,20 @@
 //! The REST API's artifact endpoints, called with `oneshot` on a real SQLite store and a real
 //! local artifact store: listing, versions, streamed content and lineage.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use kiln_engine::artifacts::{ArtifactStoreConfig, BlobRef, BlobStore};
+use common::{Harness, Setup};
 use kiln_engine::dag::ArtifactKind;
-use kiln_engine::execution::ExecutionService;
-use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
-use kiln_engine::scheduler::Scheduler;
 use kiln_engine::store::{
     AttemptResult, ClaimParams, ClaimedTask, ColumnSchema, Completion, DatasetStats, OutputContent,
-    ProducedOutput, PublishParams, RunCreateParams, RunRecord, Store, TriggerKind,
+    ProducedOutput, PublishParams, RunCreateParams, RunRecord, TriggerKind,
 };
-use kiln_web::{AppState, app};
+use kiln_web::app;
 use tower::ServiceExt;
-
-struct Noop;
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoopParams {}
-
-impl TaskPlugin for Noop {
-    const KIND: &'static str = "noop";
-    type Params = NoopParams;
-
-    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::default())
-    }
-}
 
 /// An ingest task that reads nothing, and a train task reading its output and a dataset put
 /// by hand.
@@ -50,64 +33,18 @@ outputs = { model = { kind = "model", publish_as = "m" } }
 
 const T0: i64 = 1_800_000_000_000_000;
 
-struct Harness {
-    state: AppState,
-    store: Arc<dyn Store>,
-    blobs: Arc<BlobStore>,
-    dir: tempfile::TempDir,
-}
-
-/// A server state with a store, the pipeline DAG and, when `with_blobs`, a local artifact
-/// store.
+/// A server state with the pipeline DAG and, when `with_blobs`, the artifact store.
 async fn harness(api_token: Option<&str>, with_blobs: bool) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("dags")).unwrap();
-    std::fs::write(dir.path().join("dags/pipe.toml"), PIPELINE).unwrap();
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
+    common::start(Setup {
+        dags: &[("pipe.toml", PIPELINE)],
+        api_token,
+        artifacts: with_blobs,
+        ..Setup::default()
+    })
     .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let mut registry = PluginRegistry::new();
-    registry.register(Noop).unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        Arc::clone(&store),
-        registry,
-        dir.path().join("dags"),
-        "test".to_owned(),
-    ));
-    scheduler.sync_dags().await.unwrap();
-    let blobs =
-        Arc::new(BlobStore::from_config(&ArtifactStoreConfig::local_under(dir.path())).unwrap());
-    let mut execution = ExecutionService::new(scheduler, Duration::from_secs(30));
-    if with_blobs {
-        execution = execution.with_artifacts(Arc::clone(&blobs));
-    }
-    let state = AppState {
-        execution: Arc::new(execution),
-        worker_token: "worker-secret".into(),
-        api_token: api_token.map(Into::into),
-        console: kiln_web::ConsoleConfig::default(),
-        models: Default::default(),
-    };
-    Harness {
-        state,
-        store,
-        blobs,
-        dir,
-    }
 }
 
 impl Harness {
-    /// Stores bytes as a real blob.
-    async fn blob(&self, bytes: &[u8]) -> BlobRef {
-        let path = self.dir.path().join(format!("upload-{}", rand_name(bytes)));
-        std::fs::write(&path, bytes).unwrap();
-        self.blobs.put_file(&path).await.unwrap().blob
-    }
-
     /// Publishes bytes by hand; answers the version number and whether it was reused.
     async fn put(&self, name: &str, kind: ArtifactKind, bytes: &[u8], at: i64) -> (i64, bool) {
         let blob = self.blob(bytes).await;
@@ -229,7 +166,7 @@ impl Harness {
     }
 }
 
-fn rand_name(bytes: &[u8]) -> String {
+fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
@@ -244,16 +181,7 @@ async fn send(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = app(harness.state.clone())
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, headers, bytes.to_vec())
+    harness.send(request.body(Body::empty()).unwrap()).await
 }
 
 /// Calls the app; answers the status and the JSON body.
@@ -392,7 +320,7 @@ async fn one_version_by_number_or_latest() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(first["version"], 1);
     assert_eq!(first["name"], "reference");
-    assert_eq!(first["sha256"], rand_name(b"ref\n1\n"));
+    assert_eq!(first["sha256"], sha256_hex(b"ref\n1\n"));
     assert_eq!(first["size"], 6);
     assert_eq!(first["media_type"], "text/csv");
 
@@ -501,7 +429,7 @@ async fn content_streams_the_exact_bytes_as_a_download() {
         body["error"],
         format!(
             "blob sha256:{} is not in the artifact store",
-            rand_name(b"gone")
+            sha256_hex(b"gone")
         )
     );
 }

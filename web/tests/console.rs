@@ -2,33 +2,16 @@
 //! SQLite store and scheduler, through a small "browser" that keeps the session cookie and
 //! reads each page's CSRF token the way a form would send it.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use kiln_engine::execution::{ExecutionApi, ExecutionService, Registration};
-use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
-use kiln_engine::scheduler::Scheduler;
+use axum::http::{StatusCode, header};
+use common::{Browser, Harness, Page, Setup};
+use kiln_engine::execution::{ExecutionApi, Registration};
 use kiln_engine::state::TaskState;
 use kiln_engine::store::{LogUpload, RunFilter, now_micros};
-use kiln_web::{AppState, ConsoleConfig, app};
-use tower::ServiceExt;
-
-struct Noop;
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoopParams {}
-
-impl TaskPlugin for Noop {
-    const KIND: &'static str = "noop";
-    type Params = NoopParams;
-
-    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::default())
-    }
-}
+use kiln_web::ConsoleConfig;
 
 const DEMO: &str = r#"
 id = "demo"
@@ -81,47 +64,14 @@ id = "only"
 kind = "noop"
 "#;
 
-struct Harness {
-    state: AppState,
-    execution: Arc<ExecutionService>,
-    dir: tempfile::TempDir,
-}
-
 async fn harness_with(console: ConsoleConfig, dags: &[(&str, &str)]) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("dags")).unwrap();
-    for (name, text) in dags {
-        std::fs::write(dir.path().join("dags").join(name), text).unwrap();
-    }
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let mut registry = PluginRegistry::new();
-    registry.register(Noop).unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        store,
-        registry,
-        dir.path().join("dags"),
-        "test".to_owned(),
-    ));
-    scheduler.sync_dags().await.unwrap();
-    let execution = Arc::new(ExecutionService::new(scheduler, Duration::from_secs(30)));
-    let state = AppState {
-        execution: execution.clone(),
-        worker_token: "worker-secret".into(),
-        api_token: None,
+    common::start(Setup {
+        dags,
         console,
-        models: Default::default(),
-    };
-    Harness {
-        state,
-        execution,
-        dir,
-    }
+        artifacts: false,
+        ..Setup::default()
+    })
+    .await
 }
 
 async fn harness(console: ConsoleConfig) -> Harness {
@@ -137,101 +87,6 @@ async fn harness(console: ConsoleConfig) -> Harness {
         ],
     )
     .await
-}
-
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers
-            .get(header::LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-    }
-
-    fn has(&self, text: &str) -> bool {
-        self.body.contains(text)
-    }
-
-    fn csrf(&self) -> String {
-        let marker = r#"name="csrf" value=""#;
-        let start = self.body.find(marker).expect("the page has a form") + marker.len();
-        let end = start + self.body[start..].find('"').unwrap();
-        self.body[start..end].to_owned()
-    }
-}
-
-/// Keeps the session cookie between requests, as a browser does.
-struct Browser<'a> {
-    harness: &'a Harness,
-    cookie: Option<String>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(harness: &'a Harness) -> Browser<'a> {
-        Browser {
-            harness,
-            cookie: None,
-        }
-    }
-
-    async fn send(&mut self, request: axum::http::request::Builder, body: String) -> Page {
-        let mut request = request;
-        if let Some(cookie) = &self.cookie {
-            request = request.header(header::COOKIE, cookie);
-        }
-        let response = app(self.harness.state.clone())
-            .oneshot(request.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        if let Some(set) = headers.get(header::SET_COOKIE) {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookie = Some(pair).filter(|pair| !pair.ends_with('='));
-        }
-        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        Page {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
-    }
-
-    async fn get(&mut self, uri: &str) -> Page {
-        self.send(Request::builder().method("GET").uri(uri), String::new())
-            .await
-    }
-
-    async fn htmx_get(&mut self, uri: &str) -> Page {
-        let request = Request::builder()
-            .method("GET")
-            .uri(uri)
-            .header("hx-request", "true");
-        self.send(request, String::new()).await
-    }
-
-    /// Posts a form; `csrf` is added as a browser would send the hidden field.
-    async fn post(&mut self, uri: &str, csrf: Option<&str>, fields: &[(&str, &str)]) -> Page {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        if let Some(csrf) = csrf {
-            form.append_pair("csrf", csrf);
-        }
-        for (name, value) in fields {
-            form.append_pair(name, value);
-        }
-        let request = Request::builder()
-            .method("POST")
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        self.send(request, form.finish()).await
-    }
 }
 
 async fn trigger_plain(harness: &Harness) -> i64 {

@@ -2,38 +2,19 @@
 //! artifact store: the artifacts list, a name's versions, a version with its CSV preview and
 //! lineage graph, the artifacts on a task attempt's page and a run's lineage.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use kiln_engine::artifacts::{ArtifactStoreConfig, BlobRef, BlobStore, Sha256Digest};
+use axum::http::StatusCode;
+use common::{Browser, Harness, Page, Setup};
+use kiln_engine::artifacts::{BlobRef, Sha256Digest};
 use kiln_engine::dag::ArtifactKind;
-use kiln_engine::execution::ExecutionService;
-use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
-use kiln_engine::scheduler::Scheduler;
 use kiln_engine::store::{
     AttemptResult, ClaimParams, ClaimedTask, ColumnSchema, Completion, DatasetStats, OutputContent,
-    ProducedOutput, PublishParams, RunCreateParams, RunRecord, Store, TriggerKind,
+    ProducedOutput, PublishParams, RunCreateParams, RunRecord, TriggerKind,
 };
-use kiln_web::{AppState, ConsoleConfig, app};
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
-
-struct Noop;
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoopParams {}
-
-impl TaskPlugin for Noop {
-    const KIND: &'static str = "noop";
-    type Params = NoopParams;
-
-    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::default())
-    }
-}
 
 /// Three steps, each reading the one before: raw data, a cleaned copy, a model.
 const PIPELINE: &str = r#"
@@ -65,54 +46,14 @@ kind = "noop"
 const T0: i64 = 1_800_000_000_000_000;
 const SECOND: i64 = 1_000_000;
 
-struct Harness {
-    state: AppState,
-    store: Arc<dyn Store>,
-    blobs: Arc<BlobStore>,
-    dir: tempfile::TempDir,
-}
-
-/// A server with the two DAGs and, when `with_blobs`, a local artifact store.
+/// A server with the two DAGs and, when `with_blobs`, the artifact store.
 async fn harness(with_blobs: bool) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("dags")).unwrap();
-    std::fs::write(dir.path().join("dags/pipe.toml"), PIPELINE).unwrap();
-    std::fs::write(dir.path().join("dags/plain.toml"), PLAIN).unwrap();
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
+    common::start(Setup {
+        dags: &[("pipe.toml", PIPELINE), ("plain.toml", PLAIN)],
+        artifacts: with_blobs,
+        ..Setup::default()
+    })
     .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let mut registry = PluginRegistry::new();
-    registry.register(Noop).unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        Arc::clone(&store),
-        registry,
-        dir.path().join("dags"),
-        "test".to_owned(),
-    ));
-    scheduler.sync_dags().await.unwrap();
-    let blobs =
-        Arc::new(BlobStore::from_config(&ArtifactStoreConfig::local_under(dir.path())).unwrap());
-    let mut execution = ExecutionService::new(scheduler, Duration::from_secs(30));
-    if with_blobs {
-        execution = execution.with_artifacts(Arc::clone(&blobs));
-    }
-    let state = AppState {
-        execution: Arc::new(execution),
-        worker_token: "worker-secret".into(),
-        api_token: None,
-        console: ConsoleConfig::default(),
-        models: Default::default(),
-    };
-    Harness {
-        state,
-        store,
-        blobs,
-        dir,
-    }
 }
 
 fn digest(bytes: &[u8]) -> Sha256Digest {
@@ -144,16 +85,6 @@ fn people_stats(rows: u64) -> DatasetStats {
 }
 
 impl Harness {
-    /// Stores bytes as a real blob.
-    async fn blob(&self, bytes: &[u8]) -> BlobRef {
-        let path = self
-            .dir
-            .path()
-            .join(format!("upload-{}", digest(bytes).to_hex()));
-        std::fs::write(&path, bytes).unwrap();
-        self.blobs.put_file(&path).await.unwrap().blob
-    }
-
     async fn claim(&self, task_id: &str, now: i64) -> ClaimedTask {
         let task = self
             .store
@@ -286,24 +217,7 @@ impl Harness {
     }
 }
 
-struct Page {
-    status: StatusCode,
-    body: String,
-}
-
 impl Page {
-    fn has(&self, text: &str) -> bool {
-        self.body.contains(text)
-    }
-
-    /// Fails naming the first missing text, with the page.
-    #[track_caller]
-    fn assert_has(&self, expected: &[&str]) {
-        for text in expected {
-            assert!(self.has(text), "missing {text:?} in\n{}", self.body);
-        }
-    }
-
     /// The x coordinate of the node labelled `label` in a drawn graph.
     #[track_caller]
     fn node_x(&self, label: &str) -> f64 {
@@ -319,24 +233,7 @@ impl Page {
 }
 
 async fn get(harness: &Harness, uri: &str) -> Page {
-    let response = app(harness.state.clone())
-        .oneshot(
-            Request::builder()
-                .method("GET")
-                .uri(uri)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    Page {
-        status,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
+    Browser::new(harness).get(uri).await
 }
 
 /// Asserts an error page's status and the message it names.

@@ -1,40 +1,23 @@
 //! The console's model pages, called with `oneshot` on a real SQLite store and a real local
 //! artifact store: the models list, a model's versions with their metrics and chart, promotion
-//! and rollback (CSRF-checked, refused to read-only logins), and the prediction form.
+//! and rollback (CSRF-checked, refused to read-only logins), the prediction form, and the links
+//! to MLflow and its outbox page where MLflow is configured.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use kiln_engine::artifacts::{ArtifactStoreConfig, BlobRef, BlobStore};
+use axum::http::StatusCode;
+use common::{Browser, Harness, Setup};
 use kiln_engine::dag::{ArtifactKind, ModelAlias};
-use kiln_engine::execution::ExecutionService;
-use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
-use kiln_engine::scheduler::Scheduler;
+use kiln_engine::mlflow::MlflowLinks;
 use kiln_engine::store::{
-    AttemptResult, ClaimParams, Completion, OutputContent, ProducedOutput, PublishParams,
-    RunCreateParams, RunRecord, Store, TriggerKind,
+    AttemptResult, ClaimParams, Completion, MlflowIdKind, OutputContent, ProducedOutput,
+    PublishParams, RunCreateParams, RunRecord, TriggerKind,
 };
-use kiln_web::{AppState, ConsoleConfig, app};
-use tower::ServiceExt;
+use kiln_web::ConsoleConfig;
 
 const SAVED: &[u8] = include_bytes!("../../tasks/tests/fixtures/logistic-v1.kiln-model.json");
-
-struct Noop;
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoopParams {}
-
-impl TaskPlugin for Noop {
-    const KIND: &'static str = "noop";
-    type Params = NoopParams;
-
-    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::default())
-    }
-}
 
 /// A DAG whose one task deploys a model to production, as a real deploy task does.
 const TRAIN: &str = r#"
@@ -47,50 +30,18 @@ outputs = { model = { kind = "model", publish_as = "wq", promote = "production" 
 
 const T0: i64 = 1_800_000_000_000_000;
 
-struct Harness {
-    state: AppState,
-    store: Arc<dyn Store>,
-    blobs: Arc<BlobStore>,
-    dir: tempfile::TempDir,
+async fn harness(console: ConsoleConfig) -> Harness {
+    harness_with(console, None).await
 }
 
-async fn harness(console: ConsoleConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("dags")).unwrap();
-    std::fs::write(dir.path().join("dags/train.toml"), TRAIN).unwrap();
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let mut registry = PluginRegistry::new();
-    registry.register(Noop).unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        Arc::clone(&store),
-        registry,
-        dir.path().join("dags"),
-        "test".to_owned(),
-    ));
-    scheduler.sync_dags().await.unwrap();
-    let blobs =
-        Arc::new(BlobStore::from_config(&ArtifactStoreConfig::local_under(dir.path())).unwrap());
-    let execution = ExecutionService::new(scheduler, Duration::from_secs(30))
-        .with_artifacts(Arc::clone(&blobs));
-    let state = AppState {
-        execution: Arc::new(execution),
-        worker_token: "worker-secret".into(),
-        api_token: None,
+async fn harness_with(console: ConsoleConfig, mlflow: Option<MlflowLinks>) -> Harness {
+    common::start(Setup {
+        dags: &[("train.toml", TRAIN)],
         console,
-        models: Default::default(),
-    };
-    Harness {
-        state,
-        store,
-        blobs,
-        dir,
-    }
+        mlflow,
+        ..Setup::default()
+    })
+    .await
 }
 
 /// The fixture with another intercept: a second, different model.
@@ -101,12 +52,6 @@ fn second_version() -> Vec<u8> {
 }
 
 impl Harness {
-    async fn blob(&self, bytes: &[u8]) -> BlobRef {
-        let path = self.dir.path().join("upload.json");
-        std::fs::write(&path, bytes).unwrap();
-        self.blobs.put_file(&path).await.unwrap().blob
-    }
-
     /// Runs the `train` DAG through the store: its deploy writes the fixture as `wq` v1 with
     /// these metrics and moves production to it.
     async fn deploy_by_run(&self, metrics: serde_json::Value) -> RunRecord {
@@ -210,115 +155,6 @@ impl Harness {
             .await
             .unwrap()
             .map(|version| version.version)
-    }
-}
-
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn has(&self, text: &str) -> bool {
-        self.body.contains(text)
-    }
-
-    /// Fails naming the first missing text, with the page.
-    #[track_caller]
-    fn assert_has(&self, expected: &[&str]) {
-        for text in expected {
-            assert!(self.has(text), "missing {text:?} in\n{}", self.body);
-        }
-    }
-
-    fn location(&self) -> &str {
-        self.headers
-            .get(header::LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-    }
-
-    fn csrf(&self) -> String {
-        let marker = r#"name="csrf" value=""#;
-        let start = self.body.find(marker).expect("the page has a form") + marker.len();
-        let end = start + self.body[start..].find('"').unwrap();
-        self.body[start..end].to_owned()
-    }
-}
-
-/// Keeps the session cookie between requests, as a browser does.
-struct Browser<'a> {
-    harness: &'a Harness,
-    cookie: Option<String>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(harness: &'a Harness) -> Browser<'a> {
-        Browser {
-            harness,
-            cookie: None,
-        }
-    }
-
-    async fn send(&mut self, request: axum::http::request::Builder, body: String) -> Page {
-        let mut request = request;
-        if let Some(cookie) = &self.cookie {
-            request = request.header(header::COOKIE, cookie);
-        }
-        let response = app(self.harness.state.clone())
-            .oneshot(request.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        if let Some(set) = headers.get(header::SET_COOKIE) {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookie = Some(pair).filter(|pair| !pair.ends_with('='));
-        }
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
-            .await
-            .unwrap();
-        Page {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
-    }
-
-    async fn get(&mut self, uri: &str) -> Page {
-        self.send(Request::builder().method("GET").uri(uri), String::new())
-            .await
-    }
-
-    /// Posts a form; `csrf` is added as a browser would send the hidden field, and `htmx` adds
-    /// the header htmx sends.
-    async fn post_as(
-        &mut self,
-        uri: &str,
-        csrf: Option<&str>,
-        fields: &[(&str, &str)],
-        htmx: bool,
-    ) -> Page {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        if let Some(csrf) = csrf {
-            form.append_pair("csrf", csrf);
-        }
-        for (name, value) in fields {
-            form.append_pair(name, value);
-        }
-        let mut request = Request::builder()
-            .method("POST")
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        if htmx {
-            request = request.header("hx-request", "true");
-        }
-        self.send(request, form.finish()).await
-    }
-
-    async fn post(&mut self, uri: &str, csrf: Option<&str>, fields: &[(&str, &str)]) -> Page {
-        self.post_as(uri, csrf, fields, false).await
     }
 }
 
@@ -707,4 +543,134 @@ async fn the_prediction_form_answers_with_the_served_model() {
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     unknown.assert_has(&["model `nope` not found"]);
+}
+
+const MLFLOW: &str = "http://mlflow.test:5000";
+
+#[tokio::test]
+async fn runs_and_model_versions_link_to_mlflow_once_mirrored() {
+    let harness = harness_with(ConsoleConfig::default(), Some(MlflowLinks::new(MLFLOW))).await;
+    let run = harness.registry().await;
+    let mut browser = Browser::new(&harness);
+    // Configured, but nothing has reached MLflow yet.
+    let page = browser.get(&format!("/runs/{}", run.id)).await;
+    page.assert_has(&["MLflow: not mirrored yet", r#"href="/mlflow""#]);
+    let page = browser.get("/models/wq").await;
+    assert!(!page.has("#/models/"), "{}", page.body);
+    browser.get("/models").await.assert_has(&["MLflow mirror"]);
+
+    for (kind, key, id) in [
+        (MlflowIdKind::Experiment, "train", "3"),
+        (MlflowIdKind::Run, &*run.id.to_string(), "abc123"),
+        (MlflowIdKind::ModelVersion, "wq@1", "7"),
+    ] {
+        harness
+            .store
+            .mlflow_id_record(kind, key, id, T0)
+            .await
+            .unwrap();
+    }
+    let page = browser.get(&format!("/runs/{}", run.id)).await;
+    page.assert_has(&[&format!(r#"href="{MLFLOW}/#/experiments/3/runs/abc123""#)]);
+    let page = browser.get("/models/wq").await;
+    page.assert_has(&[
+        "<th>MLflow</th>",
+        &format!(r#"href="{MLFLOW}/#/models/wq/versions/7""#),
+    ]);
+    // Version 2 was published by hand and never mirrored: no link for it.
+    assert!(!page.has("#/models/wq/versions/2"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn without_mlflow_no_link_and_the_mirror_page_says_how_to_configure_it() {
+    let harness = harness(ConsoleConfig::default()).await;
+    let run = harness.registry().await;
+    let mut browser = Browser::new(&harness);
+    let page = browser.get(&format!("/runs/{}", run.id)).await;
+    assert!(!page.has("MLflow"), "{}", page.body);
+    let page = browser.get("/models/wq").await;
+    assert!(!page.has("<th>MLflow</th>"), "{}", page.body);
+    assert!(!browser.get("/models").await.has("MLflow mirror"));
+    browser
+        .get("/mlflow")
+        .await
+        .assert_has(&["MLflow is not configured", "--mlflow-tracking-uri"]);
+    let csrf = browser.get("/models/wq").await.csrf();
+    let retry = browser.post("/mlflow/retry", Some(&csrf), &[]).await;
+    assert_eq!(retry.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_mirror_page_shows_waiting_and_parked_events_and_retries_them() {
+    let harness = harness_with(
+        ConsoleConfig::new(Some(ADMIN.to_owned()), Some(READER.to_owned())),
+        Some(MlflowLinks::new(MLFLOW)),
+    )
+    .await;
+    harness.store.mlflow_set_enabled(true);
+    harness.registry().await;
+    harness
+        .store
+        .model_alias_set("wq", ModelAlias::Production, 2, "promoted", T0 + 3_000_000)
+        .await
+        .unwrap();
+    // The alias moves of `registry` and this one.
+    let events = harness.store.mlflow_outbox_list(100).await.unwrap();
+    assert_eq!(events.len(), 3, "{events:#?}");
+    // The first given up on, the second failing and waiting for its next try.
+    harness
+        .store
+        .mlflow_outbox_fail(events[0].id, "attempt 20: MLflow answered 500: boom", None)
+        .await
+        .unwrap();
+    harness
+        .store
+        .mlflow_outbox_fail(
+            events[1].id,
+            "attempt 1: cannot reach MLflow",
+            Some(T0 + 5_000_000),
+        )
+        .await
+        .unwrap();
+
+    let mut reader = Browser::new(&harness);
+    let csrf = reader.get("/login").await.csrf();
+    reader
+        .post("/login", Some(&csrf), &[("password", READER)])
+        .await;
+    let page = reader.get("/mlflow").await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.assert_has(&[
+        MLFLOW,
+        "1 parked",
+        "parked",
+        "retrying",
+        "pending",
+        "attempt 20: MLflow answered 500: boom",
+        "cannot reach MLflow",
+        &events[0].call.describe(),
+    ]);
+    assert!(!page.has("Retry parked events"), "{}", page.body);
+    let refused = reader.post("/mlflow/retry", Some(&page.csrf()), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let mut admin = Browser::new(&harness);
+    let csrf = admin.get("/login").await.csrf();
+    admin
+        .post("/login", Some(&csrf), &[("password", ADMIN)])
+        .await;
+    let page = admin.get("/mlflow").await;
+    page.assert_has(&["Retry parked events"]);
+    let forged = admin
+        .post("/mlflow/retry", Some("not-the-token"), &[])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(harness.store.mlflow_outbox_list(100).await.unwrap()[0].parked);
+    let retried = admin.post("/mlflow/retry", Some(&page.csrf()), &[]).await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER);
+    assert_eq!(retried.location(), "/mlflow");
+    let after = harness.store.mlflow_outbox_list(100).await.unwrap();
+    assert_eq!(after.len(), events.len(), "nothing is lost");
+    assert!(after.iter().all(|event| !event.parked));
+    assert!(!admin.get("/mlflow").await.has("Retry parked events"));
 }

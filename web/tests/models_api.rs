@@ -2,70 +2,26 @@
 //! rows, a 422 naming every kind of bad request, promotion and rollback, and a promotion in the
 //! middle of a stream of predictions that never fails a request.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use kiln_engine::artifacts::{ArtifactStoreConfig, BlobStore};
+use axum::http::StatusCode;
+use common::{Harness, Setup};
 use kiln_engine::dag::{ArtifactKind, ModelAlias};
-use kiln_engine::execution::ExecutionService;
-use kiln_engine::plugin::PluginRegistry;
-use kiln_engine::scheduler::Scheduler;
-use kiln_engine::store::{PublishParams, Store};
-use kiln_web::AppState;
-use tower::ServiceExt;
+use kiln_engine::store::PublishParams;
 
 const SAVED: &[u8] = include_bytes!("../../tasks/tests/fixtures/logistic-v1.kiln-model.json");
 
-struct Harness {
-    state: AppState,
-    store: Arc<dyn Store>,
-    blobs: Arc<BlobStore>,
-    dir: tempfile::TempDir,
-}
-
 async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("dags")).unwrap();
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        Arc::clone(&store),
-        PluginRegistry::new(),
-        dir.path().join("dags"),
-        "test".to_owned(),
-    ));
-    let blobs =
-        Arc::new(BlobStore::from_config(&ArtifactStoreConfig::local_under(dir.path())).unwrap());
-    let execution = ExecutionService::new(scheduler, Duration::from_secs(30))
-        .with_artifacts(Arc::clone(&blobs));
-    let state = AppState {
-        execution: Arc::new(execution),
-        worker_token: "worker-secret".into(),
-        api_token: None,
-        console: kiln_web::ConsoleConfig::default(),
-        models: Default::default(),
-    };
-    Harness {
-        state,
-        store,
-        blobs,
-        dir,
-    }
+    common::start(Setup::default()).await
 }
 
 impl Harness {
     /// Publishes an envelope as the next version of `wq`, with metrics, and serves it.
     async fn deploy(&self, envelope: &[u8], accuracy: f64) -> i64 {
-        let path = self.dir.path().join("model.json");
-        std::fs::write(&path, envelope).unwrap();
-        let blob = self.blobs.put_file(&path).await.unwrap().blob;
+        let blob = self.blob(envelope).await;
         let (version, _) = self
             .store
             .artifact_publish(
@@ -92,34 +48,6 @@ impl Harness {
             .await
             .unwrap();
         version.version
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        body: serde_json::Value,
-    ) -> (StatusCode, serde_json::Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
-            .body(if body.is_null() {
-                Body::empty()
-            } else {
-                Body::from(body.to_string())
-            })
-            .unwrap();
-        let response = kiln_web::app(self.state.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        (status, json)
     }
 
     async fn predict(&self, body: serde_json::Value) -> (StatusCode, serde_json::Value) {

@@ -287,3 +287,128 @@ impl Cluster {
 pub fn dags_path(path: &Path) -> PathBuf {
     path.join("dags")
 }
+
+/// Says SKIPPED where the test runner does not capture it, or fails when services are required
+/// (`KILN_REQUIRE_SERVICES=1`, as in CI).
+pub fn skip(test: &str, service: &str, variable: &str) {
+    if std::env::var("KILN_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
+        panic!("{test}: {service} is required (KILN_REQUIRE_SERVICES=1) but {variable} is not set");
+    }
+    // Straight to the process's stderr: the test harness captures `eprintln!`.
+    let mut stderr = std::io::stderr().lock();
+    let _ = std::io::Write::write_fmt(
+        &mut stderr,
+        format_args!("SKIPPED {test}: no {service} ({variable} is not set)\n"),
+    );
+}
+
+/// The repository's root (the shipped `dags/` and `data/` live there).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// Copies the files (not the folders) of `from` into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// GETs JSON; fails the test on an error status.
+pub fn get_json(url: &str) -> serde_json::Value {
+    Cluster::runtime().block_on(async {
+        let response = http().get(url).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {url}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    })
+}
+
+/// GETs text (a console page); answers the status too.
+pub fn get_text(url: &str) -> (u16, String) {
+    Cluster::runtime().block_on(async {
+        let response = http().get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
+}
+
+/// POSTs JSON; answers the status and the JSON body (null when there is none).
+pub fn post_json(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    Cluster::runtime().block_on(async {
+        let response = http().post(url).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    })
+}
+
+/// Triggers a DAG through the REST API at `base` and waits for the run to succeed; answers the
+/// run's detail (JSON). `process` is the standalone whose output a failure shows.
+pub fn run_to_success(base: &str, dag_id: &str, process: &Process) -> serde_json::Value {
+    let (status, run) = post_json(
+        &format!("{base}/api/v1/dags/{dag_id}/runs"),
+        serde_json::json!({}),
+    );
+    assert!(status < 300, "trigger: {status} {run}");
+    let run_id = run["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let detail = get_json(&format!("{base}/api/v1/runs/{run_id}"));
+        let state: kiln_engine::state::RunState =
+            serde_json::from_value(detail["run"]["state"].clone()).unwrap();
+        if state.is_final() {
+            assert_eq!(
+                state,
+                kiln_engine::state::RunState::Success,
+                "{detail:#}\n{}",
+                process.output()
+            );
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish: {detail:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Starts `kiln standalone` in `dir` (which holds `dags/`) on `listen` with these extra
+/// arguments, and waits for a worker to register.
+pub fn start_standalone(dir: &Path, listen: &str, extra: &[&str]) -> Process {
+    let mut command = Command::new(kiln());
+    command
+        .current_dir(dir)
+        .args(["standalone", "--listen", listen, "--workers", "2"])
+        .args(extra)
+        .env_remove("KILN_API_TOKEN")
+        .env_remove("MLFLOW_TRACKING_URI");
+    let standalone = Process::spawn(command);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !standalone.output().contains("Worker registered") {
+        assert!(
+            Instant::now() < deadline,
+            "standalone did not start:\n{}",
+            standalone.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    standalone
+}

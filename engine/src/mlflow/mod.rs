@@ -24,6 +24,7 @@
 //!   (deploy, promote, rollback) move the MLflow alias of the same name.
 
 mod client;
+mod links;
 mod sender;
 
 use std::path::Path;
@@ -32,14 +33,45 @@ pub use client::{
     CreateRun, Experiment, KeyValue, Metric, MlflowAuth, MlflowClient, MlflowConfig, MlflowError,
     ModelVersion, RunInfo,
 };
+pub use links::{MlflowLinks, MlflowRunLink};
 pub use sender::{DrainReport, Sender, SenderConfig};
 
-use crate::store::{MlflowAttempt, MlflowRun};
+use crate::store::{MlflowAttempt, MlflowCall, MlflowRun};
 
 /// The most characters MLflow keeps in a param value (its limit since 2.x is 6,000).
 const PARAM_VALUE_LIMIT: usize = 6000;
 /// The most characters kiln puts in a tag value (MLflow keeps 8,000; errors are cut shorter).
 const TAG_VALUE_LIMIT: usize = 5000;
+
+// Here rather than beside the type: it is the mirror's wording, not the store's.
+impl MlflowCall {
+    /// What it tells MLflow, in a few words, for operators (the console, `kiln mlflow status`).
+    pub fn describe(&self) -> String {
+        match self {
+            MlflowCall::RunStart(run) => format!("{} run {} started", run.dag_id, run.run_id),
+            MlflowCall::TaskAttempt(attempt) => format!(
+                "{} run {}: {} try {} ended ({})",
+                attempt.run.dag_id,
+                attempt.run.run_id,
+                attempt.task_id,
+                attempt.try_number,
+                attempt.state
+            ),
+            MlflowCall::RunEnd(end) => format!(
+                "{} run {} ended ({})",
+                end.run.dag_id, end.run.run_id, end.state
+            ),
+            MlflowCall::ModelVersion(version) => format!(
+                "model {} version {} registered",
+                version.name, version.version
+            ),
+            MlflowCall::AliasSet(alias) => format!(
+                "model {}: alias {} moved to version {}",
+                alias.name, alias.alias, alias.version
+            ),
+        }
+    }
+}
 
 /// The URI by which MLflow refers to a kiln artifact version: `kiln-artifact:///NAME@VERSION`.
 /// It names a version in kiln's artifact store (`kiln artifacts get NAME@VERSION` reads it);
@@ -52,11 +84,16 @@ pub fn artifact_uri(name: &str, version: i64) -> String {
 
 /// The experiment a run is recorded in: the run's `mlflow_experiment` param, or the DAG id.
 pub fn experiment_name(run: &MlflowRun) -> String {
-    run.params
+    experiment_name_for(&run.dag_id, &run.params)
+}
+
+/// The experiment a run of `dag_id` with these params is recorded in (see [`experiment_name`]).
+pub fn experiment_name_for(dag_id: &str, params: &serde_json::Value) -> String {
+    params
         .get("mlflow_experiment")
         .and_then(serde_json::Value::as_str)
         .filter(|name| !name.trim().is_empty())
-        .map_or_else(|| run.dag_id.clone(), str::to_owned)
+        .map_or_else(|| dag_id.to_owned(), str::to_owned)
 }
 
 /// A kiln run's name across databases: its DAG, id and creation time. The MLflow run carries it

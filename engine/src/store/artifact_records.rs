@@ -145,6 +145,9 @@ pub struct CacheHit {
     pub attempt: AttemptRef,
     /// Its outputs, by slot.
     pub outputs: Vec<ResolvedInput>,
+    /// Its summary: the figures it reported (a model's metrics, say) hold for the attempt that
+    /// reuses its outputs too.
+    pub summary: Option<serde_json::Value>,
 }
 
 /// One step of lineage: an attempt that read `input` and wrote `output`.

@@ -391,6 +391,17 @@ impl AttemptResult {
     }
 }
 
+/// One worker's completion call, as the server may combine several into one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct CompletionBatch<'a> {
+    /// The reports.
+    pub completions: &'a [Completion],
+    /// The attempts' last log chunks.
+    pub logs: &'a [LogUpload],
+    /// The worker's next tasks to claim in the same transaction.
+    pub claim: Option<&'a ClaimParams>,
+}
+
 /// What a completion did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompletionOutcome {
@@ -833,6 +844,18 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a queued run; `None` if the DAG already has a run at that logical date.
     async fn run_create(&self, params: &RunCreateParams) -> Result<Option<RunRecord>, StoreError>;
 
+    /// Creates a run and, in the same transaction, starts queued runs as
+    /// [`Store::runs_start_queued`] does (this one included, if its DAG is under
+    /// `max_active_runs`) and claims tasks for the workers waiting for work (`claims`, answered
+    /// in order): one commit between a trigger and its first running task. Answers the run as it
+    /// is after that, or `None` (and claims nothing) if the DAG already has a run at that
+    /// logical date.
+    async fn run_trigger(
+        &self,
+        params: &RunCreateParams,
+        claims: &[ClaimParams],
+    ) -> Result<Option<(RunRecord, Vec<Vec<ClaimedTask>>)>, StoreError>;
+
     /// One run.
     async fn run_get(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError>;
 
@@ -888,6 +911,15 @@ pub trait Store: Send + Sync + 'static {
         claim: Option<&ClaimParams>,
         now: Micros,
     ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError>;
+
+    /// Applies several workers' completion calls in one transaction (one commit, so one wait for
+    /// the disk, for all of them): their log chunks, their reports, then each one's claim, in
+    /// order. Answers each call's outcomes and claimed tasks, in order.
+    async fn task_complete_batches(
+        &self,
+        batches: &[CompletionBatch<'_>],
+        now: Micros,
+    ) -> Result<Vec<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>)>, StoreError>;
 
     /// Extends the leases of a worker's running tasks; returns those no longer the worker's
     /// (cancelled, timed out or rescued), which it must stop.

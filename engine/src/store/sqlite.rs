@@ -101,7 +101,7 @@ impl SqliteStore {
     }
 
     /// Nothing to lock: the write transaction already excludes every other.
-    async fn lock_run(_conn: &mut SqliteConnection, _run_id: i64) -> Result<(), sqlx::Error> {
+    async fn lock_runs(_conn: &mut SqliteConnection, _run_ids: &[i64]) -> Result<(), sqlx::Error> {
         Ok(())
     }
 

@@ -21,6 +21,7 @@ mod graph;
 mod layout;
 mod lineage;
 mod metric_chart;
+mod mlflow;
 mod models;
 mod params;
 mod run;
@@ -47,6 +48,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/runs/{run_id}/task-action", post(run::task_action))
         .route("/models/{name}/promote", post(models::promote))
         .route("/models/{name}/rollback", post(models::rollback))
+        .route("/mlflow/retry", post(mlflow::retry))
         .route_layer(axum::middleware::from_fn(auth::require_admin));
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/dags") }))
@@ -65,6 +67,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/models/{name}", get(models::page))
         // A prediction changes nothing, so read-only logins may try one too (CSRF still applies).
         .route("/models/{name}/predict", post(models::predict))
+        .route("/mlflow", get(mlflow::page))
         .route("/workers", get(workers::page))
         .route("/workers/live", get(workers::live))
         .route("/logout", post(auth::logout))

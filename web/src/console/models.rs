@@ -39,11 +39,26 @@ const FIELD_PREFIX: &str = "feature.";
 /// Why an alias moved, as the history shows it.
 const PROMOTED_REASON: &str = "promoted in the console";
 
-/// The MLflow page of a model version, where MLflow is configured. kiln has no MLflow
-/// integration yet, so no version has one; this is the one place to fill in when it does, and
-/// the page shows a link column as soon as it answers.
-fn mlflow_version_url(_version: &ArtifactVersionRecord) -> Option<String> {
-    None
+/// The MLflow pages of these versions, where MLflow is configured and the version is mirrored.
+async fn mlflow_version_urls(
+    state: &AppState,
+    name: &str,
+    versions: &[ArtifactVersionRecord],
+) -> Result<Vec<Option<String>>, ConsoleError> {
+    let mut urls = Vec::with_capacity(versions.len());
+    if let Some(links) = &state.mlflow {
+        let store = state.scheduler().store();
+        for version in versions {
+            urls.push(
+                links
+                    .model_version(store.as_ref(), name, version.version)
+                    .await?,
+            );
+        }
+    } else {
+        urls.resize(versions.len(), None);
+    }
+    Ok(urls)
 }
 
 fn not_found(name: &str) -> ConsoleError {
@@ -138,6 +153,9 @@ pub(crate) async fn list(
     let models = state.scheduler().store().model_list().await?;
     let body = html! {
         h1 { "Models" }
+        @if state.mlflow.is_some() {
+            p { a href="/mlflow" { "MLflow mirror" } span.muted { ": what waits to reach MLflow" } }
+        }
         @if models.is_empty() {
             p.muted { "No model has been published yet. A DAG's deploy task publishes one." }
         } @else {
@@ -378,7 +396,7 @@ async fn detail_page(
         .into_iter()
         .filter(|key| metrics.iter().any(|metric| metric == key))
         .collect();
-    let mlflow: Vec<Option<String>> = versions.iter().map(mlflow_version_url).collect();
+    let mlflow = mlflow_version_urls(state, name, &versions).await?;
     let any_mlflow = mlflow.iter().any(Option::is_some);
     let rollback_to = rollback_target(&events, record.production);
     let here = model_href(name);

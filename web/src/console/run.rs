@@ -147,10 +147,28 @@ pub(crate) async fn page(
     let run = run_or_404(&state, run_id).await?;
     let tasks = state.scheduler().store().task_instances(run_id).await?;
     let task_ids: Vec<&str> = tasks.iter().map(|task| task.task_id.as_str()).collect();
+    let mlflow = match &state.mlflow {
+        Some(links) => Some(
+            links
+                .run(
+                    state.scheduler().store().as_ref(),
+                    &run.dag_id,
+                    run.id,
+                    &run.params,
+                )
+                .await?,
+        ),
+        None => None,
+    };
     let body = html! {
         p.crumbs { a href="/dags" { "DAGs" } " / " a href={ "/dags/" (run.dag_id) } { (run.dag_id) } " / run " (run.id) }
         (live_fragment(&viewer, &run, &tasks))
         p { a href={ "/runs/" (run.id) "/lineage" } { "Lineage" } span.muted { ": the artifacts this run read and wrote" } }
+        @match &mlflow {
+            Some(Some(link)) => p { a href=(link.url) rel="noopener" { "MLflow run" } span.muted { ": " (link.run_id) } },
+            Some(None) => p.muted { "MLflow: not mirrored yet (" a href="/mlflow" { "outbox" } ")" },
+            None => {},
+        }
         @if viewer.can_act() {
             h2 { "Task actions" }
             (task_actions(&viewer, run.id, &task_ids, &format!("/runs/{run_id}")))

@@ -156,6 +156,24 @@ pub(crate) async fn page(
     let full = chunks.len() == PAGE_CHUNKS as usize;
     let now = now_micros();
     let here = format!("/runs/{run_id}/tasks/{task_id}");
+    // Only the tracked kinds have nested MLflow runs; the lookup is cheap but the link would
+    // only ever be empty for the others.
+    let mlflow = match (&state.mlflow, definition) {
+        (Some(links), Some(task))
+            if kiln_engine::store::MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()) =>
+        {
+            links
+                .attempt(
+                    store.as_ref(),
+                    &run.dag_id,
+                    &run.params,
+                    instance.id,
+                    try_number,
+                )
+                .await?
+        }
+        _ => None,
+    };
     let body = html! {
         p.crumbs {
             a href="/dags" { "DAGs" } " / "
@@ -168,6 +186,9 @@ pub(crate) async fn page(
         }
         dl.facts {
             dt { "Kind" } dd { (definition.map_or("—", |task| task.kind.as_str())) }
+            @if let Some(link) = &mlflow {
+                dt { "MLflow" } dd { a href=(link.url) rel="noopener" { "nested run " (link.run_id) } }
+            }
             dt { "Worker" } dd { (instance.worker_id.as_deref().unwrap_or("—")) }
             dt { "Queue" } dd { (instance.queue) }
             dt { "Started" } dd { (time_or_dash(instance.started_at)) }

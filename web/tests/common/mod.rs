@@ -1,0 +1,276 @@
+//! What the web tests share: an `AppState` over a real SQLite store and a real local artifact
+//! store in a fresh folder, with a no-op plugin and the test's DAG files; one-shot requests to
+//! `kiln_web::app`; and a cookie-keeping browser for the console.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use kiln_engine::artifacts::{ArtifactStoreConfig, BlobRef, BlobStore};
+use kiln_engine::execution::ExecutionService;
+use kiln_engine::mlflow::MlflowLinks;
+use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
+use kiln_engine::scheduler::Scheduler;
+use kiln_engine::store::Store;
+use kiln_web::{AppState, ConsoleConfig, app};
+use tower::ServiceExt;
+
+/// A task that does nothing: the tests drive attempts through the store themselves.
+pub struct Noop;
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoopParams {}
+
+impl TaskPlugin for Noop {
+    const KIND: &'static str = "noop";
+    type Params = NoopParams;
+
+    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
+        Ok(TaskOutput::default())
+    }
+}
+
+/// How a test's server is set up.
+pub struct Setup<'a> {
+    /// DAG files, as (file name, text).
+    pub dags: &'a [(&'a str, &'a str)],
+    /// The API token callers must present, if any.
+    pub api_token: Option<&'a str>,
+    /// The console's settings.
+    pub console: ConsoleConfig,
+    /// Whether the execution service has the artifact store (the harness always has one).
+    pub artifacts: bool,
+    /// MLflow links, as a server with a tracking URI has.
+    pub mlflow: Option<MlflowLinks>,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            dags: &[],
+            api_token: None,
+            console: ConsoleConfig::default(),
+            artifacts: true,
+            mlflow: None,
+        }
+    }
+}
+
+/// A server's state and what the tests reach behind it.
+pub struct Harness {
+    pub state: AppState,
+    pub store: Arc<dyn Store>,
+    pub execution: Arc<ExecutionService>,
+    pub blobs: Arc<BlobStore>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A server state as `setup` says, its DAG files loaded.
+pub async fn start(setup: Setup<'_>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dags")).unwrap();
+    for (name, text) in setup.dags {
+        std::fs::write(dir.path().join("dags").join(name), text).unwrap();
+    }
+    let store = kiln_engine::store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("kiln.db").display()
+    ))
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let mut registry = PluginRegistry::new();
+    registry.register(Noop).unwrap();
+    let scheduler = Arc::new(Scheduler::new(
+        Arc::clone(&store),
+        registry,
+        dir.path().join("dags"),
+        "test".to_owned(),
+    ));
+    scheduler.sync_dags().await.unwrap();
+    let blobs =
+        Arc::new(BlobStore::from_config(&ArtifactStoreConfig::local_under(dir.path())).unwrap());
+    let mut execution = ExecutionService::new(scheduler, Duration::from_secs(30));
+    if setup.artifacts {
+        execution = execution.with_artifacts(Arc::clone(&blobs));
+    }
+    let execution = Arc::new(execution);
+    let state = AppState {
+        execution: Arc::clone(&execution),
+        worker_token: "worker-secret".into(),
+        api_token: setup.api_token.map(Into::into),
+        console: setup.console,
+        models: Default::default(),
+        mlflow: setup.mlflow.map(Arc::new),
+    };
+    Harness {
+        state,
+        store,
+        execution,
+        blobs,
+        dir,
+    }
+}
+
+impl Harness {
+    /// Stores bytes as a real blob.
+    pub async fn blob(&self, bytes: &[u8]) -> BlobRef {
+        let upload = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
+        std::fs::write(upload.path(), bytes).unwrap();
+        self.blobs.put_file(upload.path()).await.unwrap().blob
+    }
+
+    /// Calls the app once; answers the status, the headers and the raw body.
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        (status, headers, bytes.to_vec())
+    }
+
+    /// Calls the JSON API; `body` is sent unless it is null. Answers the status and the JSON
+    /// body (null when there is none or it is not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(body.to_string())
+        };
+        let (status, _, bytes) = self.send(request.body(body).unwrap()).await;
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+}
+
+/// A console page as a test reads it.
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn has(&self, text: &str) -> bool {
+        self.body.contains(text)
+    }
+
+    /// Fails naming the first missing text, with the page.
+    #[track_caller]
+    pub fn assert_has(&self, expected: &[&str]) {
+        for text in expected {
+            assert!(self.has(text), "missing {text:?} in\n{}", self.body);
+        }
+    }
+
+    pub fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The page's CSRF token, as its forms carry it.
+    pub fn csrf(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let start = self.body.find(marker).expect("the page has a form") + marker.len();
+        let end = start + self.body[start..].find('"').unwrap();
+        self.body[start..end].to_owned()
+    }
+}
+
+/// Keeps the session cookie between requests, as a browser does.
+pub struct Browser<'a> {
+    harness: &'a Harness,
+    /// The session cookie (`name=value`) the server set last.
+    pub cookie: Option<String>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(harness: &'a Harness) -> Browser<'a> {
+        Browser {
+            harness,
+            cookie: None,
+        }
+    }
+
+    pub async fn send(&mut self, request: axum::http::request::Builder, body: String) -> Page {
+        let mut request = request;
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let (status, headers, bytes) = self
+            .harness
+            .send(request.body(Body::from(body)).unwrap())
+            .await;
+        if let Some(set) = headers.get(header::SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            self.cookie = Some(pair).filter(|pair| !pair.ends_with('='));
+        }
+        Page {
+            status,
+            headers,
+            body: String::from_utf8(bytes).unwrap(),
+        }
+    }
+
+    pub async fn get(&mut self, uri: &str) -> Page {
+        self.send(Request::builder().method("GET").uri(uri), String::new())
+            .await
+    }
+
+    /// A GET as htmx sends it.
+    pub async fn htmx_get(&mut self, uri: &str) -> Page {
+        let request = Request::builder()
+            .method("GET")
+            .uri(uri)
+            .header("hx-request", "true");
+        self.send(request, String::new()).await
+    }
+
+    /// Posts a form; `csrf` is added as a browser would send the hidden field, and `htmx` adds
+    /// the header htmx sends.
+    pub async fn post_as(
+        &mut self,
+        uri: &str,
+        csrf: Option<&str>,
+        fields: &[(&str, &str)],
+        htmx: bool,
+    ) -> Page {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        if let Some(csrf) = csrf {
+            form.append_pair("csrf", csrf);
+        }
+        for (name, value) in fields {
+            form.append_pair(name, value);
+        }
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if htmx {
+            request = request.header("hx-request", "true");
+        }
+        self.send(request, form.finish()).await
+    }
+
+    /// Posts a form as a plain browser does.
+    pub async fn post(&mut self, uri: &str, csrf: Option<&str>, fields: &[(&str, &str)]) -> Page {
+        self.post_as(uri, csrf, fields, false).await
+    }
+}
