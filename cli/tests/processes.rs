@@ -366,21 +366,7 @@ fn standalone_runs_hello_from_an_empty_directory() {
     .unwrap();
     let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut command = std::process::Command::new(kiln());
-    command
-        .current_dir(dir.path())
-        .args(["standalone", "--listen", &listen, "--workers", "2"])
-        .env_remove("KILN_API_TOKEN");
-    let mut standalone = Process::spawn(command);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !standalone.output().contains("Worker registered") {
-        assert!(
-            Instant::now() < deadline,
-            "standalone did not start:\n{}",
-            standalone.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut standalone = support::start_standalone(dir.path(), &listen, &[]);
     let trigger = std::process::Command::new(kiln())
         .current_dir(dir.path())
         .args([
