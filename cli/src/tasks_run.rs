@@ -35,13 +35,13 @@ pub(crate) enum TasksCommand {
         /// `.toml`, as in a DAG's `[tasks.params]`).
         #[arg(long, default_value = "{}")]
         params: String,
-        /// An input, as SLOT=PATH[:KIND[:MEDIA_TYPE]] (repeatable). KIND is dataset, model or
+        /// An input, as `SLOT=PATH[:KIND[:MEDIA_TYPE]]` (repeatable). KIND is dataset, model or
         /// file: dataset for .csv, .parquet and .jsonl files, file otherwise (models need
         /// `:model`). The media type follows from the kind and extension unless given. PATH may
         /// not contain `:`.
         #[arg(long = "input", value_name = "SLOT=PATH[:KIND[:MEDIA_TYPE]]")]
         inputs: Vec<String>,
-        /// An output the plugin writes, as SLOT=PATH[:KIND] (repeatable); missing folders are
+        /// An output the plugin writes, as `SLOT=PATH[:KIND]` (repeatable); missing folders are
         /// created.
         #[arg(long = "output", value_name = "SLOT=PATH[:KIND]")]
         outputs: Vec<String>,
