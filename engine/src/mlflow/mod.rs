@@ -82,6 +82,14 @@ pub fn artifact_uri(name: &str, version: i64) -> String {
     format!("kiln-artifact:///{name}@{version}")
 }
 
+/// Whether runs of this DAG are mirrored: it has a task of a tracked kind
+/// ([`MLFLOW_TRACKED_KINDS`](crate::store::MLFLOW_TRACKED_KINDS)).
+pub fn tracks(dag: &crate::dag::Dag) -> bool {
+    dag.tasks
+        .iter()
+        .any(|task| crate::store::MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()))
+}
+
 /// The experiment a run is recorded in: the run's `mlflow_experiment` param, or the DAG id.
 pub fn experiment_name(run: &MlflowRun) -> String {
     experiment_name_for(&run.dag_id, &run.params)

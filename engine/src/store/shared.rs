@@ -233,7 +233,7 @@ macro_rules! shared_store {
         /// Whether the MLflow mirror follows this DAG's runs: only DAGs with a tracked task get
         /// an experiment, so a DAG of shell commands never shows up in MLflow.
         fn mlflow_tracks(plan: &DagPlan) -> bool {
-            plan.dag.tasks.iter().any(|task| MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()))
+            crate::mlflow::tracks(&plan.dag)
         }
 
         /// A claimed attempt's inputs as stored on its attempt row: slot to version id.

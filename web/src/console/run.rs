@@ -147,8 +147,20 @@ pub(crate) async fn page(
     let run = run_or_404(&state, run_id).await?;
     let tasks = state.scheduler().store().task_instances(run_id).await?;
     let task_ids: Vec<&str> = tasks.iter().map(|task| task.task_id.as_str()).collect();
+    // Runs of DAGs without a tracked task never reach MLflow: no link, and no "not yet".
+    let tracked = match &state.mlflow {
+        Some(_) => kiln_engine::mlflow::tracks(
+            &state
+                .scheduler()
+                .store()
+                .dag_version(run.dag_version_id)
+                .await?
+                .dag,
+        ),
+        None => false,
+    };
     let mlflow = match &state.mlflow {
-        Some(links) => Some(
+        Some(links) if tracked => Some(
             links
                 .run(
                     state.scheduler().store().as_ref(),
@@ -158,7 +170,7 @@ pub(crate) async fn page(
                 )
                 .await?,
         ),
-        None => None,
+        _ => None,
     };
     let body = html! {
         p.crumbs { a href="/dags" { "DAGs" } " / " a href={ "/dags/" (run.dag_id) } { (run.dag_id) } " / run " (run.id) }

@@ -34,6 +34,18 @@ impl TaskPlugin for Noop {
     }
 }
 
+/// A `deploy` that does nothing, so a test DAG can hold a task of a kind MLflow tracks.
+pub struct NoopDeploy;
+
+impl TaskPlugin for NoopDeploy {
+    const KIND: &'static str = "deploy";
+    type Params = NoopParams;
+
+    async fn run(&self, _ctx: &TaskContext, _params: NoopParams) -> Result<TaskOutput, TaskError> {
+        Ok(TaskOutput::default())
+    }
+}
+
 /// How a test's server is set up.
 pub struct Setup<'a> {
     /// DAG files, as (file name, text).
@@ -85,6 +97,7 @@ pub async fn start(setup: Setup<'_>) -> Harness {
     store.migrate().await.unwrap();
     let mut registry = PluginRegistry::new();
     registry.register(Noop).unwrap();
+    registry.register(NoopDeploy).unwrap();
     let scheduler = Arc::new(Scheduler::new(
         Arc::clone(&store),
         registry,
