@@ -397,12 +397,7 @@ fn run_once(request: RunRequest) -> anyhow::Result<serde_json::Value> {
             bail!("task `{}` failed ({nature}): {error}", request.kind);
         }
         Err(join_error) if join_error.is_panic() => {
-            let panic = join_error.into_panic();
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text panic payload".to_owned());
+            let message = kiln_engine::plugin::panic_message(&*join_error.into_panic());
             bail!("task `{}` panicked: {message}", request.kind);
         }
         Err(join_error) => bail!("task `{}` was aborted: {join_error}", request.kind),

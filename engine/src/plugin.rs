@@ -88,6 +88,16 @@ impl LogSink for DiscardLogs {
     fn line(&self, _stream: LogStream, _text: &str) {}
 }
 
+/// The text of a plugin's panic (its payload is a `&str` or a `String` when it panicked with a
+/// message), for the attempt's error.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
+}
+
 /// An input artifact of a running task: a local copy of the exact version it reads, whose bytes
 /// were checked against the version's digest before the task started.
 #[derive(Debug, Clone, PartialEq)]

@@ -794,12 +794,7 @@ impl Attempt {
                 }
             }
             Err(join_error) if join_error.is_panic() => {
-                let panic = join_error.into_panic();
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-text panic payload".to_owned());
+                let message = crate::plugin::panic_message(&*join_error.into_panic());
                 AttemptResult::Failure {
                     error: format!("the plugin panicked: {message}"),
                     retryable: true,
