@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use common::{Harness, Setup};
 use kiln_engine::dag::ArtifactKind;
 use kiln_engine::store::{
-    AttemptResult, ClaimParams, ClaimedTask, ColumnSchema, Completion, DatasetStats, OutputContent,
-    ProducedOutput, PublishParams, RunCreateParams, RunRecord, TriggerKind,
+    ColumnSchema, DatasetStats, OutputContent, ProducedOutput, PublishParams, RunRecord,
 };
 use kiln_web::app;
 use tower::ServiceExt;
@@ -66,59 +63,12 @@ impl Harness {
         (version.version, reused)
     }
 
-    async fn claim(&self, task_id: &str) -> ClaimedTask {
-        let task = self
-            .store
-            .task_claim(&ClaimParams {
-                worker_id: "w".to_owned(),
-                queues: vec!["default".to_owned()],
-                limit: 1,
-                lease: Duration::from_secs(30),
-                now: T0,
-            })
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
-        assert_eq!(task.task_id, task_id);
-        task
-    }
-
-    async fn complete(&self, task: &ClaimedTask, outputs: Vec<ProducedOutput>) {
-        let completion = Completion {
-            task_instance_id: task.task_instance_id,
-            fence: task.fence,
-            result: AttemptResult::Success {
-                summary: serde_json::json!({}),
-                outputs,
-                cache: None,
-            },
-        };
-        self.store.task_complete(&[completion], T0).await.unwrap()[0]
-            .clone()
-            .unwrap();
-    }
-
     /// Publishes `reference` by hand and runs the pipeline once through the store.
     async fn run_pipeline(&self) -> RunRecord {
         self.put("reference", ArtifactKind::Dataset, b"ref\n1\n", T0)
             .await;
-        let run = self
-            .store
-            .run_create(&RunCreateParams {
-                dag_id: "pipe".to_owned(),
-                dag_version_id: None,
-                logical_date: T0,
-                data_interval: None,
-                trigger: TriggerKind::Manual,
-                params: serde_json::json!({}),
-                now: T0,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        self.store.runs_start_queued(T0).await.unwrap();
-        let ingest = self.claim("ingest").await;
+        let run = self.start_run("pipe", T0).await;
+        let ingest = self.claim("ingest", T0).await;
         let raw = ProducedOutput {
             slot: "raw".to_owned(),
             content: OutputContent::Blob {
@@ -140,8 +90,8 @@ impl Harness {
                 metadata: None,
             },
         };
-        self.complete(&ingest, vec![raw]).await;
-        let train = self.claim("train").await;
+        self.complete(&ingest, vec![raw], T0).await;
+        let train = self.claim("train", T0).await;
         let model = ProducedOutput {
             slot: "model".to_owned(),
             content: OutputContent::Blob {
@@ -151,7 +101,7 @@ impl Harness {
                 metadata: None,
             },
         };
-        self.complete(&train, vec![model]).await;
+        self.complete(&train, vec![model], T0).await;
         run
     }
 

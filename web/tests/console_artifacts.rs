@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use common::{Browser, Harness, Page, Setup};
 use kiln_engine::artifacts::{BlobRef, Sha256Digest};
 use kiln_engine::dag::ArtifactKind;
 use kiln_engine::store::{
-    AttemptResult, ClaimParams, ClaimedTask, ColumnSchema, Completion, DatasetStats, OutputContent,
-    ProducedOutput, PublishParams, RunCreateParams, RunRecord, TriggerKind,
+    ColumnSchema, DatasetStats, OutputContent, ProducedOutput, PublishParams, RunRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -85,24 +82,6 @@ fn people_stats(rows: u64) -> DatasetStats {
 }
 
 impl Harness {
-    async fn claim(&self, task_id: &str, now: i64) -> ClaimedTask {
-        let task = self
-            .store
-            .task_claim(&ClaimParams {
-                worker_id: "w".to_owned(),
-                queues: vec!["default".to_owned()],
-                limit: 1,
-                lease: Duration::from_secs(30),
-                now,
-            })
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
-        assert_eq!(task.task_id, task_id);
-        task
-    }
-
     /// Claims `task_id` and completes it with one output of these bytes.
     async fn step(
         &self,
@@ -123,42 +102,12 @@ impl Harness {
                 metadata: None,
             },
         };
-        let completion = Completion {
-            task_instance_id: task.task_instance_id,
-            fence: task.fence,
-            result: AttemptResult::Success {
-                summary: serde_json::json!({}),
-                outputs: vec![output],
-                cache: None,
-            },
-        };
-        self.store.task_complete(&[completion], now).await.unwrap()[0]
-            .clone()
-            .unwrap();
-    }
-
-    async fn start(&self, dag_id: &str, now: i64) -> RunRecord {
-        let run = self
-            .store
-            .run_create(&RunCreateParams {
-                dag_id: dag_id.to_owned(),
-                dag_version_id: None,
-                logical_date: now,
-                data_interval: None,
-                trigger: TriggerKind::Manual,
-                params: serde_json::json!({}),
-                now,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        self.store.runs_start_queued(now).await.unwrap();
-        run
+        self.complete(&task, vec![output], now).await;
     }
 
     /// Runs the pipeline once through the store, with `raw` as the ingested bytes.
     async fn run_pipeline(&self, raw: &str, rows: u64, now: i64) -> RunRecord {
-        let run = self.start("pipe", now).await;
+        let run = self.start_run("pipe", now).await;
         self.step(
             "ingest",
             "raw",
@@ -567,7 +516,7 @@ async fn the_task_page_lists_what_its_attempt_read_and_wrote() {
     ingest.assert_has(&[r#"<a href="/artifacts/raw/1">raw@1</a>"#]);
     assert!(!ingest.has("<td>read</td>"), "{}", ingest.body);
 
-    let plain = harness.start("plain", T0).await;
+    let plain = harness.start_run("plain", T0).await;
     let nothing = get(&harness, &format!("/runs/{}/tasks/only", plain.id)).await;
     assert_eq!(nothing.status, StatusCode::OK);
     nothing.assert_has(&["This attempt read and wrote no artifacts."]);
@@ -593,7 +542,7 @@ async fn a_run_links_to_its_lineage() {
         &format!(">pipe/train run {id}</text>"),
     ]);
 
-    let plain = harness.start("plain", T0).await;
+    let plain = harness.start_run("plain", T0).await;
     let empty = get(&harness, &format!("/runs/{}/lineage", plain.id)).await;
     assert_eq!(empty.status, StatusCode::OK);
     empty.assert_has(&["This run has read and written no artifacts."]);

@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use common::{Browser, Harness, Setup};
 use kiln_engine::dag::{ArtifactKind, ModelAlias};
 use kiln_engine::mlflow::MlflowLinks;
 use kiln_engine::store::{
-    AttemptResult, ClaimParams, Completion, MlflowIdKind, OutputContent, ProducedOutput,
-    PublishParams, RunCreateParams, RunRecord, TriggerKind,
+    MlflowIdKind, OutputContent, ProducedOutput, PublishParams, RunRecord, TriggerKind,
 };
 use kiln_web::ConsoleConfig;
 
@@ -63,34 +60,8 @@ impl Harness {
     /// Runs the `train` DAG through the store: its deploy writes the fixture as `wq` v1 with
     /// these metrics and moves production to it.
     async fn deploy_by_run(&self, metrics: serde_json::Value) -> RunRecord {
-        let run = self
-            .store
-            .run_create(&RunCreateParams {
-                dag_id: "train".to_owned(),
-                dag_version_id: None,
-                logical_date: T0,
-                data_interval: None,
-                trigger: TriggerKind::Manual,
-                params: serde_json::json!({}),
-                now: T0,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        self.store.runs_start_queued(T0).await.unwrap();
-        let task = self
-            .store
-            .task_claim(&ClaimParams {
-                worker_id: "w".to_owned(),
-                queues: vec!["default".to_owned()],
-                limit: 1,
-                lease: Duration::from_secs(30),
-                now: T0,
-            })
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let run = self.start_run("train", T0).await;
+        let task = self.claim("deploy", T0).await;
         let output = ProducedOutput {
             slot: "model".to_owned(),
             content: OutputContent::Blob {
@@ -100,18 +71,7 @@ impl Harness {
                 metadata: Some(serde_json::json!({ "metrics": metrics })),
             },
         };
-        let completion = Completion {
-            task_instance_id: task.task_instance_id,
-            fence: task.fence,
-            result: AttemptResult::Success {
-                summary: serde_json::json!({}),
-                outputs: vec![output],
-                cache: None,
-            },
-        };
-        self.store.task_complete(&[completion], T0).await.unwrap()[0]
-            .clone()
-            .unwrap();
+        self.complete(&task, vec![output], T0).await;
         run
     }
 

@@ -14,7 +14,10 @@ use kiln_engine::execution::ExecutionService;
 use kiln_engine::mlflow::MlflowLinks;
 use kiln_engine::plugin::{PluginRegistry, TaskContext, TaskError, TaskOutput, TaskPlugin};
 use kiln_engine::scheduler::Scheduler;
-use kiln_engine::store::Store;
+use kiln_engine::store::{
+    AttemptResult, ClaimParams, ClaimedTask, Completion, ProducedOutput, RunCreateParams,
+    RunRecord, Store, TriggerKind,
+};
 use kiln_web::{AppState, ConsoleConfig, app};
 use tower::ServiceExt;
 
@@ -135,6 +138,61 @@ impl Harness {
         let upload = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
         std::fs::write(upload.path(), bytes).unwrap();
         self.blobs.put_file(upload.path()).await.unwrap().blob
+    }
+
+    /// Creates a manual run of `dag_id` at `now` and starts it.
+    pub async fn start_run(&self, dag_id: &str, now: i64) -> RunRecord {
+        let run = self
+            .store
+            .run_create(&RunCreateParams {
+                dag_id: dag_id.to_owned(),
+                dag_version_id: None,
+                logical_date: now,
+                data_interval: None,
+                trigger: TriggerKind::Manual,
+                params: serde_json::json!({}),
+                now,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        self.store.runs_start_queued(now).await.unwrap();
+        run
+    }
+
+    /// Claims the next task as worker `w`, which must be `task_id`.
+    pub async fn claim(&self, task_id: &str, now: i64) -> ClaimedTask {
+        let task = self
+            .store
+            .task_claim(&ClaimParams {
+                worker_id: "w".to_owned(),
+                queues: vec!["default".to_owned()],
+                limit: 1,
+                lease: Duration::from_secs(30),
+                now,
+            })
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(task.task_id, task_id);
+        task
+    }
+
+    /// Reports a claimed task successful with these outputs.
+    pub async fn complete(&self, task: &ClaimedTask, outputs: Vec<ProducedOutput>, now: i64) {
+        let completion = Completion {
+            task_instance_id: task.task_instance_id,
+            fence: task.fence,
+            result: AttemptResult::Success {
+                summary: serde_json::json!({}),
+                outputs,
+                cache: None,
+            },
+        };
+        self.store.task_complete(&[completion], now).await.unwrap()[0]
+            .clone()
+            .unwrap();
     }
 
     /// Calls the app once; answers the status, the headers and the raw body.
