@@ -1,13 +1,14 @@
 //! The algorithms `train` offers, their hyperparameters, and fitting each into kiln's own
-//! parameter shapes: linfa for the linear models and k-means, kiln's own for trees, forests
-//! and naive Bayes (see `tree.rs`; linfa-bayes keeps its fitted parameters private, so they
-//! could not be saved in a stable form).
+//! parameter shapes: linfa for linear and elastic-net regression; kiln's own for logistic
+//! regression (L-BFGS from argmin, `logistic.rs`), k-means (`kmeans.rs`), trees, forests and
+//! naive Bayes (`tree.rs`), where linfa was several times slower than scikit-learn or kept its
+//! fitted parameters private.
 
 use std::collections::BTreeMap;
 
 use kiln_engine::TaskError;
+use linfa::Dataset;
 use linfa::prelude::Fit;
-use linfa::{Dataset, DatasetBase};
 use ndarray::{Array1, Array2};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -217,7 +218,7 @@ fn matrix(data: &Training<'_>) -> Result<Array2<f64>, TaskError> {
 }
 
 /// The mean over features of each feature's variance (population), one pass over the rows.
-fn mean_variance(data: &Training<'_>) -> f64 {
+pub(crate) fn mean_variance(data: &Training<'_>) -> f64 {
     if data.rows == 0 || data.features == 0 {
         return 0.0;
     }
@@ -266,55 +267,18 @@ pub fn fit(
             max_iterations,
             tolerance,
         } => {
-            if *c <= 0.0 {
-                return Err(TaskError::Permanent("`c` must be positive".to_owned()));
-            }
-            let labels = labels(data)?;
-            // linfa minimises the sum of the losses; scikit-learn their mean, and stops on the
-            // mean's gradient. Scaling the tolerance by the row count makes both stop at the
-            // same point instead of linfa running to its iteration cap.
-            let gradient_tolerance = tolerance * data.rows as f64;
-            let dataset = Dataset::new(matrix(data)?, Array1::from_iter(labels.iter().copied()));
-            let failed = |error: linfa_logistic::error::Error| {
-                TaskError::Permanent(format!("logistic regression failed to fit: {error}"))
-            };
-            if data.classes <= 2 {
-                let model = linfa_logistic::LogisticRegression::default()
-                    .alpha(1.0 / c)
-                    .max_iterations(*max_iterations)
-                    .gradient_tolerance(gradient_tolerance)
-                    .fit(&dataset)
-                    .map_err(failed)?;
-                // linfa scores its "positive" label; kiln's single score is for class 1.
-                let sign = if model.labels().pos.class == 1 {
-                    1.0
-                } else {
-                    -1.0
-                };
-                Fitted::Logistic {
-                    coefficients: vec![model.params().iter().map(|weight| sign * weight).collect()],
-                    intercepts: vec![sign * model.intercept()],
-                }
-            } else {
-                let model = linfa_logistic::MultiLogisticRegression::default()
-                    .alpha(1.0 / c)
-                    .max_iterations(*max_iterations)
-                    .gradient_tolerance(gradient_tolerance)
-                    .fit(&dataset)
-                    .map_err(failed)?;
-                let params = model.params();
-                let mut coefficients = vec![vec![0.0; data.features]; data.classes];
-                let mut intercepts = vec![0.0; data.classes];
-                for (column, class) in model.classes().iter().enumerate() {
-                    for feature in 0..data.features {
-                        coefficients[*class][feature] = params[[feature, column]];
-                    }
-                    intercepts[*class] = model.intercept()[column];
-                }
-                Fitted::Logistic {
-                    coefficients,
-                    intercepts,
-                }
+            let fit = super::logistic::fit_logistic(
+                data,
+                labels(data)?,
+                *c,
+                *max_iterations,
+                *tolerance,
+            )?;
+            info.insert("iterations".to_owned(), serde_json::json!(fit.iterations));
+            info.insert("loss".to_owned(), serde_json::json!(fit.loss));
+            Fitted::Logistic {
+                coefficients: fit.coefficients,
+                intercepts: fit.intercepts,
             }
         }
         Algorithm::LinearRegression {} => {
@@ -428,37 +392,19 @@ pub fn fit(
             tolerance,
             runs,
         } => {
-            use rand_xoshiro::rand_core::SeedableRng;
-            if *clusters == 0 || *clusters > data.rows {
-                return Err(TaskError::Permanent(format!(
-                    "`clusters` must be between 1 and the number of rows ({})",
-                    data.rows
-                )));
-            }
-            // linfa stops when the centroids' movement (an L2 distance, not squared, and not
-            // relative to the data's spread) falls below its tolerance; scikit-learn's `tol`
-            // bounds the squared movement relative to the mean variance. Translating keeps
-            // `tolerance` meaning what scikit-learn users expect, and stops as early: taken as
-            // is, it held linfa to a hundred times finer movement on standardized data and
-            // ran most of its iterations for nothing.
-            let linfa_tolerance = (tolerance * mean_variance(data)).sqrt();
-            let dataset = DatasetBase::from(matrix(data)?);
-            let model = linfa_clustering::KMeans::params_with_rng(
-                *clusters,
-                rand_xoshiro::Xoshiro256Plus::seed_from_u64(data.seed),
-            )
-            .n_runs((*runs).max(1))
-            .max_n_iterations(*max_iterations)
-            .tolerance(linfa_tolerance)
-            .fit(&dataset)
-            .map_err(|error| TaskError::Permanent(format!("k-means failed to fit: {error}")))?;
+            let fit = super::kmeans::fit_k_means(
+                data,
+                &super::kmeans::KMeansSettings {
+                    clusters: *clusters,
+                    max_iterations: *max_iterations,
+                    tolerance: *tolerance,
+                    runs: *runs,
+                },
+            )?;
+            info.insert("iterations".to_owned(), serde_json::json!(fit.iterations));
+            info.insert("inertia".to_owned(), serde_json::json!(fit.inertia));
             Fitted::KMeans {
-                centroids: model
-                    .centroids()
-                    .rows()
-                    .into_iter()
-                    .map(|row| row.to_vec())
-                    .collect(),
+                centroids: fit.centroids,
             }
         }
     };
