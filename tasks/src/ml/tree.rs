@@ -139,6 +139,20 @@ impl Random {
     }
 }
 
+/// A row's place in the tree being grown.
+#[derive(Clone, Copy)]
+struct RowState {
+    /// Its bootstrap count (1 without bootstrap).
+    weight: f64,
+    /// Its open node's index in this level's list, or [`NO_SLOT`].
+    slot: u32,
+    /// Its class (classification).
+    class: u32,
+}
+
+/// The slot of a row in no open node.
+const NO_SLOT: u32 = u32::MAX;
+
 /// Running sums of one side of a split.
 #[derive(Clone)]
 struct Stats {
@@ -163,6 +177,17 @@ impl Stats {
                 self.sums[0] += weight * values[row];
                 self.sums[1] += weight * values[row] * values[row];
             }
+        }
+    }
+
+    /// [`Stats::add`] for a row whose class and weight are at hand.
+    fn add_state(&mut self, target: Target<'_>, row: usize, state: RowState) {
+        match target {
+            Target::Classes { .. } => {
+                self.weight += state.weight;
+                self.sums[state.class as usize] += state.weight;
+            }
+            Target::Values(_) => self.add(target, row, state.weight),
         }
     }
 
@@ -231,6 +256,8 @@ struct Open {
     node: usize,
     depth: usize,
     total: Stats,
+    /// `total`'s impurity, which every candidate threshold is compared against.
+    total_impurity: f64,
     candidates: Vec<bool>,
     best: Option<(f64, usize, f64)>,
     left: Stats,
@@ -247,7 +274,6 @@ pub fn grow(
     weights: &[f64],
     settings: &TreeSettings,
 ) -> Tree {
-    let rows = weights.len();
     let width = match target {
         Target::Classes { classes, .. } => classes,
         Target::Values(_) => 2,
@@ -268,24 +294,46 @@ pub fn grow(
             value: total.leaf_value(target),
         }],
     };
-    // Which open node each row is in (usize::MAX once its node is a leaf).
-    let mut slot_of: Vec<usize> = vec![0; rows];
-    let mut open = vec![new_open(0, 0, total, features, settings, &mut random)];
+    // Each row's open node (none once its node is a leaf, or ever for a row out of the
+    // sample), class and weight side by side: the sweeps visit rows in each feature's sorted
+    // order, so every lookup is a cache miss on a large table, and one miss beats three.
+    let mut states: Vec<RowState> = weights
+        .iter()
+        .enumerate()
+        .map(|(row, weight)| RowState {
+            weight: *weight,
+            slot: if *weight > 0.0 { 0 } else { NO_SLOT },
+            class: match target {
+                Target::Classes { labels, .. } => labels[row] as u32,
+                Target::Values(_) => 0,
+            },
+        })
+        .collect();
+    let mut open = vec![new_open(
+        0,
+        0,
+        total,
+        target,
+        features,
+        settings,
+        &mut random,
+    )];
     while !open.is_empty() {
         let splittable: Vec<bool> = open
             .iter()
             .map(|node| {
                 node.depth < settings.max_depth
                     && node.total.weight >= settings.min_samples_split as f64
-                    && node.total.impurity(target) > 1e-12
+                    && node.total_impurity > 1e-12
             })
             .collect();
         for feature in 0..features {
-            if !open
+            let active: Vec<bool> = open
                 .iter()
                 .zip(&splittable)
-                .any(|(node, can)| *can && node.candidates[feature])
-            {
+                .map(|(node, can)| *can && node.candidates[feature])
+                .collect();
+            if !active.contains(&true) {
                 continue;
             }
             for node in &mut open {
@@ -293,22 +341,17 @@ pub fn grow(
                 node.last = None;
             }
             for (&row, &value) in sorted.order[feature].iter().zip(&sorted.values[feature]) {
-                let row = row as usize;
-                let weight = weights[row];
-                if weight <= 0.0 {
+                let state = states[row as usize];
+                if state.slot == NO_SLOT || !active[state.slot as usize] {
                     continue;
                 }
-                let slot = slot_of[row];
-                if slot == usize::MAX || !splittable[slot] || !open[slot].candidates[feature] {
-                    continue;
-                }
-                let node = &mut open[slot];
+                let node = &mut open[state.slot as usize];
                 if let Some(last) = node.last
                     && value > last
                 {
                     consider(node, target, feature, (last + value) / 2.0, settings);
                 }
-                node.left.add(target, row, weight);
+                node.left.add_state(target, row as usize, state);
                 node.last = Some(value);
             }
         }
@@ -340,13 +383,12 @@ pub fn grow(
             next.push((left_id + 1, node.depth + 1));
         }
         let mut next_stats: Vec<Stats> = vec![Stats::new(width); next.len()];
-        for row in 0..rows {
-            let slot = slot_of[row];
-            if slot == usize::MAX {
+        for (row, state) in states.iter_mut().enumerate() {
+            if state.slot == NO_SLOT {
                 continue;
             }
-            let Some((feature, threshold, left_slot)) = routes[slot] else {
-                slot_of[row] = usize::MAX;
+            let Some((feature, threshold, left_slot)) = routes[state.slot as usize] else {
+                state.slot = NO_SLOT;
                 continue;
             };
             let chosen = if x[row * features + feature] <= threshold {
@@ -354,17 +396,15 @@ pub fn grow(
             } else {
                 left_slot + 1
             };
-            slot_of[row] = chosen;
-            if weights[row] > 0.0 {
-                next_stats[chosen].add(target, row, weights[row]);
-            }
+            state.slot = chosen as u32;
+            next_stats[chosen].add_state(target, row, *state);
         }
         open = next
             .into_iter()
             .zip(next_stats)
             .map(|((node, depth), stats)| {
                 tree.nodes[node].value = stats.leaf_value(target);
-                new_open(node, depth, stats, features, settings, &mut random)
+                new_open(node, depth, stats, target, features, settings, &mut random)
             })
             .collect();
     }
@@ -375,6 +415,7 @@ fn new_open(
     node: usize,
     depth: usize,
     total: Stats,
+    target: Target<'_>,
     features: usize,
     settings: &TreeSettings,
     random: &mut Random,
@@ -397,6 +438,7 @@ fn new_open(
         node,
         depth,
         left: Stats::new(total.sums.len()),
+        total_impurity: total.impurity(target),
         total,
         candidates,
         best: None,
@@ -418,7 +460,7 @@ fn consider(
     // Called for nearly every row of every feature at every level: the right side's impurity
     // is computed in place rather than from a `Stats` built (and allocated) for it.
     let impurity = node.left.impurity(target) + node.total.impurity_without(&node.left, target);
-    let improves = impurity < node.total.impurity(target) - 1e-12;
+    let improves = impurity < node.total_impurity - 1e-12;
     if improves && node.best.is_none_or(|(best, _, _)| impurity < best) {
         node.best = Some((impurity, feature, threshold));
     }
