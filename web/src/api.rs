@@ -8,13 +8,15 @@ use kiln_engine::mlflow::MlflowRunLink;
 use kiln_engine::scheduler::to_datetime;
 use kiln_engine::state::{RunState, TaskState};
 use kiln_engine::store::{DagRecord, RunFilter, RunRecord, TaskInstanceRecord, TriggerKind};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::error::{JsonBody, JsonOrEmpty};
+use crate::openapi::schema;
 use crate::wire::{
-    ClearRequest, DagDetail, DagList, DagSummary, ImportError, LogChunkView, LogPage, MarkRequest,
-    MlflowRunView, ParamView, RunDetail, RunList, RunView, TaskDefinitionView, TaskInstanceView,
-    TriggerRequest, time,
+    CancelResponse, ClearRequest, ClearResponse, DagDetail, DagList, DagSummary, ImportError,
+    LogChunkView, LogPage, MarkRequest, MlflowRunView, ParamView, RunDetail, RunList, RunView,
+    TaskDefinitionView, TaskInstanceView, TriggerRequest, WorkerList, WorkerView, time,
 };
 use crate::{AppError, AppState};
 
@@ -183,11 +185,17 @@ pub(crate) async fn unpause_dag(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// The filters of `GET /api/v1/runs`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunQuery {
+    /// Only runs of this DAG.
     dag_id: Option<String>,
+    /// Only runs in this state.
+    // A string rather than the enum, so that a wrong state gets a 422 naming the choices.
+    #[schemars(with = "Option<schema::RunState>")]
     state: Option<String>,
+    /// The most runs to answer: 100 unless given, at most 1000.
     limit: Option<u32>,
 }
 
@@ -265,16 +273,19 @@ pub(crate) async fn get_run(
 pub(crate) async fn cancel_run(
     State(state): State<AppState>,
     Path(run_id): Path<i64>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<CancelResponse>, AppError> {
     run_or_404(&state, run_id).await?;
     let cancelled = state.scheduler().cancel(run_id).await?;
-    Ok(Json(serde_json::json!({ "cancelled": cancelled })))
+    Ok(Json(CancelResponse { cancelled }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which part of a task's log `GET …/logs` answers.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogQuery {
+    /// The attempt, from 1; the latest unless given.
     try_number: Option<i64>,
+    /// Only chunks after this position; all unless given.
     after_seq: Option<i64>,
 }
 
@@ -325,12 +336,12 @@ pub(crate) async fn clear_task(
     State(state): State<AppState>,
     Path((run_id, task_id)): Path<(i64, String)>,
     JsonOrEmpty(request): JsonOrEmpty<ClearRequest>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<ClearResponse>, AppError> {
     let cleared = state
         .scheduler()
         .clear(run_id, &task_id, request.downstream)
         .await?;
-    Ok(Json(serde_json::json!({ "cleared": cleared })))
+    Ok(Json(ClearResponse { cleared }))
 }
 
 pub(crate) async fn mark_task(
@@ -351,22 +362,20 @@ pub(crate) async fn mark_task(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn list_workers(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let workers: Vec<serde_json::Value> = state
+pub(crate) async fn list_workers(State(state): State<AppState>) -> Json<WorkerList> {
+    let workers = state
         .execution
         .workers()
         .into_iter()
-        .map(|worker| {
-            serde_json::json!({
-                "worker_id": worker.registration.worker_id,
-                "queues": worker.registration.queues,
-                "concurrency": worker.registration.concurrency,
-                "hostname": worker.registration.hostname,
-                "pid": worker.registration.pid,
-                "version": worker.registration.version,
-                "last_seen": to_datetime(worker.last_seen).to_rfc3339(),
-            })
+        .map(|worker| WorkerView {
+            last_seen: to_datetime(worker.last_seen).to_rfc3339(),
+            worker_id: worker.registration.worker_id,
+            queues: worker.registration.queues,
+            concurrency: worker.registration.concurrency,
+            hostname: worker.registration.hostname,
+            pid: worker.registration.pid,
+            version: worker.registration.version,
         })
         .collect();
-    Json(serde_json::json!({ "workers": workers }))
+    Json(WorkerList { workers })
 }

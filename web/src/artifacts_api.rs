@@ -6,9 +6,11 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use kiln_engine::dag::ArtifactKind;
 use kiln_engine::store::{ArtifactVersionRecord, LineageDirection};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::exec::blob_response;
+use crate::openapi::schema;
 use crate::wire::{ArtifactDetail, ArtifactList, ArtifactView, LineageView, VersionView};
 use crate::{AppError, AppState};
 
@@ -16,10 +18,13 @@ use crate::{AppError, AppState};
 const DEFAULT_VERSIONS: u32 = 100;
 const MAX_VERSIONS: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+/// The filter of `GET /api/v1/artifacts`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only artifacts of this kind.
     // A string rather than the enum, so that a wrong kind gets a 422 naming the choices.
+    #[schemars(with = "Option<schema::ArtifactKind>")]
     kind: Option<String>,
 }
 
@@ -39,9 +44,11 @@ pub(crate) async fn list_artifacts(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// How many versions `GET /api/v1/artifacts/{name}` lists.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DetailQuery {
+    /// The most versions to list: 100 unless given, at most 1000.
     limit: Option<u32>,
 }
 
@@ -99,10 +106,13 @@ pub(crate) async fn get_content(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// Which way `GET …/lineage` walks.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LineageQuery {
+    /// `upstream`, what the version was made from (the default), or `downstream`.
     // A string rather than the enum, so that a wrong direction gets a 422 naming the choices.
+    #[schemars(extend("enum" = ["upstream", "downstream", null]))]
     direction: Option<String>,
 }
 

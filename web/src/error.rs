@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use kiln_engine::scheduler::SchedulerError;
 use kiln_engine::store::StoreError;
 
+use crate::wire::ErrorBody;
+
 /// A handler failure.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -84,7 +86,7 @@ impl IntoResponse for AppError {
                 )
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (status, Json(ErrorBody { error: message })).into_response()
     }
 }
 

@@ -16,7 +16,7 @@ use crate::error::JsonBody;
 use crate::wire::{
     Assignment, BlobView, CacheHitView, CacheLookupRequest, CacheLookupResponse, ClaimRequest,
     ClaimResponse, CompleteRequest, CompleteResponse, CompletionResult, HeartbeatResponse,
-    LeasesRequest, LogsRequest, RegisterRequest, RegisterResponse,
+    LeasesRequest, LogsRequest, LogsResponse, RegisterRequest, RegisterResponse, ReleaseResponse,
 };
 use crate::{AppError, AppState};
 
@@ -99,14 +99,16 @@ pub(crate) async fn heartbeat(
 pub(crate) async fn logs(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<LogsRequest>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<LogsResponse>, AppError> {
     let chunks: Vec<LogUpload> = request.chunks.into_iter().map(LogUpload::from).collect();
     state
         .execution
         .logs(&request.worker_id, &chunks)
         .await
         .map_err(api_error)?;
-    Ok(Json(serde_json::json!({ "stored": chunks.len() })))
+    Ok(Json(LogsResponse {
+        stored: chunks.len(),
+    }))
 }
 
 pub(crate) async fn complete(
@@ -142,15 +144,15 @@ pub(crate) async fn complete(
 pub(crate) async fn release(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<LeasesRequest>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<ReleaseResponse>, AppError> {
     state
         .execution
         .release(&request.worker_id, &leases(&request))
         .await
         .map_err(api_error)?;
-    Ok(Json(
-        serde_json::json!({ "released": request.running.len() }),
-    ))
+    Ok(Json(ReleaseResponse {
+        released: request.running.len(),
+    }))
 }
 
 pub(crate) async fn cache_lookup(

@@ -8,9 +8,11 @@ use axum::extract::{Path, State};
 use kiln_engine::dag::ModelAlias;
 use kiln_engine::store::now_micros;
 use kiln_tasks::ml::preprocess::Preprocessing;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JsonBody, JsonOrEmpty};
+use crate::openapi::schema;
 use crate::serving::{ServeError, ServedModel};
 use crate::wire::{AttemptView, time};
 use crate::{AppError, AppState};
@@ -19,14 +21,14 @@ use crate::{AppError, AppState};
 pub(crate) const MAX_ROWS: usize = 10_000;
 
 /// `GET /api/v1/models`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelList {
     /// Models, by name.
     pub models: Vec<ModelSummary>,
 }
 
 /// A model in a list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelSummary {
     /// Its name.
     pub name: String,
@@ -41,7 +43,7 @@ pub struct ModelSummary {
 }
 
 /// `GET /api/v1/models/{name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelDetail {
     /// Its name.
     pub name: String,
@@ -58,7 +60,7 @@ pub struct ModelDetail {
 }
 
 /// The served version's model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ServedView {
     /// The algorithm and hyperparameters.
     pub algorithm: serde_json::Value,
@@ -77,7 +79,7 @@ pub struct ServedView {
 }
 
 /// A version of a model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelVersionView {
     /// The version number.
     pub version: i64,
@@ -92,7 +94,7 @@ pub struct ModelVersionView {
 }
 
 /// One move of an alias.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AliasEventView {
     /// The alias.
     pub alias: String,
@@ -107,7 +109,7 @@ pub struct AliasEventView {
 }
 
 /// `POST /api/v1/models/{name}/predict`: rows as objects, or columns as arrays.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// One object per row, keyed by feature name.
@@ -119,7 +121,7 @@ pub struct PredictRequest {
 }
 
 /// The answer to a prediction request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PredictResponse {
     /// The model.
     pub model: String,
@@ -134,29 +136,32 @@ pub struct PredictResponse {
 }
 
 /// `POST /api/v1/models/{name}/promote`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The version to point the alias at.
     pub version: i64,
     /// `production` (default) or `staging`.
     #[serde(default)]
+    #[schemars(with = "Option<schema::ModelAlias>")]
     pub alias: Option<ModelAlias>,
 }
 
 /// `POST /api/v1/models/{name}/rollback`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// `production` (default) or `staging`.
     #[serde(default)]
+    #[schemars(with = "Option<schema::ModelAlias>")]
     pub alias: Option<ModelAlias>,
 }
 
 /// What an alias move did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AliasMove {
     /// The alias.
+    #[schemars(with = "schema::ModelAlias")]
     pub alias: ModelAlias,
     /// The version it points at now.
     pub version: i64,

@@ -11,7 +11,10 @@ use kiln_engine::store::{
     Completion, CompletionOutcome, DatasetStats, OutputContent, ProducedOutput, Rejection,
     ResolvedInput,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::openapi::schema;
 
 /// Times on the wire are RFC 3339 strings (UTC).
 pub fn time(micros: i64) -> String {
@@ -23,20 +26,29 @@ fn micros_of(text: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(text).map_or(0, |time| time.timestamp_micros())
 }
 
+/// The body of every error response (`AppError`): a message the caller can act on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong; for a server failure, only that it happened.
+    pub error: String,
+}
+
 // ---- Artifacts (both APIs) --------------------------------------------------------------
 
 /// An artifact version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionView {
     /// Its id in the store.
     pub id: i64,
     /// The artifact's name.
     pub name: String,
     /// `dataset`, `model` or `file`.
+    #[schemars(with = "schema::ArtifactKind")]
     pub kind: ArtifactKind,
     /// The version number, from 1.
     pub version: i64,
     /// The SHA-256 of its bytes, lowercase hex.
+    #[schemars(with = "schema::Sha256")]
     pub sha256: kiln_engine::artifacts::Sha256Digest,
     /// Its size in bytes.
     pub size: u64,
@@ -54,7 +66,7 @@ pub struct VersionView {
 }
 
 /// A task attempt, as lineage names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AttemptView {
     /// The task instance.
     pub task_instance_id: i64,
@@ -69,9 +81,10 @@ pub struct AttemptView {
 }
 
 /// The shape of a dataset version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DatasetView {
     /// Columns in order, as `{name, dtype}`.
+    #[schemars(with = "Vec<schema::ColumnSchema>")]
     pub columns: Vec<ColumnSchema>,
     /// Rows.
     pub rows: u64,
@@ -146,7 +159,7 @@ impl From<VersionView> for ArtifactVersionRecord {
 }
 
 /// An input of a claimed task, resolved to a version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InputAssignment {
     /// The task's name for it.
     pub slot: String,
@@ -155,11 +168,12 @@ pub struct InputAssignment {
 }
 
 /// A declared output of a claimed task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OutputAssignment {
     /// The output's name.
     pub name: String,
     /// What it is.
+    #[schemars(with = "schema::ArtifactKind")]
     pub kind: ArtifactKind,
     /// The name to publish it under, when not `dag.task.output`.
     pub publish_as: Option<String>,
@@ -167,16 +181,18 @@ pub struct OutputAssignment {
     pub media_type: Option<String>,
     /// The registry alias the new version takes when the task succeeds.
     #[serde(default)]
+    #[schemars(with = "Option<schema::ModelAlias>")]
     pub promote: Option<kiln_engine::dag::ModelAlias>,
 }
 
 /// One output of a finished attempt: new bytes, or an existing version reused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OutputReport {
     /// The output's name.
     pub slot: String,
     /// For new bytes: their digest.
     #[serde(default)]
+    #[schemars(with = "Option<schema::Sha256>")]
     pub sha256: Option<kiln_engine::artifacts::Sha256Digest>,
     /// For new bytes: their size.
     #[serde(default)]
@@ -263,7 +279,7 @@ impl OutputReport {
 }
 
 /// A successful attempt's cache entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CacheReport {
     /// The cache key.
     pub key: String,
@@ -273,21 +289,21 @@ pub struct CacheReport {
 }
 
 /// `POST /api/v1/exec/cache/lookup`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CacheLookupRequest {
     /// The cache key.
     pub key: String,
 }
 
 /// The answer to a cache lookup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CacheLookupResponse {
     /// The attempt to reuse, when there is one.
     pub hit: Option<CacheHitView>,
 }
 
 /// An attempt whose outputs may be reused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CacheHitView {
     /// The attempt's id in the store.
     pub attempt_id: i64,
@@ -301,9 +317,10 @@ pub struct CacheHitView {
 }
 
 /// The answer to a blob upload.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 pub struct BlobView {
     /// The digest.
+    #[schemars(with = "schema::Sha256")]
     pub sha256: kiln_engine::artifacts::Sha256Digest,
     /// The size.
     pub size: u64,
@@ -348,7 +365,7 @@ impl From<CacheHitView> for kiln_engine::store::CacheHit {
 // ---- Execution API ----------------------------------------------------------------------
 
 /// `POST /api/v1/exec/register`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RegisterRequest {
     /// Unique among live workers.
     pub worker_id: String,
@@ -365,7 +382,7 @@ pub struct RegisterRequest {
 }
 
 /// The answer to a registration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RegisterResponse {
     /// Lease length without heartbeat.
     pub lease_ms: u64,
@@ -374,7 +391,7 @@ pub struct RegisterResponse {
 }
 
 /// `POST /api/v1/exec/claim`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimRequest {
     /// The worker.
     pub worker_id: String,
@@ -387,14 +404,14 @@ pub struct ClaimRequest {
 }
 
 /// Tasks handed to a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimResponse {
     /// Possibly none, when the wait ran out.
     pub tasks: Vec<Assignment>,
 }
 
 /// One claimed task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Assignment {
     /// The task instance.
     pub task_instance_id: i64,
@@ -492,7 +509,7 @@ impl From<Assignment> for ClaimedTask {
 }
 
 /// A `(task instance, fence)` pair a worker holds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 pub struct Lease {
     /// The task instance.
     pub task_instance_id: i64,
@@ -501,7 +518,7 @@ pub struct Lease {
 }
 
 /// `POST /api/v1/exec/heartbeat` and `/release`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LeasesRequest {
     /// The worker.
     pub worker_id: String,
@@ -510,14 +527,14 @@ pub struct LeasesRequest {
 }
 
 /// The answer to a heartbeat.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatResponse {
     /// Task instances to stop now.
     pub stop: Vec<i64>,
 }
 
 /// `POST /api/v1/exec/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LogsRequest {
     /// The worker.
     pub worker_id: String,
@@ -526,7 +543,7 @@ pub struct LogsRequest {
 }
 
 /// One log chunk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LogChunkUpload {
     /// The task instance.
     pub task_instance_id: i64,
@@ -539,7 +556,7 @@ pub struct LogChunkUpload {
 }
 
 /// `POST /api/v1/exec/complete`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CompleteRequest {
     /// The worker.
     pub worker_id: String,
@@ -554,7 +571,7 @@ pub struct CompleteRequest {
 }
 
 /// The claim that rides along with a completion batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimNext {
     /// Queues to claim from.
     pub queues: Vec<String>,
@@ -563,7 +580,7 @@ pub struct ClaimNext {
 }
 
 /// One finished attempt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CompletionReport {
     /// The task instance.
     pub task_instance_id: i64,
@@ -658,7 +675,7 @@ impl TryFrom<CompletionReport> for Completion {
 }
 
 /// The answer to a completion batch, one result per report, in order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CompleteResponse {
     /// Results.
     pub results: Vec<CompletionResult>,
@@ -668,7 +685,7 @@ pub struct CompleteResponse {
 }
 
 /// How one report was taken.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CompletionResult {
     /// `succeeded`, `will_retry`, `failed`, or `refused`.
     pub outcome: String,
@@ -677,6 +694,7 @@ pub struct CompletionResult {
     pub retry_at: Option<i64>,
     /// For `refused`: the task instance's state now.
     #[serde(default)]
+    #[schemars(with = "Option<schema::TaskState>")]
     pub state: Option<TaskState>,
     /// For `refused`: the current fence (absent when the task instance does not exist).
     #[serde(default)]
@@ -748,7 +766,7 @@ impl CompletionResult {
 // ---- REST API ---------------------------------------------------------------------------
 
 /// `GET /api/v1/dags`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DagList {
     /// DAGs that loaded.
     pub dags: Vec<DagSummary>,
@@ -757,7 +775,7 @@ pub struct DagList {
 }
 
 /// One DAG in a list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DagSummary {
     /// Its id.
     pub id: String,
@@ -780,7 +798,7 @@ pub struct DagSummary {
 }
 
 /// A DAG file that did not load.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ImportError {
     /// The file.
     pub file: String,
@@ -789,7 +807,7 @@ pub struct ImportError {
 }
 
 /// `GET /api/v1/dags/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DagDetail {
     /// The summary.
     #[serde(flatten)]
@@ -801,7 +819,7 @@ pub struct DagDetail {
 }
 
 /// A DAG param.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ParamView {
     /// `string`, `integer`, `number`, `boolean`, `array` or `object`.
     #[serde(rename = "type")]
@@ -813,7 +831,7 @@ pub struct ParamView {
 }
 
 /// A task's definition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TaskDefinitionView {
     /// Its id.
     pub id: String,
@@ -824,7 +842,7 @@ pub struct TaskDefinitionView {
 }
 
 /// `POST /api/v1/dags/{id}/runs`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
     /// Param values by name; defaults fill the rest.
@@ -833,7 +851,7 @@ pub struct TriggerRequest {
 }
 
 /// A run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunView {
     /// Its id.
     pub id: i64,
@@ -842,6 +860,7 @@ pub struct RunView {
     /// Its DAG version's id.
     pub dag_version_id: i64,
     /// Its state.
+    #[schemars(with = "schema::RunState")]
     pub state: RunState,
     /// How it was created.
     pub trigger: String,
@@ -858,7 +877,7 @@ pub struct RunView {
 }
 
 /// `GET /api/v1/runs/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunDetail {
     /// The run.
     pub run: RunView,
@@ -870,7 +889,7 @@ pub struct RunDetail {
 }
 
 /// An MLflow run mirroring a kiln run or attempt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MlflowRunView {
     /// MLflow's experiment id.
     pub experiment_id: String,
@@ -881,13 +900,14 @@ pub struct MlflowRunView {
 }
 
 /// A task instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TaskInstanceView {
     /// Its id.
     pub id: i64,
     /// The task.
     pub task_id: String,
     /// Its state.
+    #[schemars(with = "schema::TaskState")]
     pub state: TaskState,
     /// Attempts so far.
     pub try_number: i64,
@@ -909,20 +929,21 @@ pub struct TaskInstanceView {
 }
 
 /// `GET /api/v1/runs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunList {
     /// Newest first.
     pub runs: Vec<RunView>,
 }
 
 /// `GET /api/v1/runs/{id}/tasks/{task}/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LogPage {
     /// The task instance.
     pub task_instance_id: i64,
     /// The attempt shown.
     pub try_number: i64,
     /// The task instance's state.
+    #[schemars(with = "schema::TaskState")]
     pub state: TaskState,
     /// Whether the attempt is over (no more chunks will come).
     pub finished: bool,
@@ -931,7 +952,7 @@ pub struct LogPage {
 }
 
 /// A log chunk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LogChunkView {
     /// Its position.
     pub seq: i64,
@@ -940,7 +961,7 @@ pub struct LogChunkView {
 }
 
 /// `POST …/clear`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClearRequest {
     /// Also clear everything downstream.
@@ -949,11 +970,66 @@ pub struct ClearRequest {
 }
 
 /// `POST …/mark`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRequest {
     /// `success` or `failed`.
+    #[schemars(with = "schema::TaskState")]
     pub state: TaskState,
+}
+
+/// The answer to `POST /api/v1/runs/{id}/cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CancelResponse {
+    /// Whether the run was still going and is now cancelled.
+    pub cancelled: bool,
+}
+
+/// The answer to `POST …/clear`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ClearResponse {
+    /// The tasks cleared, to run again.
+    pub cleared: Vec<String>,
+}
+
+/// `GET /api/v1/workers`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerList {
+    /// Workers the server has heard from.
+    pub workers: Vec<WorkerView>,
+}
+
+/// A worker, as it registered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerView {
+    /// Unique among live workers.
+    pub worker_id: String,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Tasks run at once.
+    pub concurrency: u32,
+    /// The worker's host.
+    pub hostname: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// kiln's version on the worker.
+    pub version: String,
+    /// When the server last heard from it, RFC 3339.
+    pub last_seen: String,
+}
+
+/// The answer to `POST /api/v1/exec/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LogsResponse {
+    /// How many chunks were stored.
+    pub stored: usize,
+}
+
+/// The answer to `POST /api/v1/exec/release`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseResponse {
+    /// How many leases were given back.
+    pub released: usize,
 }
 
 impl From<&kiln_engine::store::LogUpload> for LogChunkUpload {
@@ -981,11 +1057,12 @@ impl From<LogChunkUpload> for kiln_engine::store::LogUpload {
 // ---- Artifacts REST ---------------------------------------------------------------------
 
 /// An artifact name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ArtifactView {
     /// The name versions are published under.
     pub name: String,
     /// `dataset`, `model` or `file`.
+    #[schemars(with = "schema::ArtifactKind")]
     pub kind: ArtifactKind,
     /// The newest version number.
     pub latest_version: i64,
@@ -1008,14 +1085,14 @@ impl From<&kiln_engine::store::ArtifactRecord> for ArtifactView {
 }
 
 /// `GET /api/v1/artifacts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ArtifactList {
     /// By name.
     pub artifacts: Vec<ArtifactView>,
 }
 
 /// `GET /api/v1/artifacts/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ArtifactDetail {
     /// The artifact.
     #[serde(flatten)]
@@ -1025,7 +1102,7 @@ pub struct ArtifactDetail {
 }
 
 /// One step of lineage: an attempt read `input` and wrote `output` (version ids).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LineageEdgeView {
     /// The version read.
     pub input: i64,
@@ -1036,7 +1113,7 @@ pub struct LineageEdgeView {
 }
 
 /// An attempt that wrote a version without reading any artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LineageSourceView {
     /// The version written (its id).
     pub version: i64,
@@ -1045,7 +1122,7 @@ pub struct LineageSourceView {
 }
 
 /// `GET …/lineage`: versions, and the attempts that turned some into others.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LineageView {
     /// Every version in the graph.
     pub versions: Vec<VersionView>,
