@@ -451,21 +451,39 @@ fn naive_bayes(data: &Training<'_>, var_smoothing: f64) -> Result<Fitted, TaskEr
             *variance += (value - mean) * (value - mean);
         }
     }
-    // scikit-learn's smoothing: a share of the largest variance of any feature over all rows.
+    for (class_variances, count) in variances.iter_mut().zip(&counts) {
+        for variance in class_variances {
+            *variance /= count.max(1.0);
+        }
+    }
+    // scikit-learn's smoothing: a share of the largest variance of any feature over all rows,
+    // here from the per-class figures by the law of total variance (the mean of the class
+    // variances plus the variance of the class means) instead of another pass over the rows.
+    let rows = data.rows as f64;
     let mut largest: f64 = 0.0;
     for feature in 0..features {
-        let column = (0..data.rows).map(|row| data.x[row * features + feature]);
-        let mean = column.clone().sum::<f64>() / data.rows as f64;
-        let variance = column
-            .map(|value| (value - mean) * (value - mean))
+        let mean: f64 = means
+            .iter()
+            .zip(&counts)
+            .map(|(class_means, count)| count * class_means[feature])
             .sum::<f64>()
-            / data.rows as f64;
+            / rows;
+        let variance: f64 = means
+            .iter()
+            .zip(&variances)
+            .zip(&counts)
+            .map(|((class_means, class_variances), count)| {
+                let offset = class_means[feature] - mean;
+                count * (class_variances[feature] + offset * offset)
+            })
+            .sum::<f64>()
+            / rows;
         largest = largest.max(variance);
     }
     let epsilon = var_smoothing * largest.max(f64::MIN_POSITIVE);
-    for (class_variances, count) in variances.iter_mut().zip(&counts) {
+    for class_variances in &mut variances {
         for variance in class_variances {
-            *variance = *variance / count.max(1.0) + epsilon;
+            *variance += epsilon;
         }
     }
     let priors = counts
@@ -497,5 +515,30 @@ mod tests {
             seed: 0,
         };
         assert!((mean_variance(&data) - 2.5).abs() < 1e-12);
+    }
+
+    /// Class 0: 0 and 2 (mean 1, variance 1); class 1: 10 and 14 (mean 12, variance 4). All
+    /// four: mean 6.5, variance 75 − 42.25 = 32.75, which `var_smoothing = 1` adds to each.
+    #[test]
+    fn naive_bayes_smooths_by_the_variance_over_all_rows() {
+        let x = [0.0, 2.0, 10.0, 14.0];
+        let labels = [0, 0, 1, 1];
+        let data = Training {
+            x: &x,
+            rows: 4,
+            features: 1,
+            labels: Some(&labels),
+            classes: 2,
+            values: None,
+            seed: 0,
+        };
+        let Fitted::NaiveBayes {
+            means, variances, ..
+        } = naive_bayes(&data, 1.0).expect("fits")
+        else {
+            panic!("not naive Bayes");
+        };
+        assert_eq!(means, [[1.0], [12.0]]);
+        assert_eq!(variances, [[33.75], [36.75]]);
     }
 }
