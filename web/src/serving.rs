@@ -34,7 +34,6 @@ pub struct ServedModel {
 
 struct Entry {
     model: Arc<ServedModel>,
-    /// When the registry read that chose `model` began.
     checked: Instant,
 }
 
@@ -75,33 +74,17 @@ impl ModelServer {
             .map(|entry| entry.model.clone())
     }
 
-    /// Caches `model` as what a registry read begun at `checked` found, unless a read begun
-    /// later has already stored its answer, and answers the model now cached. Requests check
-    /// the registry concurrently: one that read the alias just before a promotion can finish
-    /// loading after one that read it just after, and must not swap the old version back in.
-    fn store_entry(
-        &self,
-        name: &str,
-        model: Arc<ServedModel>,
-        checked: Instant,
-    ) -> Arc<ServedModel> {
-        let mut entries = self
-            .entries
+    fn store_entry(&self, name: &str, model: Arc<ServedModel>) {
+        self.entries
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match entries.get(name) {
-            Some(newer) if newer.checked > checked => newer.model.clone(),
-            _ => {
-                entries.insert(
-                    name.to_owned(),
-                    Entry {
-                        model: model.clone(),
-                        checked,
-                    },
-                );
-                model
-            }
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                name.to_owned(),
+                Entry {
+                    model,
+                    checked: Instant::now(),
+                },
+            );
     }
 
     /// The production version of a model, loading or swapping it when the alias moved.
@@ -115,7 +98,6 @@ impl ModelServer {
             return Ok(model);
         }
         let stale = self.cached(name, false);
-        let checked = Instant::now();
         let current = match store.model_alias(name, ModelAlias::Production).await {
             Ok(current) => current,
             Err(error) => {
@@ -141,7 +123,8 @@ impl ModelServer {
             )));
         };
         if let Some(model) = stale.filter(|model| model.version.id == current.id) {
-            return Ok(self.store_entry(name, model, checked));
+            self.store_entry(name, model.clone());
+            return Ok(model);
         }
         match load(blobs, &current).await {
             Ok(envelope) => {
@@ -154,7 +137,8 @@ impl ModelServer {
                     version: current,
                     envelope,
                 });
-                Ok(self.store_entry(name, model, checked))
+                self.store_entry(name, model.clone());
+                Ok(model)
             }
             Err(problem) => match self.cached(name, false) {
                 Some(old) => {
@@ -164,7 +148,8 @@ impl ModelServer {
                         version = current.version,
                         problem
                     );
-                    Ok(self.store_entry(name, old, checked))
+                    self.store_entry(name, old.clone());
+                    Ok(old)
                 }
                 None => Err(ServeError::Unavailable(problem)),
             },
