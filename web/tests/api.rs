@@ -7,24 +7,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Harness, Setup};
 
-const DAG: &str = r#"
-id = "demo"
-[params.count]
-type = "integer"
-default = 1
-[[tasks]]
-id = "first"
-kind = "noop"
-[[tasks]]
-id = "second"
-kind = "noop"
-depends_on = ["first"]
-"#;
-
 async fn harness(api_token: Option<&str>) -> Harness {
     common::start(Setup {
         dags: &[
-            ("demo.toml", DAG),
+            ("demo.toml", common::TWO_TASK_DAG),
             (
                 "broken.toml",
                 "id = \"broken\"\n[[tasks]]\nid = \"x\"\nkind = \"nope\"\n",

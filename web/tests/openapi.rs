@@ -11,26 +11,12 @@ use common::{Harness, Setup};
 use kiln_engine::store::now_micros;
 use serde_json::{Value, json};
 
-const DAG: &str = r#"
-id = "demo"
-[params.count]
-type = "integer"
-default = 1
-[[tasks]]
-id = "first"
-kind = "noop"
-[[tasks]]
-id = "second"
-kind = "noop"
-depends_on = ["first"]
-"#;
-
 const API_TOKEN: &str = "api-secret";
 const WORKER_TOKEN: &str = "worker-secret";
 
 async fn harness() -> Harness {
     common::start(Setup {
-        dags: &[("demo.toml", DAG)],
+        dags: &[("demo.toml", common::TWO_TASK_DAG)],
         api_token: Some(API_TOKEN),
         ..Setup::default()
     })

@@ -11,6 +11,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, s};
 
 use super::fit::Training;
+use super::model::squared_distance;
 use super::tree::Random;
 
 /// A fitted k-means model.
@@ -36,14 +37,33 @@ pub struct KMeansSettings {
     pub runs: usize,
 }
 
-/// Rows split into one slice per thread.
+/// Rows split into one slice per thread, with each row's squared norm.
 struct Matrix<'a> {
     x: &'a [f64],
     features: usize,
     threads: usize,
+    /// Computed once: every run's every Lloyd pass needs them.
+    row_norms: Vec<f64>,
 }
 
-impl Matrix<'_> {
+impl<'a> Matrix<'a> {
+    fn new(x: &'a [f64], features: usize, threads: usize) -> Matrix<'a> {
+        let mut matrix = Matrix {
+            x,
+            features,
+            threads,
+            row_norms: Vec::new(),
+        };
+        matrix.row_norms = matrix
+            .each_part(|range| {
+                range
+                    .map(|row| matrix.row(row).iter().map(|value| value * value).sum())
+                    .collect::<Vec<f64>>()
+            })
+            .concat();
+        matrix
+    }
+
     fn rows(&self) -> usize {
         self.x.len() / self.features.max(1)
     }
@@ -59,10 +79,6 @@ impl Matrix<'_> {
             work(range)
         })
     }
-}
-
-fn squared_distance(left: &[f64], right: &[f64]) -> f64 {
-    left.iter().zip(right).map(|(a, b)| (a - b) * (a - b)).sum()
 }
 
 /// Rows per distance block: a block's rows and products stay in the core's cache.
@@ -152,11 +168,7 @@ pub fn fit_k_means(data: &Training<'_>, settings: &KMeansSettings) -> Result<KMe
             "k-means needs at least one feature column".to_owned(),
         ));
     }
-    let matrix = Matrix {
-        x: data.x,
-        features: data.features,
-        threads: super::threads_for(data.rows),
-    };
+    let matrix = Matrix::new(data.x, data.features, super::threads_for(data.rows));
     // scikit-learn's `tol` is relative to the data's spread.
     let shift_limit = tolerance * super::fit::mean_variance(data);
     let mut random = Random::new(data.seed);
@@ -255,13 +267,6 @@ fn lloyd(
 ) -> KMeansFit {
     let features = matrix.features;
     let rows = matrix.rows();
-    let row_norms: Vec<f64> = matrix
-        .each_part(|range| {
-            range
-                .map(|row| matrix.row(row).iter().map(|value| value * value).sum())
-                .collect::<Vec<f64>>()
-        })
-        .concat();
     let mut assigned = vec![usize::MAX; rows];
     let mut iterations = 0;
     let mut inertia;
@@ -275,21 +280,25 @@ fn lloyd(
                 changed: 0,
             };
             let rows = &matrix.x[range.start * features..range.end * features];
-            layout.assign(rows, &row_norms[range], |offset, cluster, distance| {
-                if labels[offset] != cluster {
-                    labels[offset] = cluster;
-                    step.changed += 1;
-                }
-                step.counts[cluster] += 1;
-                step.inertia += distance;
-                let values = &rows[offset * features..(offset + 1) * features];
-                for (sum, value) in step.sums[cluster * features..(cluster + 1) * features]
-                    .iter_mut()
-                    .zip(values)
-                {
-                    *sum += value;
-                }
-            });
+            layout.assign(
+                rows,
+                &matrix.row_norms[range],
+                |offset, cluster, distance| {
+                    if labels[offset] != cluster {
+                        labels[offset] = cluster;
+                        step.changed += 1;
+                    }
+                    step.counts[cluster] += 1;
+                    step.inertia += distance;
+                    let values = &rows[offset * features..(offset + 1) * features];
+                    for (sum, value) in step.sums[cluster * features..(cluster + 1) * features]
+                        .iter_mut()
+                        .zip(values)
+                    {
+                        *sum += value;
+                    }
+                },
+            );
             step
         });
         let mut sums = vec![0.0; clusters * features];
@@ -339,7 +348,7 @@ fn lloyd(
                     let mut total = 0.0;
                     layout.assign(
                         &matrix.x[range.start * features..range.end * features],
-                        &row_norms[range],
+                        &matrix.row_norms[range],
                         |_, _, distance| total += distance,
                     );
                     total
@@ -416,11 +425,7 @@ mod tests {
             .collect();
         let data = training(&x, 4, 7);
         let one = fit_k_means(&data, &settings(5)).expect("fits");
-        let many = Matrix {
-            x: &x,
-            features: 4,
-            threads: 3,
-        };
+        let many = Matrix::new(&x, 4, 3);
         let start = seed_centres(&many, 5, &mut Random::new(Random::new(7).next()));
         let split = lloyd(
             &many,

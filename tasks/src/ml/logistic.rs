@@ -16,6 +16,7 @@ use kiln_engine::TaskError;
 use ndarray::Array1;
 
 use super::fit::Training;
+use super::model::sigmoid;
 
 /// How many past steps L-BFGS remembers (scipy's default `maxcor`, which scikit-learn keeps).
 const MEMORY: usize = 10;
@@ -189,15 +190,6 @@ fn dot(left: &[f64], right: &[f64]) -> f64 {
         .map(|(a, b)| a * b)
         .sum();
     (sums[0] + sums[1]) + (sums[2] + sums[3]) + tail
-}
-
-fn sigmoid(score: f64) -> f64 {
-    if score >= 0.0 {
-        1.0 / (1.0 + (-score).exp())
-    } else {
-        let exp = score.exp();
-        exp / (1.0 + exp)
-    }
 }
 
 fn log_one_plus_exp(score: f64) -> f64 {

@@ -155,7 +155,8 @@ pub enum ModelError {
     Inconsistent(String),
 }
 
-fn sigmoid(score: f64) -> f64 {
+/// The logistic function: the probability a score stands for.
+pub(crate) fn sigmoid(score: f64) -> f64 {
     1.0 / (1.0 + (-score).exp())
 }
 
@@ -174,6 +175,11 @@ fn argmax(values: &[f64]) -> usize {
         }
     }
     best
+}
+
+/// The squared Euclidean distance between two points.
+pub(crate) fn squared_distance(left: &[f64], right: &[f64]) -> f64 {
+    left.iter().zip(right).map(|(a, b)| (a - b) * (a - b)).sum()
 }
 
 fn dot(weights: &[f64], row: &[f64]) -> f64 {
@@ -352,13 +358,7 @@ impl ModelEnvelope {
             Fitted::KMeans { centroids } => {
                 let distances: Vec<f64> = centroids
                     .iter()
-                    .map(|centroid| {
-                        -centroid
-                            .iter()
-                            .zip(row)
-                            .map(|(c, v)| (c - v) * (c - v))
-                            .sum::<f64>()
-                    })
+                    .map(|centroid| -squared_distance(centroid, row))
                     .collect();
                 Prediction {
                     value: argmax(&distances) as f64,

@@ -21,6 +21,21 @@ use kiln_engine::store::{
 use kiln_web::{AppState, ConsoleConfig, app};
 use tower::ServiceExt;
 
+/// A DAG of two no-op tasks, `second` after `first`, with one integer param.
+pub const TWO_TASK_DAG: &str = r#"
+id = "demo"
+[params.count]
+type = "integer"
+default = 1
+[[tasks]]
+id = "first"
+kind = "noop"
+[[tasks]]
+id = "second"
+kind = "noop"
+depends_on = ["first"]
+"#;
+
 /// A task that does nothing: the tests drive attempts through the store themselves.
 pub struct Noop;
 
