@@ -1,11 +1,14 @@
 //! DAG files end to end: every example in `dags/` loads, and every class of broken file gets a
 //! message that names the file, the line and the offending item, without a panic.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use expect_test::{Expect, expect};
-use kiln_engine::dag::{MAX_DAG_FILE_BYTES, load_dir, parse_dag};
+use kiln_engine::dag::{MAX_DAG_FILE_BYTES, MAX_DAG_TASKS, load_dir, parse_dag};
+use support::command_chain;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -228,9 +231,9 @@ fn binary_file() {
 }
 
 #[test]
-fn ten_megabyte_file() {
+fn a_file_over_the_size_limit() {
     let mut text = String::from("id = \"huge\"\n");
-    while text.len() < 10 * 1024 * 1024 {
+    while text.len() <= MAX_DAG_FILE_BYTES {
         text.push_str("[[tasks]]\nid = \"t\"\nkind = \"noop\"\n");
     }
     let error = parse_dag(
@@ -241,7 +244,7 @@ fn ten_megabyte_file() {
     .unwrap_err();
     let message = error.to_string();
     assert!(
-        message.starts_with("huge.toml: file is 104857"),
+        message.starts_with(&format!("huge.toml: file is {} bytes", text.len())),
         "{message}"
     );
     assert!(
@@ -299,6 +302,86 @@ fn a_large_dag_loads() {
     .unwrap();
     assert_eq!(loaded.dag.tasks.len(), 10_000);
     assert_eq!(loaded.dag.tasks.last().unwrap().id, "t99_99");
+}
+
+#[test]
+fn the_largest_chain_validates_and_one_task_more_is_refused_clearly() {
+    // Recursive cycle detection overflowed the stack at about 15,000 chained tasks.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chain.toml"), command_chain("chain", MAX_DAG_TASKS)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["dags", "validate"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("ok    chain  {MAX_DAG_TASKS} task(s)")), "{stdout}");
+
+    let error = parse_dag(
+        Path::new("longer.toml"),
+        command_chain("longer", MAX_DAG_TASKS + 1).as_bytes(),
+        &kiln_tasks::builtin_registry(),
+    )
+    .unwrap_err();
+    expect!["longer.toml:2:1: `tasks`: 100001 tasks, more than the 100000 a DAG may have; split it into several DAGs"]
+        .assert_eq(&error.to_string());
+}
+
+#[test]
+fn a_file_wrong_on_every_task_lists_the_first_problems_and_counts_the_rest() {
+    let mut text = String::from("id = \"wrong\"\n");
+    for index in 0..50_000 {
+        text.push_str(&format!("[[tasks]]\nid = \"t{index}\"\nkind = \"noop\"\nbogus = 1\n"));
+    }
+    let error = parse_dag(
+        Path::new("wrong.toml"),
+        text.as_bytes(),
+        &kiln_tasks::builtin_registry(),
+    )
+    .unwrap_err();
+    assert_eq!(error.problems.len(), 201);
+    assert_eq!(error.problems[0].line, Some(3), "{}", error.problems[0]);
+    assert!(error.problems[0].to_string().starts_with("task `t0`: "), "{}", error.problems[0]);
+    let last = error.problems.last().unwrap().to_string();
+    assert!(last.contains("more problems (only the first 200 are listed)"), "{last}");
+}
+
+#[test]
+fn files_that_are_not_plain_files_and_deep_or_looping_folders_cannot_hang_the_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reading a FIFO blocks until a writer comes; reading /dev/zero never ends.
+    let fifo = Command::new("mkfifo")
+        .arg(dir.path().join("pipe.toml"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.toml")).unwrap();
+    // A link back up the tree: followed, the walk would never end.
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+    let mut deep = dir.path().to_owned();
+    for _ in 0..300 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(
+        deep.join("deep.toml"),
+        "id = \"deep\"\n[[tasks]]\nid = \"only\"\nkind = \"noop\"\n",
+    )
+    .unwrap();
+
+    let set = load_dir(dir.path(), &kiln_tasks::builtin_registry()).unwrap();
+    let loaded: Vec<&str> = set.dags.iter().map(|loaded| loaded.dag.id.as_str()).collect();
+    assert_eq!(loaded, ["deep"]);
+    let rendered: Vec<String> = set
+        .errors
+        .iter()
+        .map(|error| error.to_string().replace(&dir.path().display().to_string(), "DIR"))
+        .collect();
+    expect![[r#"
+        DIR/pipe.toml: not a regular file (a DAG file must be plain text)
+        DIR/zero.toml: not a regular file (a DAG file must be plain text)"#]]
+    .assert_eq(&rendered.join("\n"));
 }
 
 #[test]

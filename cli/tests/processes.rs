@@ -10,7 +10,7 @@ use kiln_engine::execution::ExecutionApi;
 use kiln_engine::state::{RunState, TaskState};
 use kiln_engine::store::{AttemptResult, Completion, Rejection};
 use kiln_web::client::ExecutionClient;
-use support::{Cluster, Process, TOKEN, kiln};
+use support::{Cluster, Process, TOKEN, command_chain, get_text, kiln};
 
 fn fan_out(id: &str, count: usize, command: &str) -> String {
     let mut text = format!("id = \"{id}\"\n[defaults]\nretries = 2\nretry_delay = \"1s\"\n");
@@ -475,4 +475,43 @@ fn workers_stop_when_standalone_is_killed() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_100000_task_chain_dropped_into_a_running_server_loads_and_the_server_lives() {
+    // A 4,000-task chain used to overflow the stack of the server's DAG refresh, and the
+    // server died again on every start while the file was there.
+    let mut cluster = Cluster::start(&[("wide.toml", &fan_out("wide", 2, "true"))], "6s");
+    std::fs::write(
+        cluster.path().join("dags/chain.toml"),
+        command_chain("chain", 100_000),
+    )
+    .unwrap();
+    let url = format!("{}/api/v1/dags/chain", cluster.url());
+    let started = Instant::now();
+    loop {
+        let server = cluster.server.as_mut().unwrap();
+        assert!(
+            server.exited().is_none(),
+            "the server died:\n{}",
+            server.output()
+        );
+        if get_text(&url).0 == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the chain never loaded:\n{}",
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Still live through the next refreshes, which read the file again.
+    std::thread::sleep(Duration::from_secs(6));
+    let server = cluster.server.as_mut().unwrap();
+    assert!(server.exited().is_none(), "{}", server.output());
+    assert_eq!(
+        get_text(&format!("{}/healthz", cluster.url())),
+        (200, "ok".to_owned())
+    );
 }

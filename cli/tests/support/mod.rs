@@ -14,6 +14,20 @@ use kiln_web::wire::RunDetail;
 
 pub const TOKEN: &str = "test-worker-token";
 
+/// A DAG of `len` `command` tasks in one chain, each depending on the one before.
+pub fn command_chain(id: &str, len: usize) -> String {
+    let mut text = format!("id = \"{id}\"\n");
+    for index in 0..len {
+        text.push_str(&format!(
+            "[[tasks]]\nid = \"t{index}\"\nkind = \"command\"\nparams = {{ program = \"true\" }}\n"
+        ));
+        if index > 0 {
+            text.push_str(&format!("depends_on = [\"t{}\"]\n", index - 1));
+        }
+    }
+    text
+}
+
 pub fn kiln() -> &'static str {
     env!("CARGO_BIN_EXE_kiln")
 }
@@ -71,6 +85,11 @@ impl Process {
         unsafe {
             libc::kill(self.pid(), signal);
         }
+    }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     /// Waits for the process to exit, up to `limit`.

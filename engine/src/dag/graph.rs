@@ -1,9 +1,13 @@
 //! Graph checks on task dependencies: cycles (named, task by task) and a stable topological order.
+//!
+//! Every walk here keeps its own stack or queue: a DAG file decides how deep a recursive walk
+//! would go, and a 4,000-task chain used to overflow a tokio worker's stack (petgraph's
+//! `tarjan_scc` recurses once per task; its `kosaraju_scc` walks with explicit stacks).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 /// Every dependency cycle among `tasks`, each as the task ids along it, starting and ending with
@@ -13,6 +17,11 @@ use petgraph::graph::{DiGraph, NodeIndex};
 /// loader reports them separately). One cycle is reported per strongly connected component,
 /// starting at the component's first task in file order, so the message is deterministic.
 pub fn dependency_cycles(tasks: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
+    // Most files have no cycle, and a topological sort proves that in linear time without
+    // building a second graph.
+    if topological_order(tasks).is_some() {
+        return Vec::new();
+    }
     let index_of: HashMap<&str, usize> = tasks
         .iter()
         .enumerate()
@@ -31,7 +40,7 @@ pub fn dependency_cycles(tasks: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
     }
 
     let mut cycles = Vec::new();
-    for component in tarjan_scc(&graph) {
+    for component in kosaraju_scc(&graph) {
         let members: BTreeSet<usize> = component.iter().map(|node| graph[*node]).collect();
         let Some(&start) = members.first() else {
             continue;
@@ -171,6 +180,37 @@ mod tests {
             .map(|&i| graph[i].0.as_str())
             .collect();
         assert_eq!(order, ["root", "right", "left", "join"]);
+    }
+
+    /// A chain `t0 <- t1 <- … <- t{len-1}`, optionally closed into one cycle by `t0` depending
+    /// on the last task.
+    fn chain(len: usize, closed: bool) -> Vec<(String, Vec<String>)> {
+        (0..len)
+            .map(|index| {
+                let upstream = match index {
+                    0 if closed => vec![format!("t{}", len - 1)],
+                    0 => Vec::new(),
+                    _ => vec![format!("t{}", index - 1)],
+                };
+                (format!("t{index}"), upstream)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_deeper_than_any_stack_is_checked_without_recursion() {
+        // Test threads have a 2 MiB stack: a recursive walk overflows it long before this.
+        let open = chain(200_000, false);
+        assert!(dependency_cycles(&open).is_empty());
+        assert_eq!(topological_order(&open).map(|order| order.len()), Some(200_000));
+
+        let closed = chain(200_000, true);
+        let cycles = dependency_cycles(&closed);
+        assert_eq!(cycles.len(), 1);
+        assert_eq!(cycles[0].len(), 200_001);
+        assert_eq!(cycles[0].first().map(String::as_str), Some("t0"));
+        assert_eq!(cycles[0].last().map(String::as_str), Some("t0"));
+        assert_eq!(topological_order(&closed), None);
     }
 
     /// A random DAG: task `i` may depend only on tasks before it, so it is acyclic by construction.

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::error::{DagFileError, Problem, Severity};
+use super::error::{DagFileError, LineIndex, Problem, Severity};
 use super::graph::{dependency_cycles, topological_order};
 use super::spec::{DefaultsSpec, InputSpec, OutputsSpec, ParamSpecSpec, TaskSpec, toml_to_json};
 use super::{ArtifactKind, Dag, InputRef, OutputSpec, ParamSpec, Task, TriggerRule};
@@ -23,8 +23,17 @@ use crate::duration;
 use crate::plugin::PluginRegistry;
 use crate::schedule::{Schedule, parse_timezone};
 
-/// DAG files larger than this are refused before parsing; 10,000 tasks fit in about a megabyte.
-pub const MAX_DAG_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// DAG files larger than this are refused before parsing; 100,000 tasks of a few lines each fit
+/// in about 10 MiB.
+pub const MAX_DAG_FILE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most tasks one DAG may have. Every run creates a row per task, and the console draws
+/// them all, so past this a DAG belongs split into several DAGs (or, once it exists, mapped).
+pub const MAX_DAG_TASKS: usize = 100_000;
+
+/// At most this many problems are kept per file: a file that is wrong on every one of its
+/// 100,000 tasks gets the first ones and a count, not a report nobody can read.
+const MAX_PROBLEMS: usize = 200;
 
 /// How deeply arrays and tables may nest; real DAG files need three or four levels.
 const MAX_NESTING: usize = 64;
@@ -95,15 +104,23 @@ pub fn load_dir(dir: &Path, registry: &PluginRegistry) -> std::io::Result<DagSet
 
     let mut set = DagSet::default();
     for path in files {
-        let loaded = match std::fs::read(&path) {
-            Ok(bytes) => parse_dag(&path, &bytes, registry),
-            Err(error) => Err(DagFileError {
-                path: path.clone(),
-                problems: vec![Problem::error(
-                    None,
-                    format!("cannot read the file: {error}"),
-                )],
+        let fail = |message: String| DagFileError {
+            path: path.clone(),
+            problems: vec![Problem::error(None, message)],
+        };
+        let loaded = match read_dag_file(&path) {
+            // A panic would be a bug in the checks, but it is still this file's problem: it
+            // must not stop the other files, nor the process that reads them.
+            Ok(bytes) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                parse_dag(&path, &bytes, registry)
+            }))
+            .unwrap_or_else(|_| {
+                Err(fail(
+                    "kiln could not check this file (a bug: its checks panicked; please report it)"
+                        .to_owned(),
+                ))
             }),
+            Err(message) => Err(fail(message)),
         };
         match loaded {
             Ok(loaded) => set.dags.push(loaded),
@@ -152,21 +169,48 @@ pub fn load_dir(dir: &Path, registry: &PluginRegistry) -> std::io::Result<DagSet
     Ok(set)
 }
 
+/// Reads a DAG file, refusing what is not a regular file (a FIFO would block the read for ever,
+/// a link to `/dev/zero` would fill memory) and reading no more than one byte past the limit.
+fn read_dag_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let cannot = |error: std::io::Error| format!("cannot read the file: {error}");
+    let metadata = std::fs::metadata(path).map_err(cannot)?;
+    if !metadata.is_file() {
+        return Err("not a regular file (a DAG file must be plain text)".to_owned());
+    }
+    if metadata.len() > MAX_DAG_FILE_BYTES as u64 {
+        return Err(format!(
+            "file is {} bytes, more than the {MAX_DAG_FILE_BYTES} bytes a DAG file may have; split it into several DAGs",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_DAG_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    Ok(bytes)
+}
+
+/// Every `*.toml` file under `dir`, walked with a stack of folders still to read (a recursive
+/// walk would let a deep tree of folders decide how deep the stack goes). Links are not
+/// followed into folders, so a link cycle cannot make the walk endless.
 fn collect_toml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let file_type = entry.file_type()?;
-        if file_type.is_dir() {
-            collect_toml_files(&path, files)?;
-        } else if path
-            .extension()
-            .is_some_and(|extension| extension == "toml")
-        {
-            files.push(path);
+    let mut folders = vec![dir.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                folders.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|extension| extension == "toml")
+            {
+                files.push(path);
+            }
         }
     }
     Ok(())
@@ -220,15 +264,20 @@ pub fn parse_dag(
 
     let mut checker = Checker {
         text,
+        lines: LineIndex::new(text),
         problems: Vec::new(),
+        errors: 0,
+        dropped: 0,
     };
     let dag = checker.dag(registry);
+    let (dropped, error_count) = (checker.dropped, checker.errors);
     let (errors, warnings): (Vec<Problem>, Vec<Problem>) = checker
         .problems
         .into_iter()
         .partition(|problem| problem.severity == Severity::Error);
     match dag {
-        Some(dag) if errors.is_empty() => Ok(LoadedDag {
+        // Counted, not looked for among the kept problems: an error past the cap still counts.
+        Some(dag) if error_count == 0 => Ok(LoadedDag {
             dag,
             path: path.to_owned(),
             source: text.to_owned(),
@@ -242,6 +291,14 @@ pub fn parse_dag(
                 .sort_by_key(|problem| (problem.line.unwrap_or(0), problem.column.unwrap_or(0)));
             if problems.is_empty() {
                 problems.push(Problem::error(None, "the DAG could not be built"));
+            }
+            if dropped > 0 {
+                problems.push(Problem::error(
+                    None,
+                    format!(
+                        "… and {dropped} more problems (only the first {MAX_PROBLEMS} are listed)"
+                    ),
+                ));
             }
             Err(DagFileError {
                 path: path.to_owned(),
@@ -300,7 +357,13 @@ fn nesting_overflow(text: &str) -> Option<usize> {
 /// Accumulates problems while walking one file.
 struct Checker<'t> {
     text: &'t str,
+    lines: LineIndex,
+    /// The first [`MAX_PROBLEMS`] problems.
     problems: Vec<Problem>,
+    /// Every error, kept or not: whether a task added one is asked once per task.
+    errors: usize,
+    /// Problems past [`MAX_PROBLEMS`], counted only.
+    dropped: usize,
 }
 
 /// `[defaults]` with its durations parsed.
@@ -331,13 +394,21 @@ impl ParsedTask {
 
 impl<'t> Checker<'t> {
     fn error(&mut self, item: Option<String>, offset: Option<usize>, message: impl Into<String>) {
-        self.problems
-            .push(Problem::error(item, message).at(self.text, offset));
+        self.errors += 1;
+        self.keep(Problem::error(item, message), offset);
     }
 
     fn warning(&mut self, item: Option<String>, offset: Option<usize>, message: impl Into<String>) {
-        self.problems
-            .push(Problem::warning(item, message).at(self.text, offset));
+        self.keep(Problem::warning(item, message), offset);
+    }
+
+    fn keep(&mut self, problem: Problem, offset: Option<usize>) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems
+                .push(problem.at_indexed(&self.lines, self.text, offset));
+        } else {
+            self.dropped += 1;
+        }
     }
 
     /// Deserializes a spanned value, reporting a failure at the most precise span available.
@@ -690,6 +761,17 @@ impl<'t> Checker<'t> {
                 "no tasks: add at least one `[[tasks]]` entry",
             );
         }
+        if items.len() > MAX_DAG_TASKS {
+            self.error(
+                Some("`tasks`".to_owned()),
+                Some(offset),
+                format!(
+                    "{} tasks, more than the {MAX_DAG_TASKS} a DAG may have; split it into several DAGs",
+                    items.len()
+                ),
+            );
+            return Vec::new();
+        }
 
         let mut parsed: Vec<ParsedTask> = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
@@ -727,7 +809,7 @@ impl<'t> Checker<'t> {
                 );
                 valid[index] = false;
             } else if let Some(&first) = first_seen.get(&task.spec.id) {
-                let (line, _) = crate::dag::error::line_and_column(self.text, parsed[first].start);
+                let (line, _) = self.lines.locate(self.text, parsed[first].start);
                 self.error(
                     task.item(),
                     Some(task.offset("id")),
@@ -757,10 +839,9 @@ impl<'t> Checker<'t> {
             .map(|task| (task.id.clone(), task.depends_on.clone()))
             .collect();
         for cycle in dependency_cycles(&edges) {
-            let offset = parsed
-                .iter()
-                .find(|task| task.spec.id == cycle[0])
-                .map(|task| task.offset("depends_on"));
+            let offset = first_seen
+                .get(&cycle[0])
+                .map(|&index| parsed[index].offset("depends_on"));
             self.error(
                 Some(format!("task `{}`", cycle[0])),
                 offset,
@@ -970,10 +1051,7 @@ impl<'t> Checker<'t> {
     }
 
     fn error_count(&self) -> usize {
-        self.problems
-            .iter()
-            .filter(|problem| problem.severity == Severity::Error)
-            .count()
+        self.errors
     }
 
     /// `Some(None)` when absent, `Some(Some(d))` when valid, `None` after reporting an error.

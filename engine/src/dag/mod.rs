@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{DagFileError, Problem, Severity};
 pub use graph::{dependency_cycles, topological_order};
-pub use load::{DagSet, LoadedDag, MAX_DAG_FILE_BYTES, check_artifact_name, load_dir, parse_dag};
+pub use load::{
+    DagSet, LoadedDag, MAX_DAG_FILE_BYTES, MAX_DAG_TASKS, check_artifact_name, load_dir, parse_dag,
+};
 
 use crate::duration::{serde_human, serde_human_option};
 use crate::schedule::Schedule;

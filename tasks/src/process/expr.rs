@@ -161,10 +161,20 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, (String, usize)> {
     Ok(tokens)
 }
 
+/// The most tokens an expression may have. Operators of one strength chain to the left, so a
+/// tree can be as deep as the expression is long, and walking, converting and dropping it
+/// recurse once per level: the bound keeps that far from the stack's end.
+const MAX_TOKENS: usize = 1_000;
+
+/// How deeply parentheses, calls and prefix operators may nest (the parser recurses per level).
+const MAX_NESTING: usize = 64;
+
 struct Parser {
     tokens: Vec<(usize, Token)>,
     next: usize,
     end: usize,
+    /// How many nested levels the parser is in now.
+    depth: usize,
 }
 
 /// Binding strength of binary operators; higher binds tighter.
@@ -192,7 +202,27 @@ impl Parser {
         Err((message.into(), self.position()))
     }
 
+    /// Runs `parse` one level deeper, refusing past [`MAX_NESTING`].
+    fn nested(
+        &mut self,
+        parse: impl FnOnce(&mut Parser) -> Result<Ast, (String, usize)>,
+    ) -> Result<Ast, (String, usize)> {
+        if self.depth >= MAX_NESTING {
+            return self.fail(format!(
+                "the expression nests more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
+        let parsed = parse(self);
+        self.depth -= 1;
+        parsed
+    }
+
     fn expression(&mut self, min: u8) -> Result<Ast, (String, usize)> {
+        self.nested(|parser| parser.binary(min))
+    }
+
+    fn binary(&mut self, min: u8) -> Result<Ast, (String, usize)> {
         let mut left = self.unary()?;
         while let Some(Token::Operator(operator)) = self.peek() {
             let operator = *operator;
@@ -210,6 +240,10 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Ast, (String, usize)> {
+        self.nested(Parser::prefixed)
+    }
+
+    fn prefixed(&mut self) -> Result<Ast, (String, usize)> {
         match self.peek() {
             Some(Token::Operator("-")) => {
                 self.next += 1;
@@ -301,10 +335,17 @@ pub(crate) fn parse(text: &str) -> Result<Ast, ExprError> {
         source_text: text.to_owned(),
     };
     let tokens = tokenize(text).map_err(error)?;
+    if let Some(&(position, _)) = tokens.get(MAX_TOKENS) {
+        return Err(error((
+            format!("the expression is longer than {MAX_TOKENS} tokens"),
+            position,
+        )));
+    }
     let mut parser = Parser {
         tokens,
         next: 0,
         end: text.chars().count(),
+        depth: 0,
     };
     let ast = parser.expression(0).map_err(error)?;
     if parser.next < parser.tokens.len() {
@@ -394,6 +435,24 @@ mod tests {
             Err(error) => format!("error: {error}"),
         };
         expected.assert_eq(&rendered);
+    }
+
+    #[test]
+    fn hostile_depth_and_length_are_refused_not_recursed_into() {
+        // Each of these overflowed the stack before the bounds: a parse, a walk or a drop
+        // recursing once per character.
+        let deep = |open: &str, close: &str| format!("{}x{}", open.repeat(100_000), close.repeat(100_000));
+        for text in [deep("(", ")"), deep("-", ""), deep("!", ""), deep("abs(", ")")] {
+            let error = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(error.contains("nests more than 64 levels"), "{error}");
+        }
+        let long = vec!["x"; 100_000].join(" + ");
+        let error = parse(&long).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("longer than 1000 tokens"), "{error}");
+        // The bounds leave room for real expressions.
+        let sum = vec!["x"; 400].join(" + ");
+        assert!(parse(&sum).is_ok());
+        assert!(parse(&format!("{}x{}", "(".repeat(30), ")".repeat(30))).is_ok());
     }
 
     #[test]
