@@ -30,12 +30,37 @@ impl PostgresStore {
     /// acknowledgements), which whatever needed it would wait for: a 100 ms step in a chain.
     const WARM_CONNECTIONS: usize = 8;
 
+    /// The pool's settings. Every connection handed back is checked to be outside any
+    /// transaction: a caller dropped while its `BEGIN` was on the wire (an HTTP client hanging
+    /// up, a timeout) leaves the server in a transaction that sqlx does not know it opened, and
+    /// the connection's next user would write inside it, where nothing commits its writes (or
+    /// its `BEGIN` meets "there is already a transaction in progress"). Such a connection is
+    /// closed, which rolls the transaction back, instead of going back to the pool.
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(16)
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    // `now()` is when the transaction began: the statement's own start only
+                    // when the statement is a transaction of its own. A connection in a
+                    // failed transaction errors here, and the pool closes it too.
+                    let outside: bool =
+                        sqlx::query_scalar("SELECT now() = statement_timestamp()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    if !outside {
+                        tracing::warn!(
+                            message = "A connection came back to the pool inside a transaction; closing it, which rolls the transaction back."
+                        );
+                    }
+                    Ok(outside)
+                })
+            })
+    }
+
     /// Connects to a `postgres://` URL.
     pub async fn connect(url: &str) -> Result<PostgresStore, super::StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect(url)
-            .await?;
+        let pool = Self::pool_options().connect(url).await?;
         // Opened concurrently (one handshake's time, not eight) and handed back to the pool at
         // once; a failure here only means the pool opens that connection later, on demand.
         let warm = pool.clone();
