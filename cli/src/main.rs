@@ -162,6 +162,10 @@ enum Command {
         /// How long a worker's lease lasts without a heartbeat.
         #[arg(long, default_value = "6s", value_parser = parse_duration)]
         lease: std::time::Duration,
+        /// How long the scheduler's timed loop may go without completing a tick (reaching the
+        /// database) before `/healthz` answers 503, so that a liveness probe restarts it.
+        #[arg(long, env = "KILN_HEALTH_STALL_LIMIT", default_value = "60s", value_parser = parse_duration)]
+        health_stall_limit: std::time::Duration,
         #[command(flatten)]
         console: ConsoleArgs,
         #[command(flatten)]
@@ -390,6 +394,7 @@ fn main() -> ExitCode {
             listen,
             worker_token,
             lease,
+            health_stall_limit,
             console,
             mlflow,
         } => {
@@ -398,6 +403,7 @@ fn main() -> ExitCode {
                 worker_token,
                 api_token: cli.api_token.clone(),
                 lease,
+                health_stall_limit,
                 console: console.config(),
                 mlflow: mlflow.options(),
             };

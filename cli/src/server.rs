@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kiln_engine::duties;
 use kiln_engine::execution::ExecutionService;
 use kiln_engine::mlflow::{MlflowClient, MlflowConfig, MlflowLinks, Sender};
 use kiln_engine::scheduler::Scheduler;
@@ -23,6 +24,8 @@ pub(crate) struct ServerOptions {
     pub(crate) worker_token: String,
     pub(crate) api_token: Option<String>,
     pub(crate) lease: Duration,
+    /// How long the timed loop may go without a tick before `/healthz` fails.
+    pub(crate) health_stall_limit: Duration,
     /// Whether the console is served, and its passwords (its `Debug` hides them).
     pub(crate) console: ConsoleConfig,
     /// Where runs are mirrored to MLflow, if anywhere.
@@ -83,6 +86,9 @@ pub(crate) async fn start_server(
         dags_dir.to_owned(),
         holder,
     ));
+    scheduler
+        .health()
+        .set_stall_limit(options.health_stall_limit);
     let report = scheduler
         .sync_dags()
         .await
@@ -118,21 +124,41 @@ pub(crate) async fn start_server(
     let address = listener
         .local_addr()
         .context("failed to read the bound address")?;
+    // Each loop is started again if it panics; only shutdown ends them.
     let loop_shutdown = shutdown.clone();
-    let scheduler_loop = tokio::spawn(async move { scheduler.run(loop_shutdown).await });
-    let sender_shutdown = shutdown.clone();
-    let sender_loop =
-        mlflow_sender.map(|sender| tokio::spawn(async move { sender.run(sender_shutdown).await }));
+    let scheduler_loop = tokio::spawn(duties::supervise(
+        "scheduler",
+        shutdown.clone(),
+        move || {
+            let scheduler = scheduler.clone();
+            let shutdown = loop_shutdown.clone();
+            async move { scheduler.run(shutdown).await }
+        },
+    ));
+    let sender_loop = mlflow_sender.map(|sender| {
+        let sender = Arc::new(sender);
+        let sender_shutdown = shutdown.clone();
+        tokio::spawn(duties::supervise(
+            "mlflow_sender",
+            shutdown.clone(),
+            move || {
+                let sender = sender.clone();
+                let shutdown = sender_shutdown.clone();
+                async move { sender.run(shutdown).await }
+            },
+        ))
+    });
     let done = tokio::spawn(async move {
         kiln_web::serve(listener, state, shutdown)
             .await
             .context("the HTTP server failed")?;
         scheduler_loop
             .await
-            .context("the scheduler task panicked")?
-            .context("the scheduler failed")?;
+            .context("the scheduler's supervisor panicked")?;
         if let Some(sender_loop) = sender_loop {
-            sender_loop.await.context("the MLflow sender panicked")?;
+            sender_loop
+                .await
+                .context("the MLflow sender's supervisor panicked")?;
         }
         Ok(())
     });

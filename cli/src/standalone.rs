@@ -43,6 +43,7 @@ pub(crate) async fn standalone(
             .ok()
             .filter(|token| !token.is_empty()),
         lease: options.lease,
+        health_stall_limit: kiln_engine::duties::DEFAULT_STALL_LIMIT,
         console: options.console,
         mlflow: options.mlflow.clone(),
     };

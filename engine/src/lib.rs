@@ -10,6 +10,7 @@
 pub mod artifacts;
 pub mod dag;
 pub mod duration;
+pub mod duties;
 pub mod execution;
 pub mod mlflow;
 pub mod plugin;

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::dag::{Dag, LoadedDag, load_dir};
+use crate::duties::{self, DutyHealth, Failed, LEADER_DUTY};
 use crate::plugin::PluginRegistry;
 use crate::state::TaskState;
 use crate::store::{
@@ -33,6 +34,11 @@ const LEADER_TTL: Duration = Duration::from_secs(10);
 const LEADER_RENEW: Duration = Duration::from_secs(3);
 /// How often the DAG folder is re-read.
 const DAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// The duties of the timed loop, as [`Scheduler::health`] names them.
+const DAG_SYNC_DUTY: &str = "dag_sync";
+const SCHEDULE_DUTY: &str = "schedule";
+const MAINTENANCE_DUTY: &str = "maintenance";
 
 /// A scheduler operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,9 @@ pub enum SchedulerError {
         /// Why.
         source: std::io::Error,
     },
+    /// Loading the DAG folder panicked (a bug; the files are read again at the next refresh).
+    #[error("loading the DAG folder panicked: {0}")]
+    DagLoaderPanicked(String),
     /// No such DAG.
     #[error("DAG `{0}` not found")]
     UnknownDag(String),
@@ -84,6 +93,7 @@ pub struct Scheduler {
     work_available: Arc<Notify>,
     completions: completions::CompletionQueue,
     claim_waiters: ClaimWaiters,
+    health: DutyHealth,
 }
 
 /// A worker's claim waiting for work, which a trigger may answer.
@@ -177,6 +187,7 @@ impl Scheduler {
             work_available: Arc::new(Notify::new()),
             completions: completions::CompletionQueue::default(),
             claim_waiters: ClaimWaiters::default(),
+            health: DutyHealth::default(),
         }
     }
 
@@ -193,11 +204,16 @@ impl Scheduler {
     /// Reads the DAG folder and records every DAG (a new version when a file changed) and every
     /// file that failed to load; a broken file keeps its DAG's last good version active.
     pub async fn sync_dags(&self) -> Result<DagSyncReport, SchedulerError> {
-        let set = load_dir(&self.dags_dir, &self.registry).map_err(|source| {
-            SchedulerError::DagFolder {
-                path: self.dags_dir.clone(),
-                source,
-            }
+        // Parsing is CPU work (a 100,000-task file takes a while): off the async threads, so
+        // that requests and the loop's other duties go on meanwhile.
+        let dags_dir = self.dags_dir.clone();
+        let registry = self.registry.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_dir(&dags_dir, &registry))
+            .await
+            .map_err(|error| SchedulerError::DagLoaderPanicked(error.to_string()))?;
+        let set = loaded.map_err(|source| SchedulerError::DagFolder {
+            path: self.dags_dir.clone(),
+            source,
         })?;
         let now = now_micros();
         let mut report = DagSyncReport::default();
@@ -485,14 +501,33 @@ impl Scheduler {
             .ok_or_else(|| SchedulerError::UnknownDag(dag_id.to_owned()))
     }
 
+    /// The health of the timed loop's duties, for the server's probes.
+    pub fn health(&self) -> &DutyHealth {
+        &self.health
+    }
+
     /// Runs the timed loop until `cancel` fires: leader election, DAG folder refresh, cron
     /// ticks, queued runs, retries, lease rescue and timeouts.
-    pub async fn run(&self, cancel: CancellationToken) -> Result<(), SchedulerError> {
+    ///
+    /// Nothing but `cancel` ends it: a duty that fails (the store is unreachable, the DAG
+    /// folder is gone) is logged at ERROR, counted in [`Scheduler::health`], and tried again
+    /// after a backoff, while the other duties and leadership renewal go on.
+    pub async fn run(&self, cancel: CancellationToken) {
         let mut next_refresh = Utc::now();
+        let mut failures_in_a_row = 0u32;
         loop {
             let now = Utc::now();
             let mut wake_at = now + to_chrono(LEADER_RENEW);
-            if self
+            let mut failed: Option<Failed> = None;
+            let mut fail = |duty, context: &str, error: &dyn std::fmt::Display| {
+                let failure = self.health.failed(duty, context, error);
+                failed = Some(failed.map_or(failure, |earlier: Failed| Failed {
+                    consecutive_failures: earlier
+                        .consecutive_failures
+                        .max(failure.consecutive_failures),
+                }));
+            };
+            let leading = self
                 .store
                 .leader_attempt(
                     "scheduler",
@@ -500,46 +535,88 @@ impl Scheduler {
                     LEADER_TTL,
                     now.timestamp_micros(),
                 )
-                .await?
-            {
-                if now >= next_refresh {
-                    let report = self.sync_dags().await?;
-                    for (path, problems) in &report.failed {
-                        tracing::warn!(message = "A DAG file did not load.", path, problems);
+                .await;
+            match leading {
+                Err(error) => fail(LEADER_DUTY, "could not renew or elect the leader", &error),
+                Ok(leading) => {
+                    self.health.succeeded(LEADER_DUTY);
+                    if leading {
+                        if now >= next_refresh {
+                            // Refreshed on schedule whether or not it works: a missing folder
+                            // is read again in `DAG_REFRESH`, not in a tight loop.
+                            next_refresh = now + to_chrono(DAG_REFRESH);
+                            match self.sync_dags().await {
+                                Ok(report) => {
+                                    self.health.succeeded(DAG_SYNC_DUTY);
+                                    for (path, problems) in &report.failed {
+                                        tracing::warn!(message = "A DAG file did not load.", path, problems);
+                                    }
+                                }
+                                Err(error) => fail(DAG_SYNC_DUTY, "could not refresh the DAGs", &error),
+                            }
+                        }
+                        wake_at = wake_at.min(next_refresh);
+                        match self.schedule_due(now).await {
+                            Ok(due) => {
+                                self.health.succeeded(SCHEDULE_DUTY);
+                                if let Some(due) = due {
+                                    wake_at = wake_at.min(due);
+                                }
+                            }
+                            Err(error) => fail(SCHEDULE_DUTY, "could not create scheduled runs", &error),
+                        }
+                        match self.maintain().await {
+                            Ok(due) => {
+                                self.health.succeeded(MAINTENANCE_DUTY);
+                                if let Some(due) = due {
+                                    wake_at = wake_at.min(due);
+                                }
+                            }
+                            Err(error) => fail(
+                                MAINTENANCE_DUTY,
+                                "could not requeue retries, rescue expired leases or time out tasks",
+                                &error,
+                            ),
+                        }
                     }
-                    next_refresh = now + to_chrono(DAG_REFRESH);
+                    self.health.tick_completed();
                 }
-                wake_at = wake_at.min(next_refresh);
-                if let Some(due) = self.schedule_due(now).await? {
-                    wake_at = wake_at.min(due);
+            }
+            match failed {
+                Some(failure) => {
+                    failures_in_a_row = failure.consecutive_failures;
+                    wake_at = wake_at.min(now + to_chrono(duties::backoff(failures_in_a_row)));
                 }
-                let report = self.store.tasks_maintain(now_micros()).await?;
-                if report != Default::default() {
-                    tracing::info!(
-                        message = "Maintenance.",
-                        retried = report.retried,
-                        rescued = report.rescued,
-                        timed_out = report.timed_out
-                    );
-                    self.start_queued_runs().await?;
-                    self.work_available.notify_waiters();
-                }
-                if let Some(due) = self
-                    .store
-                    .next_due()
-                    .await?
-                    .and_then(|micros| Utc.timestamp_micros(micros).single())
-                {
-                    wake_at = wake_at.min(due);
-                }
+                None => failures_in_a_row = 0,
             }
             let sleep = (wake_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.wake.notified() => {}
-                () = cancel.cancelled() => return Ok(()),
+                () = cancel.cancelled() => return,
             }
         }
+    }
+
+    /// Requeues retries that are due, rescues tasks whose lease expired and times out tasks
+    /// past their limit; returns when the next of those falls due.
+    async fn maintain(&self) -> Result<Option<DateTime<Utc>>, SchedulerError> {
+        let report = self.store.tasks_maintain(now_micros()).await?;
+        if report != Default::default() {
+            tracing::info!(
+                message = "Maintenance.",
+                retried = report.retried,
+                rescued = report.rescued,
+                timed_out = report.timed_out
+            );
+            self.start_queued_runs().await?;
+            self.work_available.notify_waiters();
+        }
+        Ok(self
+            .store
+            .next_due()
+            .await?
+            .and_then(|micros| Utc.timestamp_micros(micros).single()))
     }
 }
 

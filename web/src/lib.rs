@@ -11,6 +11,7 @@ pub mod client;
 pub mod console;
 mod error;
 mod exec;
+mod health;
 pub mod models_api;
 pub mod openapi;
 pub mod serving;
@@ -52,7 +53,7 @@ impl AppState {
     }
 }
 
-/// The HTTP application: `/healthz`, the REST API under `/api/v1` (its OpenAPI document at
+/// The HTTP application: the probes `/healthz` and `/readyz`, the REST API under `/api/v1` (its OpenAPI document at
 /// `/api/v1/openapi.json`), the execution API under `/api/v1/exec`, and the console at `/`
 /// unless it is disabled.
 pub fn app(state: AppState) -> Router {
@@ -79,7 +80,8 @@ pub fn app(state: AppState) -> Router {
     ));
     let console_enabled = state.console.enabled;
     let router = Router::new()
-        .route("/healthz", get(health))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
         .merge(exec)
         .merge(api)
         .merge(group(Access::Public))
@@ -101,8 +103,4 @@ pub async fn serve(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-}
-
-async fn health() -> &'static str {
-    "ok"
 }

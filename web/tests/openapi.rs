@@ -112,15 +112,16 @@ async fn every_served_route_is_documented_once_and_every_documented_one_is_serve
     documented.sort();
     assert_eq!(documented, served);
 
-    // No `/api/v1` route is mounted by hand beside the table: a literal path is mounted in
-    // `lib.rs` only for `/healthz`.
+    // No `/api/v1` route is mounted by hand beside the table: literal paths are mounted in
+    // `lib.rs` only for the probes, `/healthz` and `/readyz`.
     let source = include_str!("../src/lib.rs");
     let by_hand: Vec<&str> = source
         .lines()
         .filter(|line| line.contains(".route(\""))
         .collect();
-    assert_eq!(by_hand.len(), 1, "{by_hand:?}");
+    assert_eq!(by_hand.len(), 2, "{by_hand:?}");
     assert!(by_hand[0].contains("\"/healthz\""), "{by_hand:?}");
+    assert!(by_hand[1].contains("\"/readyz\""), "{by_hand:?}");
 
     // The fallback's answer, which the probe below must never get.
     let (status, _, body) = request(&harness, "GET", "/api/v1/nowhere", Some(API_TOKEN)).await;
