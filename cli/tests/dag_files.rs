@@ -324,7 +324,7 @@ fn the_largest_chain_validates_and_one_task_more_is_refused_clearly() {
         &kiln_tasks::builtin_registry(),
     )
     .unwrap_err();
-    expect!["longer.toml:2:1: `tasks`: 100001 tasks, more than the 100000 a DAG may have; split it into several DAGs"]
+    expect!["longer.toml:2:3: `tasks`: 100001 tasks, more than the 100000 a DAG may have; split it into several DAGs"]
         .assert_eq(&error.to_string());
 }
 
@@ -341,7 +341,7 @@ fn a_file_wrong_on_every_task_lists_the_first_problems_and_counts_the_rest() {
     )
     .unwrap_err();
     assert_eq!(error.problems.len(), 201);
-    assert_eq!(error.problems[0].line, Some(3), "{}", error.problems[0]);
+    assert_eq!(error.problems[0].line, Some(5), "{}", error.problems[0]);
     assert!(error.problems[0].to_string().starts_with("task `t0`: "), "{}", error.problems[0]);
     let last = error.problems.last().unwrap().to_string();
     assert!(last.contains("more problems (only the first 200 are listed)"), "{last}");

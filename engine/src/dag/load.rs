@@ -379,12 +379,17 @@ struct Defaults {
 struct ParsedTask {
     spec: TaskSpec,
     start: usize,
-    key_offsets: HashMap<String, usize>,
+    /// Where each of the task's keys starts. A task has a dozen keys at most, so a scan of a
+    /// short vector beats hashing, and 100,000 tasks make 100,000 of these.
+    key_offsets: Vec<(String, usize)>,
 }
 
 impl ParsedTask {
     fn offset(&self, key: &str) -> usize {
-        self.key_offsets.get(key).copied().unwrap_or(self.start)
+        self.key_offsets
+            .iter()
+            .find(|(name, _)| name == key)
+            .map_or(self.start, |&(_, offset)| offset)
     }
 
     fn item(&self) -> Option<String> {
@@ -776,11 +781,12 @@ impl<'t> Checker<'t> {
         let mut parsed: Vec<ParsedTask> = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
             let start = item.span().start;
-            let mut key_offsets = HashMap::new();
+            let mut key_offsets = Vec::new();
             let mut label = format!("tasks[{index}]");
             if let DeValue::Table(table) = item.get_ref() {
+                key_offsets.reserve(table.len());
                 for (key, value) in table.iter() {
-                    key_offsets.insert(key.get_ref().to_string(), key.span().start);
+                    key_offsets.push((key.get_ref().to_string(), key.span().start));
                     if key.get_ref() == "id"
                         && let Some(id) = value.get_ref().as_str()
                     {
@@ -838,6 +844,14 @@ impl<'t> Checker<'t> {
             .iter()
             .map(|task| (task.id.clone(), task.depends_on.clone()))
             .collect();
+        // The order proves there is no cycle; only without one are the cycles looked for.
+        if let Some(order) = topological_order(&edges) {
+            let mut slots: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
+            return order
+                .into_iter()
+                .filter_map(|index| slots[index].take())
+                .collect();
+        }
         for cycle in dependency_cycles(&edges) {
             let offset = first_seen
                 .get(&cycle[0])
@@ -848,16 +862,7 @@ impl<'t> Checker<'t> {
                 format!("dependency cycle: {}", cycle.join(" -> ")),
             );
         }
-        match topological_order(&edges) {
-            Some(order) => {
-                let mut slots: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
-                order
-                    .into_iter()
-                    .filter_map(|index| slots[index].take())
-                    .collect()
-            }
-            None => Vec::new(),
-        }
+        Vec::new()
     }
 
     fn task(
