@@ -308,15 +308,26 @@ fn a_large_dag_loads() {
 fn the_largest_chain_validates_and_one_task_more_is_refused_clearly() {
     // Recursive cycle detection overflowed the stack at about 15,000 chained tasks.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("chain.toml"), command_chain("chain", MAX_DAG_TASKS)).unwrap();
+    std::fs::write(
+        dir.path().join("chain.toml"),
+        command_chain("chain", MAX_DAG_TASKS),
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["dags", "validate"])
         .arg(dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(&format!("ok    chain  {MAX_DAG_TASKS} task(s)")), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("ok    chain  {MAX_DAG_TASKS} task(s)")),
+        "{stdout}"
+    );
 
     let error = parse_dag(
         Path::new("longer.toml"),
@@ -332,7 +343,9 @@ fn the_largest_chain_validates_and_one_task_more_is_refused_clearly() {
 fn a_file_wrong_on_every_task_lists_the_first_problems_and_counts_the_rest() {
     let mut text = String::from("id = \"wrong\"\n");
     for index in 0..50_000 {
-        text.push_str(&format!("[[tasks]]\nid = \"t{index}\"\nkind = \"noop\"\nbogus = 1\n"));
+        text.push_str(&format!(
+            "[[tasks]]\nid = \"t{index}\"\nkind = \"noop\"\nbogus = 1\n"
+        ));
     }
     let error = parse_dag(
         Path::new("wrong.toml"),
@@ -342,9 +355,16 @@ fn a_file_wrong_on_every_task_lists_the_first_problems_and_counts_the_rest() {
     .unwrap_err();
     assert_eq!(error.problems.len(), 201);
     assert_eq!(error.problems[0].line, Some(5), "{}", error.problems[0]);
-    assert!(error.problems[0].to_string().starts_with("task `t0`: "), "{}", error.problems[0]);
+    assert!(
+        error.problems[0].to_string().starts_with("task `t0`: "),
+        "{}",
+        error.problems[0]
+    );
     let last = error.problems.last().unwrap().to_string();
-    assert!(last.contains("more problems (only the first 200 are listed)"), "{last}");
+    assert!(
+        last.contains("more problems (only the first 200 are listed)"),
+        "{last}"
+    );
 }
 
 #[test]
@@ -371,12 +391,20 @@ fn files_that_are_not_plain_files_and_deep_or_looping_folders_cannot_hang_the_lo
     .unwrap();
 
     let set = load_dir(dir.path(), &kiln_tasks::builtin_registry()).unwrap();
-    let loaded: Vec<&str> = set.dags.iter().map(|loaded| loaded.dag.id.as_str()).collect();
+    let loaded: Vec<&str> = set
+        .dags
+        .iter()
+        .map(|loaded| loaded.dag.id.as_str())
+        .collect();
     assert_eq!(loaded, ["deep"]);
     let rendered: Vec<String> = set
         .errors
         .iter()
-        .map(|error| error.to_string().replace(&dir.path().display().to_string(), "DIR"))
+        .map(|error| {
+            error
+                .to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
         .collect();
     expect![[r#"
         DIR/pipe.toml: not a regular file (a DAG file must be plain text)

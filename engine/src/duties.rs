@@ -184,7 +184,10 @@ impl DutyHealth {
                 "the scheduler's timed loop {what} for {} s; last error: {error}",
                 since.as_secs()
             ),
-            None => format!("the scheduler's timed loop {what} for {} s", since.as_secs()),
+            None => format!(
+                "the scheduler's timed loop {what} for {} s",
+                since.as_secs()
+            ),
         })
     }
 
@@ -295,7 +298,10 @@ mod tests {
             let full = FIRST_BACKOFF
                 .saturating_mul(1 << (failures - 1).min(16))
                 .min(MAX_BACKOFF);
-            assert!(wait <= full && wait >= full.mul_f64(0.8), "{failures}: {wait:?}");
+            assert!(
+                wait <= full && wait >= full.mul_f64(0.8),
+                "{failures}: {wait:?}"
+            );
         }
         assert!(backoff(30) <= MAX_BACKOFF);
     }
@@ -304,11 +310,24 @@ mod tests {
     fn failures_count_until_a_success_clears_them() {
         let health = DutyHealth::default();
         let error = "connection refused";
-        assert_eq!(health.failed("dag_sync", "reading", &error).consecutive_failures, 1);
-        assert_eq!(health.failed("dag_sync", "reading", &error).consecutive_failures, 2);
+        assert_eq!(
+            health
+                .failed("dag_sync", "reading", &error)
+                .consecutive_failures,
+            1
+        );
+        assert_eq!(
+            health
+                .failed("dag_sync", "reading", &error)
+                .consecutive_failures,
+            2
+        );
         let status = &health.duties()["dag_sync"];
         assert_eq!(status.failures_total, 2);
-        assert_eq!(status.last_error.as_deref(), Some("reading: connection refused"));
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("reading: connection refused")
+        );
         assert_eq!(status.last_success, None);
 
         health.succeeded("dag_sync");

@@ -520,10 +520,12 @@ impl Scheduler {
             let mut failed: Option<Failed> = None;
             let mut fail = |duty, context: &str, error: &dyn std::fmt::Display| {
                 let failure = self.health.failed(duty, context, error);
-                failed = Some(failed.map_or(failure, |earlier: Failed| Failed {
-                    consecutive_failures: earlier
-                        .consecutive_failures
-                        .max(failure.consecutive_failures),
+                failed = Some(failed.map_or(failure, |earlier: Failed| {
+                    Failed {
+                        consecutive_failures: earlier
+                            .consecutive_failures
+                            .max(failure.consecutive_failures),
+                    }
                 }));
             };
             let leading = self
@@ -548,10 +550,16 @@ impl Scheduler {
                                 Ok(report) => {
                                     self.health.succeeded(DAG_SYNC_DUTY);
                                     for (path, problems) in &report.failed {
-                                        tracing::warn!(message = "A DAG file did not load.", path, problems);
+                                        tracing::warn!(
+                                            message = "A DAG file did not load.",
+                                            path,
+                                            problems
+                                        );
                                     }
                                 }
-                                Err(error) => fail(DAG_SYNC_DUTY, "could not refresh the DAGs", &error),
+                                Err(error) => {
+                                    fail(DAG_SYNC_DUTY, "could not refresh the DAGs", &error)
+                                }
                             }
                         }
                         wake_at = wake_at.min(next_refresh);
@@ -562,7 +570,9 @@ impl Scheduler {
                                     wake_at = wake_at.min(due);
                                 }
                             }
-                            Err(error) => fail(SCHEDULE_DUTY, "could not create scheduled runs", &error),
+                            Err(error) => {
+                                fail(SCHEDULE_DUTY, "could not create scheduled runs", &error)
+                            }
                         }
                         match self.maintain().await {
                             Ok(due) => {
@@ -582,7 +592,8 @@ impl Scheduler {
                 }
             }
             if let Some(failure) = failed {
-                wake_at = wake_at.min(now + to_chrono(duties::backoff(failure.consecutive_failures)));
+                wake_at =
+                    wake_at.min(now + to_chrono(duties::backoff(failure.consecutive_failures)));
             }
             let sleep = (wake_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {

@@ -42,7 +42,10 @@ async fn a_connection_given_back_inside_a_transaction_is_closed_not_reused() {
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    assert_ne!(first_pid, second_pid, "the connection left in a transaction was reused");
+    assert_ne!(
+        first_pid, second_pid,
+        "the connection left in a transaction was reused"
+    );
     sqlx::query("INSERT INTO written (id) VALUES (1)")
         .execute(&mut *conn)
         .await
@@ -65,7 +68,12 @@ async fn a_connection_given_back_inside_a_transaction_is_closed_not_reused() {
         .await
         .unwrap();
     sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
-    assert!(sqlx::raw_sql("SELECT 1/0").execute(&mut *conn).await.is_err());
+    assert!(
+        sqlx::raw_sql("SELECT 1/0")
+            .execute(&mut *conn)
+            .await
+            .is_err()
+    );
     drop(conn);
     let mut conn = pool.acquire().await.unwrap();
     let next_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")

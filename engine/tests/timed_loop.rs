@@ -14,8 +14,7 @@ use kiln_engine::duties::LEADER_DUTY;
 use kiln_engine::scheduler::Scheduler;
 use kiln_engine::state::TaskState;
 use kiln_engine::store::{
-    AttemptResult, ClaimParams, ClaimedTask, Completion, RunFilter, Store, TriggerKind,
-    now_micros,
+    AttemptResult, ClaimParams, ClaimedTask, Completion, RunFilter, Store, TriggerKind, now_micros,
 };
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
@@ -185,8 +184,14 @@ async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
 
     // With the folder gone, the loop's other duties go on: the retry is requeued and the
     // expired lease rescued, each due within about a second.
-    let took = within(Duration::from_secs(8), || retried_and_rescued(&*db.store, &due)).await;
-    assert!(took.is_some(), "retries and lease rescue stopped with the DAG folder gone");
+    let took = within(Duration::from_secs(8), || {
+        retried_and_rescued(&*db.store, &due)
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "retries and lease rescue stopped with the DAG folder gone"
+    );
     let health = scheduler.health();
     let sync = within(Duration::from_secs(3), || async {
         health
@@ -198,7 +203,10 @@ async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
     assert!(sync.is_some(), "{:?}", health.duties());
     let error = health.duties()["dag_sync"].last_error.clone().unwrap();
     assert!(error.contains("cannot read the DAG folder"), "{error}");
-    assert!(health.ready().is_ok(), "a missing folder is not a store outage");
+    assert!(
+        health.ready().is_ok(),
+        "a missing folder is not a store outage"
+    );
 
     // The folder is missing for 10 s in all; it comes back with a DAG it did not have.
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(took.unwrap_or_default())).await;
@@ -207,7 +215,8 @@ async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
     std::fs::write(dir.join("every_minute.toml"), every_minute()).unwrap();
 
     let resumed = within(Duration::from_secs(10), || async {
-        dag_known(&*db.store, "every_minute").await && run_count(&*db.store, "every_minute").await >= 3
+        dag_known(&*db.store, "every_minute").await
+            && run_count(&*db.store, "every_minute").await >= 3
     })
     .await;
     assert!(resumed.is_some(), "DAG sync and cron did not resume");
@@ -223,7 +232,11 @@ async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
 conformance!(the_loop_outlives_a_missing_dag_folder);
 
 /// Terminates every connection to `database` but its own, every 20 ms, until `stop`.
-async fn terminate_connections(admin_url: String, database: String, stop: CancellationToken) -> u64 {
+async fn terminate_connections(
+    admin_url: String,
+    database: String,
+    stop: CancellationToken,
+) -> u64 {
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     let mut terminated = 0u64;
     while !stop.is_cancelled() {
@@ -283,7 +296,10 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
     assert!(terminated > 0, "the storm terminated nothing");
     assert!(!running.is_finished(), "the timed loop ended in the storm");
     let failures = scheduler.health().duties()[LEADER_DUTY].failures_total;
-    assert!(failures > 0, "the storm never reached the loop ({terminated} terminated)");
+    assert!(
+        failures > 0,
+        "the storm never reached the loop ({terminated} terminated)"
+    );
 
     // Within seconds of the storm: retries, lease rescue, DAG sync and cron have happened,
     // and the loop leads again.
@@ -301,7 +317,12 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
     // Another scheduler cannot take over: this one renewed its leadership.
     let other = db
         .store
-        .leader_attempt("scheduler", "another-server", Duration::from_secs(10), now_micros())
+        .leader_attempt(
+            "scheduler",
+            "another-server",
+            Duration::from_secs(10),
+            now_micros(),
+        )
         .await
         .unwrap();
     assert!(!other, "leadership lapsed after the storm");

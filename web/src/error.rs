@@ -187,9 +187,8 @@ fn decode_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppE
     }
     match serde_json::from_slice::<T>(bytes) {
         Ok(value) => Ok(value),
-        Err(error) if error.is_data() => {
-            from_whole_numbers(bytes).ok_or_else(|| AppError::unprocessable(format!("invalid JSON body: {error}")))
-        }
+        Err(error) if error.is_data() => from_whole_numbers(bytes)
+            .ok_or_else(|| AppError::unprocessable(format!("invalid JSON body: {error}"))),
         Err(error) => Err(AppError::BadRequest {
             status: StatusCode::BAD_REQUEST,
             message: format!("invalid JSON body: {error}"),
@@ -270,7 +269,10 @@ mod tests {
         assert_eq!(decode("{}"), Ok(Sample::default()));
         for body in ["[]", "[3]", "3", "\"x\"", "null", " true"] {
             let refused = decode(body).expect_err(body);
-            assert!(refused.starts_with("422") && refused.contains("JSON object"), "{body}: {refused}");
+            assert!(
+                refused.starts_with("422") && refused.contains("JSON object"),
+                "{body}: {refused}"
+            );
         }
         let unreadable = decode("]").expect_err("syntax");
         assert!(unreadable.starts_with("400"), "{unreadable}");
@@ -280,12 +282,22 @@ mod tests {
     fn whole_number_floats_are_integers_and_fractions_are_not() {
         assert_eq!(
             decode(r#"{"limit": 161422.0, "ratio": 2.0, "ids": [1.0, -7.0, 8]}"#),
-            Ok(Sample { limit: 161_422, ratio: 2.0, ids: vec![1, -7, 8] })
+            Ok(Sample {
+                limit: 161_422,
+                ratio: 2.0,
+                ids: vec![1, -7, 8]
+            })
         );
         let fraction = decode(r#"{"limit": 1.5}"#).expect_err("a fraction is no integer");
-        assert!(fraction.starts_with("422") && fraction.contains("1.5"), "{fraction}");
+        assert!(
+            fraction.starts_with("422") && fraction.contains("1.5"),
+            "{fraction}"
+        );
         let too_big = decode(r#"{"limit": 1e12}"#).expect_err("out of range for u32");
         assert!(too_big.starts_with("422"), "{too_big}");
-        assert_eq!(decode(r#"{"ids": [1e18]}"#).map(|sample| sample.ids), Ok(vec![1_000_000_000_000_000_000]));
+        assert_eq!(
+            decode(r#"{"ids": [1e18]}"#).map(|sample| sample.ids),
+            Ok(vec![1_000_000_000_000_000_000])
+        );
     }
 }

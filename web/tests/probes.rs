@@ -28,7 +28,10 @@ async fn the_probes_follow_the_timed_loop() {
     let health = harness.state.scheduler().health().clone();
 
     // A new server is live at once, and ready once its loop has reached the store.
-    assert_eq!(get(&harness, "/healthz").await, (StatusCode::OK, "ok".to_owned()));
+    assert_eq!(
+        get(&harness, "/healthz").await,
+        (StatusCode::OK, "ok".to_owned())
+    );
     let (status, body) = get(&harness, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     health.succeeded(LEADER_DUTY);
@@ -41,13 +44,20 @@ async fn the_probes_follow_the_timed_loop() {
     assert_eq!(ready["duties"][0]["ok"], true);
 
     // The store fails: not ready at once, with the error; still live.
-    health.failed(LEADER_DUTY, "could not renew or elect the leader", &"connection reset");
+    health.failed(
+        LEADER_DUTY,
+        "could not renew or elect the leader",
+        &"connection reset",
+    );
     let (status, body) = get(&harness, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["ready"], false);
     assert!(
-        ready["reason"].as_str().unwrap().contains("connection reset"),
+        ready["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connection reset"),
         "{ready}"
     );
     assert_eq!(ready["duties"][0]["consecutive_failures"], 1);

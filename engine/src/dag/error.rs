@@ -51,7 +51,12 @@ impl Problem {
     }
 
     /// [`Problem::at`] with the text's line index built once for all its problems.
-    pub(crate) fn at_indexed(mut self, index: &LineIndex, text: &str, offset: Option<usize>) -> Problem {
+    pub(crate) fn at_indexed(
+        mut self,
+        index: &LineIndex,
+        text: &str,
+        offset: Option<usize>,
+    ) -> Problem {
         if let Some(offset) = offset {
             let (line, column) = index.locate(text, offset);
             self.line = Some(line);

@@ -202,7 +202,10 @@ mod tests {
         // Test threads have a 2 MiB stack: a recursive walk overflows it long before this.
         let open = chain(200_000, false);
         assert!(dependency_cycles(&open).is_empty());
-        assert_eq!(topological_order(&open).map(|order| order.len()), Some(200_000));
+        assert_eq!(
+            topological_order(&open).map(|order| order.len()),
+            Some(200_000)
+        );
 
         let closed = chain(200_000, true);
         let cycles = dependency_cycles(&closed);

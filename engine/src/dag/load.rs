@@ -186,7 +186,10 @@ fn read_dag_file(path: &Path) -> Result<Vec<u8>, String> {
     }
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_DAG_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .and_then(|file| {
+            file.take(MAX_DAG_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
         .map_err(cannot)?;
     Ok(bytes)
 }

@@ -441,8 +441,14 @@ mod tests {
     fn hostile_depth_and_length_are_refused_not_recursed_into() {
         // Each of these overflowed the stack before the bounds: a parse, a walk or a drop
         // recursing once per character.
-        let deep = |open: &str, close: &str| format!("{}x{}", open.repeat(100_000), close.repeat(100_000));
-        for text in [deep("(", ")"), deep("-", ""), deep("!", ""), deep("abs(", ")")] {
+        let deep =
+            |open: &str, close: &str| format!("{}x{}", open.repeat(100_000), close.repeat(100_000));
+        for text in [
+            deep("(", ")"),
+            deep("-", ""),
+            deep("!", ""),
+            deep("abs(", ")"),
+        ] {
             let error = parse(&text).map(|_| ()).unwrap_err().to_string();
             assert!(error.contains("nests more than 64 levels"), "{error}");
         }
