@@ -253,7 +253,7 @@ fn max_lost_attempts_must_be_a_count() {
     .unwrap_err();
     expect![[r#"
         lossy.toml:3:21: `defaults`: invalid type: string "many", expected u32
-        lossy.toml:6:21: task `t`: invalid value: integer `-1`, expected u32"#]]
+        lossy.toml:7:21: task `t`: invalid value: integer `-1`, expected u32"#]]
     .assert_eq(&error.to_string());
 }
 

@@ -126,10 +126,16 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
 
     // Queued at once, not after a retry delay, and the dead worker's late report is refused.
     let again = claim(store, "alive", 1, T0 + 2).await;
-    assert_eq!((again[0].task_id.as_str(), again[0].try_number), ("work", 2));
+    assert_eq!(
+        (again[0].task_id.as_str(), again[0].try_number),
+        ("work", 2)
+    );
     let late = store
         .task_complete(
-            &[report(&first[0], AttemptResult::success(serde_json::json!({})))],
+            &[report(
+                &first[0],
+                AttemptResult::success(serde_json::json!({})),
+            )],
             T0 + 3,
         )
         .await
@@ -146,7 +152,10 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
     );
     let done = store
         .task_complete(
-            &[report(&again[0], AttemptResult::success(serde_json::json!({})))],
+            &[report(
+                &again[0],
+                AttemptResult::success(serde_json::json!({})),
+            )],
             T0 + 4,
         )
         .await
@@ -160,7 +169,10 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
     let after = claim(store, "alive", 1, T0 + 5).await;
     store
         .task_complete(
-            &[report(&after[0], AttemptResult::success(serde_json::json!({})))],
+            &[report(
+                &after[0],
+                AttemptResult::success(serde_json::json!({})),
+            )],
             T0 + 6,
         )
         .await
@@ -250,7 +262,10 @@ async fn after_its_budget_a_task_fails_naming_every_loss(db: &TestDb) {
     // Every loss stays recorded as one, with its own reason.
     let recorded = attempts(store, work.id).await;
     assert_eq!(recorded.len(), 4);
-    assert!(recorded.iter().all(|(state, _)| state == "lost"), "{recorded:?}");
+    assert!(
+        recorded.iter().all(|(state, _)| state == "lost"),
+        "{recorded:?}"
+    );
     assert_eq!(
         recorded[3].1.as_deref(),
         Some("worker `w4` died while running the attempt")
@@ -266,7 +281,10 @@ async fn after_its_budget_a_task_fails_naming_every_loss(db: &TestDb) {
     // The first dead worker's report is refused for good.
     let late = store
         .task_complete(
-            &[report(&first[0], AttemptResult::success(serde_json::json!({})))],
+            &[report(
+                &first[0],
+                AttemptResult::success(serde_json::json!({})),
+            )],
             now,
         )
         .await
@@ -494,7 +512,12 @@ async fn a_claim_that_never_reached_its_worker_is_undone(db: &TestDb) {
     assert_eq!(store.task_unclaim("gone", &held).await.unwrap(), 0);
     let work = instance(store, run.id, "work").await;
     assert_eq!(
-        (work.state, work.try_number, work.lost_attempts, work.max_tries),
+        (
+            work.state,
+            work.try_number,
+            work.lost_attempts,
+            work.max_tries
+        ),
         (TaskState::Queued, 0, 0, 1),
         "as if it had never been claimed: {work:?}"
     );
@@ -502,7 +525,10 @@ async fn a_claim_that_never_reached_its_worker_is_undone(db: &TestDb) {
     assert!(work.fence > claimed[0].fence, "the undone claim stays dead");
     let late = store
         .task_complete(
-            &[report(&claimed[0], AttemptResult::success(serde_json::json!({})))],
+            &[report(
+                &claimed[0],
+                AttemptResult::success(serde_json::json!({})),
+            )],
             T0,
         )
         .await

@@ -240,7 +240,10 @@ async fn shutdown_hands_unfinished_tasks_back_without_spending_a_try() {
     let attempts = setup.db.store.task_attempts(instance.id).await.unwrap();
     assert_eq!(
         (attempts[0].state.as_str(), attempts[0].error.as_deref()),
-        ("lost", Some("handed back by worker `leaving` shutting down"))
+        (
+            "lost",
+            Some("handed back by worker `leaving` shutting down")
+        )
     );
     let (stop, next) = setup.worker("arriving", full_registry(), Duration::from_secs(1));
     setup.wait_run(run_id, RunState::Success).await;

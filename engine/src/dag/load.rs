@@ -19,7 +19,8 @@ use super::error::{DagFileError, LineIndex, Problem, Severity};
 use super::graph::{dependency_cycles, topological_order};
 use super::spec::{DefaultsSpec, InputSpec, OutputsSpec, ParamSpecSpec, TaskSpec, toml_to_json};
 use super::{
-    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, OutputSpec, ParamSpec, Task, TriggerRule,
+    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, OutputSpec, ParamSpec, Task,
+    TriggerRule,
 };
 use crate::duration;
 use crate::plugin::PluginRegistry;

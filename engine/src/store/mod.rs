@@ -963,7 +963,11 @@ pub trait Store: Send + Sync + 'static {
     /// answer, or it was handed more than it asked for): each task is queued again as if it had
     /// not been claimed, its try and its attempt row undone. Not a loss: the attempt never
     /// started. Returns how many were taken back.
-    async fn task_unclaim(&self, worker_id: &str, tasks: &[(i64, i64)]) -> Result<usize, StoreError>;
+    async fn task_unclaim(
+        &self,
+        worker_id: &str,
+        tasks: &[(i64, i64)],
+    ) -> Result<usize, StoreError>;
 
     /// Ends every attempt a worker is running as lost, as if its lease had expired: for a
     /// worker known to be dead, without waiting for the lease. Each task is queued again
