@@ -113,12 +113,19 @@ fn print_tasks(detail: &kiln_web::wire::RunDetail) {
             .lines()
             .next()
             .unwrap_or("");
+        // The task's own tries; attempts lost to the infrastructure use none of them, and are
+        // counted beside the error.
+        let lost = task.lost_attempts;
+        let error = match lost {
+            0 => error.to_owned(),
+            _ => format!("[{lost} lost] {error}").trim_end().to_owned(),
+        };
         println!(
             "  {:<24} {:<16} {:>2}/{:<2}  {:>10}  {}",
             task.task_id,
             task.state.as_str(),
-            task.try_number,
-            task.max_tries,
+            task.try_number - lost,
+            task.max_tries - lost,
             duration,
             error
         );

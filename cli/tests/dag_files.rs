@@ -143,7 +143,7 @@ fn unknown_key() {
         "unknown_key.toml",
         expect![[r#"
         broken_dags/unknown_key.toml:2:1: `schedul`: unknown key; expected one of id, description, schedule, timezone, start_date, end_date, catchup, max_catchup_runs, max_active_runs, tags, queue, params, defaults, tasks
-        broken_dags/unknown_key.toml:6:1: task `greet`: unknown field `dependz_on`, expected one of `id`, `kind`, `description`, `params`, `depends_on`, `trigger_rule`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `timeout`, `inputs`, `outputs`, `queue`, `priority`, `cache`"#]],
+        broken_dags/unknown_key.toml:6:1: task `greet`: unknown field `dependz_on`, expected one of `id`, `kind`, `description`, `params`, `depends_on`, `trigger_rule`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `max_lost_attempts`, `timeout`, `inputs`, `outputs`, `queue`, `priority`, `cache`"#]],
     );
 }
 
@@ -206,6 +206,55 @@ fn all_problems_of_a_file_are_reported_together() {
         broken_dags/many_errors.toml:19:16: task `b`: unknown variant `sometimes`, expected one of `all_success`, `all_failed`, `all_done`, `one_success`, `one_failed`, `none_failed`
         broken_dags/many_errors.toml:24:1: task `c`: `timeout`: invalid duration `soon` (expected number at 0); write it like `30s`, `5m` or `1h`"#]],
     );
+}
+
+#[test]
+fn max_lost_attempts_defaults_to_3_and_follows_defaults_then_the_task() {
+    let text = "id = \"lossy\"\n[[tasks]]\nid = \"plain\"\nkind = \"noop\"\n";
+    let loaded = parse_dag(
+        Path::new("lossy.toml"),
+        text.as_bytes(),
+        &kiln_tasks::builtin_registry(),
+    )
+    .unwrap();
+    assert_eq!(loaded.dag.tasks[0].max_lost_attempts, 3);
+    let text = "id = \"lossy\"\n[defaults]\nmax_lost_attempts = 1\n\
+                [[tasks]]\nid = \"inherits\"\nkind = \"noop\"\n\
+                [[tasks]]\nid = \"own\"\nkind = \"noop\"\nmax_lost_attempts = 0\n";
+    let loaded = parse_dag(
+        Path::new("lossy.toml"),
+        text.as_bytes(),
+        &kiln_tasks::builtin_registry(),
+    )
+    .unwrap();
+    let budgets: Vec<(&str, u32)> = loaded
+        .dag
+        .tasks
+        .iter()
+        .map(|task| (task.id.as_str(), task.max_lost_attempts))
+        .collect();
+    assert_eq!(budgets, [("inherits", 1), ("own", 0)]);
+    // A version stored before the key existed reads as the default.
+    let mut stored = serde_json::to_value(&loaded.dag.tasks[0]).unwrap();
+    stored.as_object_mut().unwrap().remove("max_lost_attempts");
+    let task: kiln_engine::dag::Task = serde_json::from_value(stored).unwrap();
+    assert_eq!(task.max_lost_attempts, 3);
+}
+
+#[test]
+fn max_lost_attempts_must_be_a_count() {
+    let text = "id = \"lossy\"\n[defaults]\nmax_lost_attempts = \"many\"\n\
+                [[tasks]]\nid = \"t\"\nkind = \"noop\"\nmax_lost_attempts = -1\n";
+    let error = parse_dag(
+        Path::new("lossy.toml"),
+        text.as_bytes(),
+        &kiln_tasks::builtin_registry(),
+    )
+    .unwrap_err();
+    expect![[r#"
+        lossy.toml:3:21: `defaults`: invalid type: string "many", expected u32
+        lossy.toml:7:21: task `t`: invalid value: integer `-1`, expected u32"#]]
+    .assert_eq(&error.to_string());
 }
 
 #[test]

@@ -13,7 +13,17 @@ use kiln_web::client::ExecutionClient;
 use support::{Cluster, Process, TOKEN, command_chain, get_text, kiln};
 
 fn fan_out(id: &str, count: usize, command: &str) -> String {
-    let mut text = format!("id = \"{id}\"\n[defaults]\nretries = 2\nretry_delay = \"1s\"\n");
+    fan_out_with(
+        id,
+        count,
+        command,
+        "[defaults]\nretries = 2\nretry_delay = \"1s\"\n",
+    )
+}
+
+/// `count` independent `sh -c COMMAND` tasks after `head` (top-level keys or `[defaults]`).
+fn fan_out_with(id: &str, count: usize, command: &str, head: &str) -> String {
+    let mut text = format!("id = \"{id}\"\n{head}");
     for index in 0..count {
         text.push_str(&format!(
             "[[tasks]]\nid = \"t{index}\"\nkind = \"command\"\nparams = {{ program = \"sh\", args = [\"-c\", \"{command}\"] }}\n"
@@ -50,7 +60,11 @@ fn two_workers_run_200_tasks_each_exactly_once() {
 
 #[test]
 fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
-    let mut cluster = Cluster::start(&[("sleepy.toml", &fan_out("sleepy", 16, "sleep 1"))], "2s");
+    // No retries: the lost attempts (rescued when their lease expires) must not need any.
+    let mut cluster = Cluster::start(
+        &[("sleepy.toml", &fan_out_with("sleepy", 16, "sleep 1", ""))],
+        "2s",
+    );
     let doomed = cluster.start_worker("doomed", 4);
     let run_id = cluster.trigger("sleepy");
     // Wait until the doomed worker holds tasks, then kill it before it can finish them.
@@ -80,6 +94,16 @@ fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
             states.iter().filter(|state| *state == "success").count(),
             1,
             "{task}: {states:?}"
+        );
+    }
+    for task in &detail.tasks {
+        assert_eq!(
+            (
+                task.try_number - task.lost_attempts,
+                task.max_tries - task.lost_attempts
+            ),
+            (1, 1),
+            "a loss uses none of the task's tries: {task:?}"
         );
     }
 
@@ -514,4 +538,231 @@ fn a_100000_task_chain_dropped_into_a_running_server_loads_and_the_server_lives(
         get_text(&format!("{}/healthz", cluster.url())),
         (200, "ok".to_owned())
     );
+}
+
+/// The pid of `standalone`'s worker process with this id.
+fn standalone_worker_pid(standalone: i32, worker_id: &str) -> Option<i32> {
+    children_of(standalone).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline
+                .split(|byte| *byte == 0)
+                .any(|arg| arg == worker_id.as_bytes())
+        })
+    })
+}
+
+/// Polls `standalone`'s run until `done` says so, or fails the test after `limit`.
+fn wait_standalone_run(
+    base: &str,
+    run_id: i64,
+    limit: Duration,
+    standalone: &support::Process,
+    done: impl Fn(&kiln_web::wire::RunDetail) -> bool,
+) -> kiln_web::wire::RunDetail {
+    let client = kiln_web::client::ApiClient::new(base, None);
+    let runtime = Cluster::runtime();
+    let started = Instant::now();
+    loop {
+        if let Ok(detail) = runtime.block_on(client.run(run_id))
+            && done(&detail)
+        {
+            return detail;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "run {run_id} did not get there in {limit:?}: {:?}\n{}",
+            runtime.block_on(client.run(run_id)),
+            standalone.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every task instance's attempts in a standalone's database: (task id, [(state, error)]).
+fn standalone_attempts(dir: &std::path::Path, run_id: i64) -> Vec<(String, Vec<(String, String)>)> {
+    let url = format!("sqlite://{}", dir.join(".kiln/kiln.db").display());
+    Cluster::runtime().block_on(async move {
+        let store = kiln_engine::store::connect(&url).await.unwrap();
+        let mut result = Vec::new();
+        for instance in store.task_instances(run_id).await.unwrap() {
+            let attempts = store.task_attempts(instance.id).await.unwrap();
+            result.push((
+                instance.task_id.clone(),
+                attempts
+                    .into_iter()
+                    .map(|attempt| (attempt.state, attempt.error.unwrap_or_default()))
+                    .collect(),
+            ));
+        }
+        result
+    })
+}
+
+#[test]
+fn a_worker_killed_under_standalone_costs_a_dag_without_retries_nothing() {
+    // Issue 16's report: 40 half-second tasks, no `retries`, one worker killed with SIGKILL.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dags")).unwrap();
+    std::fs::write(
+        dir.path().join("dags/sleepy.toml"),
+        fan_out_with("sleepy", 40, "sleep 0.5", ""),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let base = format!("http://{listen}");
+    let standalone = support::start_standalone(dir.path(), &listen, &[]);
+    let client = kiln_web::client::ApiClient::new(&base, None);
+    let run_id = Cluster::runtime()
+        .block_on(client.trigger("sleepy", serde_json::Map::new()))
+        .unwrap()
+        .id;
+    let doomed = "standalone-0-0";
+    wait_standalone_run(
+        &base,
+        run_id,
+        Duration::from_secs(30),
+        &standalone,
+        |detail| {
+            detail
+                .tasks
+                .iter()
+                .filter(|task| task.worker_id.as_deref() == Some(doomed))
+                .count()
+                >= 2
+        },
+    );
+    let pid = standalone_worker_pid(standalone.pid(), doomed).expect("the worker's process");
+    // SAFETY: signals a worker process this test's standalone started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let detail = wait_standalone_run(
+        &base,
+        run_id,
+        Duration::from_secs(45),
+        &standalone,
+        |detail| detail.run.state.is_final(),
+    );
+    assert_eq!(
+        detail.run.state,
+        RunState::Success,
+        "{detail:?}\n{}",
+        standalone.output()
+    );
+    let attempts = standalone_attempts(dir.path(), run_id);
+    let lost: Vec<&(String, String)> = attempts
+        .iter()
+        .flat_map(|(_, attempts)| attempts)
+        .filter(|(state, _)| state == "lost")
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "the killed worker held tasks: {attempts:?}"
+    );
+    // Rescued when standalone saw the worker die (or, for a claim it made as it died, when that
+    // lease expired).
+    assert!(
+        lost.iter().all(|(_, error)| {
+            error == "worker `standalone-0-0` died while running the attempt"
+                || error == "worker `standalone-0-0` stopped heartbeating: its lease expired"
+        }),
+        "{lost:?}"
+    );
+    for (task, states) in &attempts {
+        assert_eq!(
+            states
+                .iter()
+                .filter(|(state, _)| state == "success")
+                .count(),
+            1,
+            "{task}: {states:?}"
+        );
+    }
+    let lost_per_task: i64 = detail.tasks.iter().map(|task| task.lost_attempts).sum();
+    assert_eq!(usize::try_from(lost_per_task).unwrap(), lost.len());
+    for task in &detail.tasks {
+        assert_eq!(
+            (
+                task.try_number - task.lost_attempts,
+                task.max_tries - task.lost_attempts
+            ),
+            (1, 1),
+            "{task:?}"
+        );
+    }
+    // `kiln runs show` counts the losses beside the task's own tries.
+    let show = std::process::Command::new(kiln())
+        .args(["--server", &base, "runs", "show", &run_id.to_string()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{shown}");
+    assert!(
+        shown.contains(" 1/1 ") && shown.contains("[1 lost]"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_task_that_kills_its_worker_fails_after_its_lost_attempts_and_the_run_ends() {
+    // The command plugin starts `sh` straight from the worker process, so `$PPID` is the
+    // worker: every attempt kills the worker running it.
+    let dag = "id = \"poison\"\n[[tasks]]\nid = \"poison\"\nkind = \"command\"\n\
+               params = { program = \"sh\", args = [\"-c\", \"kill -9 $PPID; sleep 1\"] }\n\
+               [[tasks]]\nid = \"after\"\nkind = \"command\"\ndepends_on = [\"poison\"]\n\
+               params = { program = \"true\" }\n\
+               [[tasks]]\nid = \"cleanup\"\nkind = \"command\"\ndepends_on = [\"poison\"]\n\
+               trigger_rule = \"all_done\"\nparams = { program = \"true\" }\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dags")).unwrap();
+    std::fs::write(dir.path().join("dags/poison.toml"), dag).unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let base = format!("http://{listen}");
+    let mut standalone = support::start_standalone(dir.path(), &listen, &[]);
+    let client = kiln_web::client::ApiClient::new(&base, None);
+    let run_id = Cluster::runtime()
+        .block_on(client.trigger("poison", serde_json::Map::new()))
+        .unwrap()
+        .id;
+    let detail = wait_standalone_run(
+        &base,
+        run_id,
+        Duration::from_secs(50),
+        &standalone,
+        |detail| detail.run.state.is_final(),
+    );
+    assert_eq!(detail.run.state, RunState::Failed, "{detail:?}");
+    let task = |id: &str| detail.tasks.iter().find(|task| task.task_id == id).unwrap();
+    let poison = task("poison");
+    assert_eq!(
+        (poison.state, poison.lost_attempts, poison.try_number),
+        (TaskState::Failed, 4, 4),
+        "{poison:?}"
+    );
+    let error = poison.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "lost 4 attempts to the infrastructure (`max_lost_attempts` is 3): attempt 1: worker `standalone-"
+        ),
+        "{error}"
+    );
+    for attempt in 1..=4 {
+        assert!(
+            error.contains(&format!("attempt {attempt}: worker `standalone-")),
+            "{error}"
+        );
+    }
+    assert_eq!(error.matches("worker `standalone-").count(), 4, "{error}");
+    assert!(error.contains("died while running the attempt"), "{error}");
+    assert_eq!(task("after").state, TaskState::UpstreamFailed);
+    // The workers it killed were replaced, and run what comes after it.
+    assert_eq!(task("cleanup").state, TaskState::Success, "{detail:?}");
+    let attempts = standalone_attempts(dir.path(), run_id);
+    let (_, poisoned) = attempts.iter().find(|(id, _)| id == "poison").unwrap();
+    assert_eq!(poisoned.len(), 4, "{poisoned:?}");
+    assert!(
+        poisoned.iter().all(|(state, _)| state == "lost"),
+        "{poisoned:?}"
+    );
+    assert!(standalone.exited().is_none(), "{}", standalone.output());
 }

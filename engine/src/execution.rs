@@ -130,8 +130,14 @@ pub trait ExecutionApi: Send + Sync + 'static {
         next: Option<&NextClaim>,
     ) -> Result<CompletionReply, ApiError>;
 
-    /// Hands running tasks back without counting the attempt.
+    /// Hands running tasks back (the worker is shutting down): each attempt is lost, so the
+    /// task runs again elsewhere without using one of its retries (up to its
+    /// `max_lost_attempts`).
     async fn release(&self, worker_id: &str, running: &[(i64, i64)]) -> Result<(), ApiError>;
+
+    /// Gives back tasks the worker was handed but never started (it is stopping, or it was
+    /// handed more than it asked for): their claims are undone, costing the tasks nothing.
+    async fn unclaim(&self, worker_id: &str, claimed: &[(i64, i64)]) -> Result<(), ApiError>;
 
     /// The newest successful attempt with this cache key, whose outputs a cacheable task may
     /// reuse instead of running.
@@ -260,7 +266,8 @@ impl ExecutionService {
         list
     }
 
-    /// Fails the attempts of a worker known to be dead, at once, without waiting for its lease.
+    /// Ends the attempts of a worker known to be dead as lost, at once, without waiting for its
+    /// lease: their tasks run again elsewhere without using one of their retries.
     pub async fn worker_died(&self, worker_id: &str) -> Result<usize, SchedulerError> {
         let rescued = self
             .scheduler
@@ -477,6 +484,17 @@ impl ExecutionApi for ExecutionService {
         self.scheduler
             .store()
             .task_release(worker_id, running, now_micros())
+            .await
+            .map_err(|error| server_error(error.into()))?;
+        self.scheduler.work_available().notify_waiters();
+        Ok(())
+    }
+
+    async fn unclaim(&self, worker_id: &str, claimed: &[(i64, i64)]) -> Result<(), ApiError> {
+        self.seen(worker_id);
+        self.scheduler
+            .store()
+            .task_unclaim(worker_id, claimed)
             .await
             .map_err(|error| server_error(error.into()))?;
         self.scheduler.work_available().notify_waiters();

@@ -151,7 +151,8 @@ impl ClaimWaiters {
 }
 
 /// Sends each waiting claim the tasks claimed for it; tasks whose claim went away meanwhile (its
-/// worker's connection closed) are handed back at once rather than left to their lease.
+/// worker's connection closed) are taken back at once rather than left to their lease, as
+/// claims that never happened: they never ran, so they cost the task neither a try nor a loss.
 async fn hand_over(store: &dyn Store, waiting: Vec<ClaimWaiter>, claimed: Vec<Vec<ClaimedTask>>) {
     for (waiter, tasks) in waiting.into_iter().zip(claimed) {
         let worker_id = waiter.params.worker_id.clone();
@@ -162,7 +163,7 @@ async fn hand_over(store: &dyn Store, waiting: Vec<ClaimWaiter>, claimed: Vec<Ve
                 .iter()
                 .map(|task| (task.task_instance_id, task.fence))
                 .collect();
-            if let Err(error) = store.task_release(&worker_id, &running, now_micros()).await {
+            if let Err(error) = store.task_unclaim(&worker_id, &running).await {
                 tracing::warn!(message = "Could not hand back tasks claimed for a worker that stopped waiting; their leases will expire.", %error);
             }
         }

@@ -513,9 +513,10 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
     );
     let report = store.tasks_maintain(lease_end + 1).await.unwrap();
     assert_eq!(report.rescued, 1);
+    // Lost, not failed: queued again at once, without using the task's one retry.
     assert_eq!(
         states(store, run.id).await,
-        "a=up_for_retry b=scheduled c=scheduled"
+        "a=queued b=scheduled c=scheduled"
     );
     let attempts = store
         .task_attempts(claimed[0].task_instance_id)
@@ -540,7 +541,7 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
         matches!(
             late[0],
             Err(Rejection::Stale {
-                state: TaskState::UpForRetry,
+                state: TaskState::Queued,
                 ..
             })
         ),

@@ -234,14 +234,21 @@ async fn shutdown_hands_unfinished_tasks_back_without_spending_a_try() {
     assert_eq!(summary.handed_back, 1);
     let instance = setup.instance(run_id).await;
     assert_eq!(
-        (instance.state, instance.try_number, instance.max_tries),
-        (TaskState::Queued, 1, 2)
+        (instance.state, instance.lost_attempts, instance.own_tries()),
+        (TaskState::Queued, 1, (0, 1))
     );
     let attempts = setup.db.store.task_attempts(instance.id).await.unwrap();
-    assert_eq!(attempts[0].state, "cancelled");
+    assert_eq!(
+        (attempts[0].state.as_str(), attempts[0].error.as_deref()),
+        (
+            "lost",
+            Some("handed back by worker `leaving` shutting down")
+        )
+    );
     let (stop, next) = setup.worker("arriving", full_registry(), Duration::from_secs(1));
     setup.wait_run(run_id, RunState::Success).await;
-    assert_eq!(setup.instance(run_id).await.try_number, 2);
+    let instance = setup.instance(run_id).await;
+    assert_eq!((instance.try_number, instance.own_tries()), (2, (1, 1)));
     stop.cancel();
     next.await.unwrap();
 }

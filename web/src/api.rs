@@ -140,6 +140,7 @@ fn task_view(instance: TaskInstanceRecord) -> TaskInstanceView {
         state: instance.state,
         try_number: instance.try_number,
         max_tries: instance.max_tries,
+        lost_attempts: instance.lost_attempts,
         worker_id: instance.worker_id,
         started_at: instance.started_at.map(time),
         ended_at: instance.ended_at.map(time),

@@ -317,6 +317,19 @@ impl ExecutionApi for ExecutionClient {
         Ok(())
     }
 
+    async fn unclaim(&self, worker_id: &str, claimed: &[(i64, i64)]) -> Result<(), ApiError> {
+        let request = LeasesRequest {
+            worker_id: worker_id.to_owned(),
+            running: lease_list(claimed),
+        };
+        let _: serde_json::Value = self
+            .http
+            .post("/api/v1/exec/unclaim", &request, CALL_TIMEOUT)
+            .await
+            .map_err(api_error)?;
+        Ok(())
+    }
+
     async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, ApiError> {
         let request = CacheLookupRequest {
             key: key.to_owned(),

@@ -155,6 +155,20 @@ pub(crate) async fn release(
     }))
 }
 
+pub(crate) async fn unclaim(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<LeasesRequest>,
+) -> Result<Json<ReleaseResponse>, AppError> {
+    state
+        .execution
+        .unclaim(&request.worker_id, &leases(&request))
+        .await
+        .map_err(api_error)?;
+    Ok(Json(ReleaseResponse {
+        released: request.running.len(),
+    }))
+}
+
 pub(crate) async fn cache_lookup(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<CacheLookupRequest>,

@@ -521,8 +521,19 @@ pub(crate) fn routes() -> Vec<Route> {
             "/api/v1/exec/release",
             "releaseTasks",
             EXECUTION,
-            "Give back leases without reporting",
+            "Give back running tasks without reporting: their attempts are lost, and the tasks run again elsewhere",
             |filter| on(filter, exec::release),
+        )
+        .body(Body::Json(json::<LeasesRequest>()))
+        .reply(Reply::Json(200, json::<ReleaseResponse>()))
+        .body_limit(EXEC_BODY_LIMIT),
+        Route::new(
+            Post,
+            "/api/v1/exec/unclaim",
+            "unclaimTasks",
+            EXECUTION,
+            "Give back tasks handed out but never started: their claims are undone",
+            |filter| on(filter, exec::unclaim),
         )
         .body(Body::Json(json::<LeasesRequest>()))
         .reply(Reply::Json(200, json::<ReleaseResponse>()))

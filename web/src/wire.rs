@@ -517,7 +517,7 @@ pub struct Lease {
     pub fence: i64,
 }
 
-/// `POST /api/v1/exec/heartbeat` and `/release`.
+/// `POST /api/v1/exec/heartbeat`, `/release` and `/unclaim`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LeasesRequest {
     /// The worker.
@@ -909,10 +909,15 @@ pub struct TaskInstanceView {
     /// Its state.
     #[schemars(with = "schema::TaskState")]
     pub state: TaskState,
-    /// Attempts so far.
+    /// Attempts so far, lost ones included: the latest attempt's number.
     pub try_number: i64,
-    /// Attempts allowed.
+    /// Attempts allowed: the task's own tries (retries + 1) plus one per lost attempt.
     pub max_tries: i64,
+    /// Attempts lost to the infrastructure (the worker died, its lease expired, or it handed the
+    /// attempt back), which use none of the task's own tries: those are
+    /// `try_number - lost_attempts` of `max_tries - lost_attempts`.
+    #[serde(default)]
+    pub lost_attempts: i64,
     /// The worker running it.
     pub worker_id: Option<String>,
     /// RFC 3339.
@@ -1025,7 +1030,7 @@ pub struct LogsResponse {
     pub stored: usize,
 }
 
-/// The answer to `POST /api/v1/exec/release`.
+/// The answer to `POST /api/v1/exec/release` and `/unclaim`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseResponse {
     /// How many leases were given back.

@@ -300,6 +300,54 @@ async fn the_execution_api_claims_heartbeats_and_completes() {
 }
 
 #[tokio::test]
+async fn a_released_task_is_a_lost_attempt_and_an_unclaimed_one_never_ran() {
+    let harness = harness(None).await;
+    call(&harness, "POST", "/api/v1/dags/demo/runs", None, "").await;
+    let claim = r#"{"worker_id": "w", "queues": ["default"], "limit": 5, "wait_ms": 0}"#;
+    let post = |uri: &'static str, body: String| {
+        let harness = &harness;
+        async move { call(harness, "POST", uri, Some("worker-secret"), &body).await }
+    };
+    let lease_of = |body: &serde_json::Value| {
+        let task = &body["tasks"][0];
+        serde_json::json!({ "worker_id": "w", "running": [{ "task_instance_id": task["task_instance_id"], "fence": task["fence"] }] })
+            .to_string()
+    };
+    let (_, claimed) = post("/api/v1/exec/claim", claim.to_owned()).await;
+    let (status, body) = post("/api/v1/exec/unclaim", lease_of(&claimed)).await;
+    assert_eq!(
+        (status, body["released"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (_, claimed) = post("/api/v1/exec/claim", claim.to_owned()).await;
+    assert_eq!(
+        claimed["tasks"][0]["try_number"].as_i64(),
+        Some(1),
+        "the undone claim cost no try"
+    );
+    let (status, _) = post("/api/v1/exec/release", lease_of(&claimed)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, runs) = call(&harness, "GET", "/api/v1/runs", None, "").await;
+    let run_id = runs["runs"][0]["id"].as_i64().unwrap();
+    let (_, detail) = call(&harness, "GET", &format!("/api/v1/runs/{run_id}"), None, "").await;
+    let first = &detail["tasks"][0];
+    assert_eq!(
+        (
+            first["state"].as_str(),
+            first["try_number"].as_i64(),
+            first["max_tries"].as_i64(),
+            first["lost_attempts"].as_i64()
+        ),
+        (Some("queued"), Some(1), Some(2), Some(1)),
+        "{first}"
+    );
+    assert_eq!(
+        first["error"].as_str(),
+        Some("handed back by worker `w` shutting down")
+    );
+}
+
+#[tokio::test]
 async fn unknown_endpoints_are_404_with_a_message() {
     let harness = harness(None).await;
     let (status, body) = call(&harness, "GET", "/api/v2/anything", None, "").await;

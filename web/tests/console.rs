@@ -615,6 +615,35 @@ async fn tasks_are_cleared_and_marked_from_the_console() {
 }
 
 #[tokio::test]
+async fn lost_attempts_are_shown_apart_from_the_tasks_own_tries() {
+    let harness = harness(ConsoleConfig::default()).await;
+    let run_id = trigger_plain(&harness).await;
+    register(&harness, "doomed").await;
+    assert_eq!(claim(&harness, "doomed").await.len(), 1);
+    assert_eq!(harness.execution.worker_died("doomed").await.unwrap(), 1);
+    register(&harness, "w2").await;
+    assert_eq!(claim(&harness, "w2").await.len(), 1);
+    succeed(&harness, run_id, "only").await;
+
+    let mut browser = Browser::new(&harness);
+    let run = browser.get(&format!("/runs/{run_id}")).await;
+    assert!(
+        run.has("<td>1 / 1, 1 lost</td>"),
+        "the task's one try, and the loss beside it:\n{}",
+        run.body
+    );
+    let task = browser.get(&format!("/runs/{run_id}/tasks/only")).await;
+    for expected in [
+        " try 1 of 1, 1 lost to the infrastructure",
+        r#"<span class="state st-lost">lost</span>"#,
+        "worker `doomed` died while running the attempt",
+        r#"?try=2">2</a>"#,
+    ] {
+        assert!(task.has(expected), "missing {expected:?} in\n{}", task.body);
+    }
+}
+
+#[tokio::test]
 async fn the_task_page_streams_its_log() {
     let harness = harness(ConsoleConfig::default()).await;
     let run_id = trigger_plain(&harness).await;

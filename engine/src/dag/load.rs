@@ -18,7 +18,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::error::{DagFileError, LineIndex, Problem, Severity};
 use super::graph::{dependency_cycles, topological_order};
 use super::spec::{DefaultsSpec, InputSpec, OutputsSpec, ParamSpecSpec, TaskSpec, toml_to_json};
-use super::{ArtifactKind, Dag, InputRef, OutputSpec, ParamSpec, Task, TriggerRule};
+use super::{
+    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, OutputSpec, ParamSpec, Task,
+    TriggerRule,
+};
 use crate::duration;
 use crate::plugin::PluginRegistry;
 use crate::schedule::{Schedule, parse_timezone};
@@ -1049,6 +1052,10 @@ impl<'t> Checker<'t> {
                 .or(defaults.spec.retry_backoff)
                 .unwrap_or(true),
             max_retry_delay: max_retry_delay.flatten().unwrap_or(DEFAULT_MAX_RETRY_DELAY),
+            max_lost_attempts: spec
+                .max_lost_attempts
+                .or(defaults.spec.max_lost_attempts)
+                .unwrap_or(DEFAULT_MAX_LOST_ATTEMPTS),
             timeout: timeout.flatten(),
             inputs,
             outputs,

@@ -88,6 +88,11 @@ pub struct Task {
     /// The longest wait between retries.
     #[serde(with = "serde_human")]
     pub max_retry_delay: Duration,
+    /// How many attempts lost to the infrastructure (the worker died, its lease expired, it
+    /// handed the attempt back) are run again without using a retry; the next loss fails the
+    /// task. Versions stored before the setting existed read as the default.
+    #[serde(default = "default_max_lost_attempts")]
+    pub max_lost_attempts: u32,
     /// An attempt running longer than this is stopped and counts as failed.
     #[serde(with = "serde_human_option")]
     pub timeout: Option<Duration>,
@@ -102,6 +107,13 @@ pub struct Task {
     /// Whether an earlier successful attempt with the same plugin version, params and inputs may
     /// be reused instead of running again.
     pub cache: bool,
+}
+
+/// The lost attempts a task is allowed when neither it nor the DAG's `[defaults]` say.
+pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 3;
+
+fn default_max_lost_attempts() -> u32 {
+    DEFAULT_MAX_LOST_ATTEMPTS
 }
 
 /// When a task becomes runnable, given the final states of its upstream tasks (Airflow's rules).

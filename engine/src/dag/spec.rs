@@ -15,6 +15,7 @@ pub(crate) struct DefaultsSpec {
     pub(crate) retry_delay: Option<String>,
     pub(crate) retry_backoff: Option<bool>,
     pub(crate) max_retry_delay: Option<String>,
+    pub(crate) max_lost_attempts: Option<u32>,
     pub(crate) timeout: Option<String>,
     pub(crate) queue: Option<String>,
     pub(crate) priority: Option<i32>,
@@ -38,6 +39,7 @@ pub(crate) struct TaskSpec {
     pub(crate) retry_delay: Option<String>,
     pub(crate) retry_backoff: Option<bool>,
     pub(crate) max_retry_delay: Option<String>,
+    pub(crate) max_lost_attempts: Option<u32>,
     pub(crate) timeout: Option<String>,
     #[serde(default)]
     pub(crate) inputs: BTreeMap<String, InputSpec>,

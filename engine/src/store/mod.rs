@@ -249,10 +249,15 @@ pub struct TaskInstanceRecord {
     pub task_id: String,
     /// Its state.
     pub state: TaskState,
-    /// Attempts started so far.
+    /// Attempts started so far, lost ones included: the latest attempt's number.
     pub try_number: i64,
-    /// Attempts allowed (retries + 1).
+    /// Attempts allowed: the task's own tries (retries + 1) plus one for each lost attempt.
     pub max_tries: i64,
+    /// Attempts lost to the infrastructure (the worker died, its lease expired, or it handed the
+    /// attempt back) since the task last started afresh; they use none of its own tries.
+    pub lost_attempts: i64,
+    /// How many lost attempts are run again; the loss after that fails the task.
+    pub max_lost_attempts: i64,
     /// Higher is claimed first.
     pub priority: i64,
     /// The worker queue.
@@ -277,6 +282,17 @@ pub struct TaskInstanceRecord {
     pub summary: Option<serde_json::Value>,
 }
 
+impl TaskInstanceRecord {
+    /// The task's own tries used and allowed (retries + 1), lost attempts left out: what a
+    /// person reads as "tries 1/1", whatever the infrastructure lost meanwhile.
+    pub fn own_tries(&self) -> (i64, i64) {
+        (
+            self.try_number - self.lost_attempts,
+            self.max_tries - self.lost_attempts,
+        )
+    }
+}
+
 /// One attempt of a task instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -288,7 +304,9 @@ pub struct AttemptRecord {
     pub worker_id: String,
     /// The fencing token it ran under.
     pub fence: i64,
-    /// `running`, `success`, `failed`, `cancelled`, `timed_out` or `lost`.
+    /// `running`, `success`, `failed`, `cancelled`, `timed_out` or `lost` (lost to the
+    /// infrastructure: its worker died, its lease expired or it was handed back; `error` says
+    /// which).
     pub state: String,
     /// When it started.
     pub started_at: Micros,
@@ -444,7 +462,8 @@ pub enum Rejection {
 pub struct MaintenanceReport {
     /// Up-for-retry tasks queued again.
     pub retried: usize,
-    /// Running tasks whose lease expired (their worker is presumed dead).
+    /// Running tasks whose lease expired (their worker is presumed dead): queued again, or
+    /// failed when they had lost attempts to spare no more.
     pub rescued: usize,
     /// Running tasks past their timeout.
     pub timed_out: usize,
@@ -930,8 +949,9 @@ pub trait Store: Send + Sync + 'static {
         lease_expires_at: Micros,
     ) -> Result<Vec<i64>, StoreError>;
 
-    /// Hands running tasks back (a worker shutting down): they are queued again without the
-    /// attempt counting against their retries. Returns how many were handed back.
+    /// Hands running tasks back (a worker shutting down): each attempt is lost to the
+    /// infrastructure, so the task is queued again without using one of its retries, or fails
+    /// once it has lost more than `max_lost_attempts`. Returns how many were handed back.
     async fn task_release(
         &self,
         worker_id: &str,
@@ -939,12 +959,24 @@ pub trait Store: Send + Sync + 'static {
         now: Micros,
     ) -> Result<usize, StoreError>;
 
-    /// Fails every attempt a worker is running, as if its lease had expired: for a worker known
-    /// to be dead, without waiting for the lease. Returns how many were rescued.
+    /// Takes back claims that never reached their worker (its long poll went away before the
+    /// answer, or it was handed more than it asked for): each task is queued again as if it had
+    /// not been claimed, its try and its attempt row undone. Not a loss: the attempt never
+    /// started. Returns how many were taken back.
+    async fn task_unclaim(
+        &self,
+        worker_id: &str,
+        tasks: &[(i64, i64)],
+    ) -> Result<usize, StoreError>;
+
+    /// Ends every attempt a worker is running as lost, as if its lease had expired: for a
+    /// worker known to be dead, without waiting for the lease. Each task is queued again
+    /// without using one of its retries, or fails once it has lost more than
+    /// `max_lost_attempts`. Returns how many were rescued.
     async fn tasks_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError>;
 
     /// Queues retries that are due, fails or retries tasks past their timeout, and rescues tasks
-    /// whose lease expired.
+    /// whose lease expired (their attempts lost, as [`Store::tasks_rescue_worker`] ends them).
     async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError>;
 
     /// The earliest time at which [`Store::tasks_maintain`] will have something to do.

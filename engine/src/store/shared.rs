@@ -19,7 +19,7 @@ macro_rules! run_columns {
 
 macro_rules! task_instance_columns {
     () => {
-        "id, run_id, task_id, state, try_number, max_tries, priority, queue, worker_id, lease_expires_at, next_retry_at, fence, queued_at, started_at, ended_at, error, summary"
+        "id, run_id, task_id, state, try_number, max_tries, lost_attempts, max_lost_attempts, priority, queue, worker_id, lease_expires_at, next_retry_at, fence, queued_at, started_at, ended_at, error, summary"
     };
 }
 
@@ -125,6 +125,8 @@ macro_rules! shared_store {
                 state: parse_state(&row.try_get::<String, _>("state")?)?,
                 try_number: row.try_get("try_number")?,
                 max_tries: row.try_get("max_tries")?,
+                lost_attempts: row.try_get("lost_attempts")?,
+                max_lost_attempts: row.try_get("max_lost_attempts")?,
                 priority: row.try_get("priority")?,
                 queue: row.try_get("queue")?,
                 worker_id: row.try_get("worker_id")?,
@@ -248,6 +250,8 @@ macro_rules! shared_store {
             fence: i64,
             try_number: i64,
             max_tries: i64,
+            lost_attempts: i64,
+            max_lost_attempts: i64,
             dag_version_id: i64,
         }
 
@@ -283,10 +287,44 @@ macro_rules! shared_store {
             state: TaskState,
             attempt_state: &'static str,
             next_retry_at: Option<Micros>,
+            /// The task instance's error.
             error: Option<String>,
+            /// The attempt's own error: the same, except for a task that failed after losing
+            /// too many attempts, whose error names every loss.
+            attempt_error: Option<String>,
             summary: Option<String>,
             outcome: CompletionOutcome,
+            /// Whether the attempt was lost to the infrastructure (and is counted as such).
+            lost: bool,
         }
+
+        /// How an attempt came to its end, which decides what its failure costs the task.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Ending {
+            /// The worker reported it (or the claim failed it): a failure uses one of the task's
+            /// tries.
+            Reported,
+            /// It ran past its timeout: a failure like a reported one, recorded `timed_out`.
+            TimedOut,
+            /// The infrastructure lost it (its worker died, its lease expired, or it was handed
+            /// back): recorded `lost`, and run again without using a try while the task has
+            /// lost attempts to spare.
+            Lost,
+        }
+
+        impl Ending {
+            fn failure_state(self) -> &'static str {
+                match self {
+                    Ending::Reported => "failed",
+                    Ending::TimedOut => "timed_out",
+                    Ending::Lost => "lost",
+                }
+            }
+        }
+
+        /// At most this many losses are spelt out in the error of a task that lost too many;
+        /// the rest are counted.
+        const LOSSES_NAMED: usize = 5;
 
         impl $Store {
             fn mlflow_on(&self) -> bool {
@@ -401,7 +439,7 @@ macro_rules! shared_store {
                     try_number,
                     worker_id,
                     state: verdict.attempt_state.to_owned(),
-                    error: verdict.error.clone(),
+                    error: verdict.attempt_error.clone(),
                     task_params: task.params.clone(),
                     summary: verdict.summary.as_deref().map(parse_json).transpose()?,
                     started_at,
@@ -530,7 +568,7 @@ macro_rules! shared_store {
                 // At most 1,000 rows per statement keeps well under SQLite's bind-variable limit.
                 for chunk in plan.dag.tasks.chunks(1000) {
                     let mut insert = sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO task_instances (run_id, task_id, state, max_tries, priority, queue, upstream_total, timeout_micros, queued_at) ",
+                        "INSERT INTO task_instances (run_id, task_id, state, max_tries, max_lost_attempts, priority, queue, upstream_total, timeout_micros, queued_at) ",
                     );
                     insert.push_values(chunk, |mut values, task| {
                         let upstream_total = i64::try_from(task.depends_on.len()).unwrap_or(i64::MAX);
@@ -540,6 +578,7 @@ macro_rules! shared_store {
                             .push_bind(task.id.clone())
                             .push_bind(if ready { "queued" } else { "scheduled" })
                             .push_bind(i64::from(task.retries) + 1)
+                            .push_bind(i64::from(task.max_lost_attempts))
                             .push_bind(i64::from(task.priority))
                             .push_bind(task.queue.clone())
                             .push_bind(upstream_total)
@@ -792,12 +831,12 @@ macro_rules! shared_store {
                 &self,
                 conn: &mut Conn,
                 completion: &Completion,
-                failure_attempt_state: &'static str,
+                ending: Ending,
                 now: Micros,
             ) -> Result<Result<CompletionOutcome, Rejection>, StoreError> {
                 let id = completion.task_instance_id;
                 let mut rows = self.completion_rows_in(&mut *conn, &[id]).await?;
-                let mut answers = self.complete_many_in(&mut *conn, vec![(completion, rows.remove(&id))], failure_attempt_state, now).await?;
+                let mut answers = self.complete_many_in(&mut *conn, vec![(completion, rows.remove(&id))], ending, now).await?;
                 let (outcome, finished) = answers.pop().unwrap_or((Err(Rejection::Unknown(id)), None));
                 if let Some(finished) = finished {
                     self.settle_in(&mut *conn, finished.run_id, &finished.plan, vec![(finished.task_id, finished.state)], now).await?;
@@ -811,7 +850,8 @@ macro_rules! shared_store {
                 let mut found = SharedHashMap::with_capacity(ids.len());
                 for chunk in ids.chunks(1000) {
                     let mut query = sqlx::QueryBuilder::<$Db>::new(
-                        "SELECT t.id, t.run_id, t.task_id, t.state, t.fence, t.try_number, t.max_tries, r.dag_version_id \
+                        "SELECT t.id, t.run_id, t.task_id, t.state, t.fence, t.try_number, t.max_tries, t.lost_attempts, t.max_lost_attempts, \
+                         r.dag_version_id \
                          FROM task_instances t JOIN runs r ON r.id = t.run_id WHERE t.id IN (",
                     );
                     let mut list = query.separated(", ");
@@ -834,6 +874,8 @@ macro_rules! shared_store {
                                 fence: row.try_get("fence")?,
                                 try_number: row.try_get("try_number")?,
                                 max_tries: row.try_get("max_tries")?,
+                                lost_attempts: row.try_get("lost_attempts")?,
+                                max_lost_attempts: row.try_get("max_lost_attempts")?,
                                 dag_version_id: row.try_get("dag_version_id")?,
                             },
                         );
@@ -852,7 +894,7 @@ macro_rules! shared_store {
                 &self,
                 conn: &mut Conn,
                 items: Vec<(&Completion, Option<CompletionRow>)>,
-                failure_attempt_state: &'static str,
+                ending: Ending,
                 now: Micros,
             ) -> Result<Vec<(Result<CompletionOutcome, Rejection>, Option<Finished>)>, StoreError> {
                 let mut answers: Vec<Option<(Result<CompletionOutcome, Rejection>, Option<Finished>)>> =
@@ -882,19 +924,49 @@ macro_rules! shared_store {
                         (AttemptResult::Success { .. }, None) | (AttemptResult::Failure { .. }, _) => None,
                     };
                     let result = refused.as_ref().unwrap_or(&completion.result);
+                    let failure_attempt_state = ending.failure_state();
                     let verdict = match result {
                         AttemptResult::Success { summary, .. } => Verdict {
                             state: TaskState::Success,
                             attempt_state: "success",
                             next_retry_at: None,
                             error: None,
+                            attempt_error: None,
                             summary: Some(summary.to_string()),
                             outcome: CompletionOutcome::Succeeded,
+                            lost: false,
+                        },
+                        // A loss is counted by the update below, the statement that moves the
+                        // task on, which applies only while the task still runs under this
+                        // fence: once, however many rescuers race for it.
+                        AttemptResult::Failure { error, .. } if ending == Ending::Lost && row.lost_attempts < row.max_lost_attempts => {
+                            Verdict {
+                                state: TaskState::Queued,
+                                attempt_state: failure_attempt_state,
+                                next_retry_at: None,
+                                error: Some(error.clone()),
+                                attempt_error: Some(error.clone()),
+                                summary: None,
+                                outcome: CompletionOutcome::WillRetry { at: now },
+                                lost: true,
+                            }
+                        }
+                        AttemptResult::Failure { error, .. } if ending == Ending::Lost => Verdict {
+                            state: TaskState::Failed,
+                            attempt_state: failure_attempt_state,
+                            next_retry_at: None,
+                            error: Some(self.losses_in(&mut *conn, id, &row, error).await?),
+                            attempt_error: Some(error.clone()),
+                            summary: None,
+                            outcome: CompletionOutcome::Failed,
+                            lost: true,
                         },
                         AttemptResult::Failure { error, retryable } if *retryable && row.try_number < row.max_tries => {
                             let at = match plan.task(&row.task_id) {
                                 Some(task) => {
-                                    let retry = u32::try_from(row.try_number).unwrap_or(u32::MAX);
+                                    // The backoff follows the task's own tries: lost attempts
+                                    // were not its failures.
+                                    let retry = u32::try_from(row.try_number - row.lost_attempts).unwrap_or(u32::MAX);
                                     let jitter: f64 = rand::random();
                                     now + micros(retry_delay(task.retry_delay, task.max_retry_delay, task.retry_backoff, retry, jitter))
                                 }
@@ -905,8 +977,10 @@ macro_rules! shared_store {
                                 attempt_state: failure_attempt_state,
                                 next_retry_at: Some(at),
                                 error: Some(error.clone()),
+                                attempt_error: Some(error.clone()),
                                 summary: None,
                                 outcome: CompletionOutcome::WillRetry { at },
+                                lost: false,
                             }
                         }
                         AttemptResult::Failure { error, .. } => Verdict {
@@ -914,8 +988,10 @@ macro_rules! shared_store {
                             attempt_state: failure_attempt_state,
                             next_retry_at: None,
                             error: Some(error.clone()),
+                            attempt_error: Some(error.clone()),
                             summary: None,
                             outcome: CompletionOutcome::Failed,
+                            lost: false,
                         },
                     };
                     prepared.push(Prepared { index, completion, row, plan, refused, verdict });
@@ -947,7 +1023,7 @@ macro_rules! shared_store {
                     let mut updated = std::collections::HashSet::new();
                     for chunk in round.chunks(500) {
                         let mut update = sqlx::QueryBuilder::<$Db>::new(
-                            "WITH done (id, fence, state, next_retry_at, ended_at, error, summary) AS (",
+                            "WITH done (id, fence, state, next_retry_at, ended_at, error, summary, lost, queued_at) AS (",
                         );
                         update.push_values(chunk, |mut values, item| {
                             let verdict = &item.verdict;
@@ -958,12 +1034,19 @@ macro_rules! shared_store {
                                 .push_bind(verdict.next_retry_at)
                                 .push_bind(if verdict.state.is_final() { Some(now) } else { None })
                                 .push_bind(verdict.error.clone())
-                                .push_bind(verdict.summary.clone());
+                                .push_bind(verdict.summary.clone())
+                                .push_bind(i64::from(verdict.lost))
+                                .push_bind(if verdict.state == TaskState::Queued { Some(now) } else { None });
                         });
+                        // A loss raises `max_tries` with `lost_attempts`, so the task keeps its own
+                        // tries (`max_tries - lost_attempts`), and bumps the fence as every
+                        // transition the worker did not ask for does.
                         update.push(
                             ") UPDATE task_instances SET state = done.state, worker_id = NULL, lease_expires_at = NULL, \
                              timeout_at = NULL, next_retry_at = done.next_retry_at, ended_at = done.ended_at, error = done.error, \
-                             summary = done.summary FROM done WHERE task_instances.id = done.id \
+                             summary = done.summary, lost_attempts = task_instances.lost_attempts + done.lost, \
+                             max_tries = task_instances.max_tries + done.lost, fence = task_instances.fence + done.lost, \
+                             queued_at = COALESCE(done.queued_at, task_instances.queued_at) FROM done WHERE task_instances.id = done.id \
                              AND task_instances.fence = done.fence AND task_instances.state = 'running' RETURNING task_instances.id",
                         );
                         for row in update.build().fetch_all(&mut *conn).await? {
@@ -999,7 +1082,7 @@ macro_rules! shared_store {
                             .push_bind(item.completion.task_instance_id)
                             .push_bind(item.row.try_number)
                             .push_bind(item.verdict.attempt_state)
-                            .push_bind(item.verdict.error.clone())
+                            .push_bind(item.verdict.attempt_error.clone())
                             .push_bind(item.verdict.summary.clone())
                             .push_bind(cache.map(|cache| cache.key.clone()))
                             .push_bind(cache.and_then(|cache| cache.hit_of));
@@ -1099,6 +1182,38 @@ macro_rules! shared_store {
                     self.mlflow_attempt_in(&mut *conn, run_id, task, id, try_number, &item.verdict, &written, now).await?;
                 }
                 Ok(())
+            }
+
+            /// The error of a task that has lost one attempt more than it may: how many it lost,
+            /// and why each was lost (the latest [`LOSSES_NAMED`] when there are more), oldest
+            /// first. `latest` is the reason of the loss being counted now.
+            async fn losses_in(&self, conn: &mut Conn, task_instance_id: i64, row: &CompletionRow, latest: &str) -> Result<String, StoreError> {
+                let named = i64::try_from(LOSSES_NAMED).unwrap_or(i64::MAX) - 1;
+                // The earlier losses since the task last started afresh are its newest
+                // `lost_attempts` lost attempts; any older ones came before a clear.
+                let mut losses: Vec<(i64, Option<String>)> = sqlx::query_as(
+                    "SELECT try_number, error FROM task_attempts WHERE task_instance_id = $1 AND state = 'lost' AND try_number < $2 \
+                     ORDER BY try_number DESC LIMIT $3",
+                )
+                .bind(task_instance_id)
+                .bind(row.try_number)
+                .bind(row.lost_attempts.min(named))
+                .fetch_all(&mut *conn)
+                .await?;
+                losses.reverse();
+                losses.push((row.try_number, Some(latest.to_owned())));
+                let total = row.lost_attempts + 1;
+                let listed = losses
+                    .iter()
+                    .map(|(try_number, reason)| format!("attempt {try_number}: {}", reason.as_deref().unwrap_or("no reason recorded")))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let attempts = if total == 1 { "attempt" } else { "attempts" };
+                let which = if i64::try_from(losses.len()).unwrap_or(i64::MAX) < total { "; the latest" } else { "" };
+                Ok(format!(
+                    "lost {total} {attempts} to the infrastructure (`max_lost_attempts` is {}){which}: {listed}",
+                    row.max_lost_attempts
+                ))
             }
 
             /// Ends the running attempt of a task instance that an operator or a cancel moved on.
@@ -1246,7 +1361,7 @@ macro_rules! shared_store {
                         fence: task.fence,
                         result: AttemptResult::Failure { error: problem.clone(), retryable: false },
                     };
-                    let _ = self.complete_in(&mut *conn, &completion, "failed", params.now).await?;
+                    let _ = self.complete_in(&mut *conn, &completion, Ending::Reported, params.now).await?;
                 }
                 Ok(claimed)
             }
@@ -1987,7 +2102,7 @@ macro_rules! shared_store {
                     .iter()
                     .map(|&(id, batch, index)| (&batches[batch].completions[index], rows.get(&id).cloned()))
                     .collect();
-                let answers = self.complete_many_in(&mut *tx, items, "failed", now).await?;
+                let answers = self.complete_many_in(&mut *tx, items, Ending::Reported, now).await?;
                 let mut outcomes: Vec<Vec<Option<Result<CompletionOutcome, Rejection>>>> =
                     batches.iter().map(|batch| vec![None; batch.completions.len()]).collect();
                 // Downstream reactions wait until every completion is applied, then run once per
@@ -2041,29 +2156,70 @@ macro_rules! shared_store {
 
             async fn task_release(&self, worker_id: &str, tasks: &[(i64, i64)], now: Micros) -> Result<usize, StoreError> {
                 let mut tx = self.begin_write().await?;
-                let mut released = 0;
                 // Task rows in id order, the order completions lock them in.
                 let mut tasks = tasks.to_vec();
                 tasks.sort_unstable();
-                for &(task_instance_id, fence) in &tasks {
-                    let updated = sqlx::query(
-                        "UPDATE task_instances SET state = 'queued', queued_at = $1, max_tries = max_tries + 1, fence = fence + 1, \
-                         worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL \
-                         WHERE id = $2 AND fence = $3 AND state = 'running' AND worker_id = $4",
+                tasks.dedup();
+                let ids: Vec<i64> = tasks.iter().map(|(id, _)| *id).collect();
+                // A loss may fail the task, and its downstream then reacts: runs first.
+                self.lock_runs_of(&mut *tx, &ids).await?;
+                let error = format!("handed back by worker `{worker_id}` shutting down");
+                let mut released = 0;
+                for (task_instance_id, fence) in tasks {
+                    // The fence names the claim; the worker id makes sure it is this worker's.
+                    let held: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM task_instances WHERE id = $1 AND fence = $2 AND state = 'running' AND worker_id = $3",
                     )
-                    .bind(now)
+                    .bind(task_instance_id)
+                    .bind(fence)
+                    .bind(worker_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if held.is_none() {
+                        continue;
+                    }
+                    let completion =
+                        Completion { task_instance_id, fence, result: AttemptResult::Failure { error: error.clone(), retryable: true } };
+                    if self.complete_in(&mut *tx, &completion, Ending::Lost, now).await?.is_ok() {
+                        released += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(released)
+            }
+
+            async fn task_unclaim(&self, worker_id: &str, tasks: &[(i64, i64)]) -> Result<usize, StoreError> {
+                let mut tx = self.begin_write().await?;
+                // Task rows in id order, the order completions lock them in.
+                let mut tasks = tasks.to_vec();
+                tasks.sort_unstable();
+                tasks.dedup();
+                let mut undone = 0;
+                for (task_instance_id, fence) in tasks {
+                    // The claim is taken back whole: its try and its attempt row, which nothing
+                    // refers to yet (the attempt never started, so it has no log, lineage or
+                    // completion). The fence still moves on, so the claim stays dead.
+                    let updated = sqlx::query(
+                        "UPDATE task_instances SET state = 'queued', try_number = try_number - 1, fence = fence + 1, \
+                         worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL \
+                         WHERE id = $1 AND fence = $2 AND state = 'running' AND worker_id = $3",
+                    )
                     .bind(task_instance_id)
                     .bind(fence)
                     .bind(worker_id)
                     .execute(&mut *tx)
                     .await?;
                     if updated.rows_affected() == 1 {
-                        self.close_attempt_in(&mut *tx, task_instance_id, "handed back by a worker shutting down", now).await?;
-                        released += 1;
+                        sqlx::query("DELETE FROM task_attempts WHERE task_instance_id = $1 AND fence = $2 AND state = 'running'")
+                            .bind(task_instance_id)
+                            .bind(fence)
+                            .execute(&mut *tx)
+                            .await?;
+                        undone += 1;
                     }
                 }
                 tx.commit().await?;
-                Ok(released)
+                Ok(undone)
             }
 
             async fn tasks_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError> {
@@ -2079,7 +2235,7 @@ macro_rules! shared_store {
                 for (task_instance_id, fence) in running {
                     let error = format!("worker `{worker_id}` died while running the attempt");
                     let completion = Completion { task_instance_id, fence, result: AttemptResult::Failure { error, retryable: true } };
-                    if self.complete_in(&mut *tx, &completion, "lost", now).await?.is_ok() {
+                    if self.complete_in(&mut *tx, &completion, Ending::Lost, now).await?.is_ok() {
                         rescued += 1;
                     }
                 }
@@ -2116,11 +2272,11 @@ macro_rules! shared_store {
                 self.lock_runs_of(&mut *tx, &involved).await?;
                 for (task_instance_id, fence, worker_id) in expired {
                     let error = format!(
-                        "worker `{}` stopped heartbeating; its lease expired, so the attempt is presumed lost",
+                        "worker `{}` stopped heartbeating: its lease expired",
                         worker_id.unwrap_or_default()
                     );
                     let completion = Completion { task_instance_id, fence, result: AttemptResult::Failure { error, retryable: true } };
-                    if self.complete_in(&mut *tx, &completion, "lost", now).await?.is_ok() {
+                    if self.complete_in(&mut *tx, &completion, Ending::Lost, now).await?.is_ok() {
                         report.rescued += 1;
                     }
                 }
@@ -2129,7 +2285,7 @@ macro_rules! shared_store {
                     let limit = std::time::Duration::from_micros(u64::try_from(timeout_micros.unwrap_or(0)).unwrap_or(0));
                     let error = format!("timed out after {}", $crate::duration::format(limit));
                     let completion = Completion { task_instance_id, fence, result: AttemptResult::Failure { error, retryable: true } };
-                    if self.complete_in(&mut *tx, &completion, "timed_out", now).await?.is_ok() {
+                    if self.complete_in(&mut *tx, &completion, Ending::TimedOut, now).await?.is_ok() {
                         report.timed_out += 1;
                     }
                 }
@@ -2172,7 +2328,7 @@ macro_rules! shared_store {
                     }
                     let retries = plan.task(target).map_or(0, |task| i64::from(task.retries));
                     sqlx::query(
-                        "UPDATE task_instances SET state = 'scheduled', max_tries = try_number + $1 + 1, fence = fence + 1, \
+                        "UPDATE task_instances SET state = 'scheduled', max_tries = try_number + $1 + 1, lost_attempts = 0, fence = fence + 1, \
                          worker_id = NULL, lease_expires_at = NULL, timeout_at = NULL, next_retry_at = NULL, \
                          ended_at = NULL, error = NULL, summary = NULL WHERE id = $2",
                     )

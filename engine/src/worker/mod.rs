@@ -325,7 +325,8 @@ pub async fn run_worker(
         late.push((task.task_instance_id, task.fence));
     }
     if !late.is_empty() {
-        match api.release(&config.worker_id, &late).await {
+        // Never started: their claims are undone rather than counted as lost attempts.
+        match api.unclaim(&config.worker_id, &late).await {
             Ok(()) => summary.handed_back += late.len() as u64,
             Err(error) => {
                 tracing::warn!(message = "Could not hand tasks back; their leases will expire.", %error)
@@ -400,7 +401,7 @@ async fn claim_loop(
                 message = "The server handed out more tasks than asked for; handing them back.",
                 count = surplus.len()
             );
-            if let Err(error) = api.release(&config.worker_id, &surplus).await {
+            if let Err(error) = api.unclaim(&config.worker_id, &surplus).await {
                 tracing::warn!(message = "Could not hand tasks back; their leases will expire.", %error);
             }
         }
@@ -1114,7 +1115,7 @@ async fn send_completions(
                                     message = "The server handed out more tasks than asked for; handing one back."
                                 );
                                 let _ = api
-                                    .release(
+                                    .unclaim(
                                         &config.worker_id,
                                         &[(task.task_instance_id, task.fence)],
                                     )

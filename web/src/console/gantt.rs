@@ -95,6 +95,8 @@ mod tests {
             state,
             try_number: 1,
             max_tries: 1,
+            lost_attempts: 0,
+            max_lost_attempts: 3,
             priority: 0,
             queue: "default".to_owned(),
             worker_id: None,

@@ -4,7 +4,7 @@
 use chrono::SecondsFormat;
 use kiln_engine::scheduler::to_datetime;
 use kiln_engine::state::TaskState;
-use kiln_engine::store::Micros;
+use kiln_engine::store::{Micros, TaskInstanceRecord};
 use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
@@ -162,6 +162,16 @@ pub(crate) fn shorten(text: &str, chars: usize) -> String {
 /// The CSS class of a state (task or run states share names, and so colours).
 pub(crate) fn state_class(state: &str) -> String {
     format!("st-{state}")
+}
+
+/// A task's own tries, used of allowed, and the attempts the infrastructure lost, which use
+/// none of them: `1 / 1`, or `1 / 1, 2 lost`.
+pub(crate) fn tries(instance: &TaskInstanceRecord) -> String {
+    let (used, allowed) = instance.own_tries();
+    match instance.lost_attempts {
+        0 => format!("{used} / {allowed}"),
+        lost => format!("{used} / {allowed}, {lost} lost"),
+    }
 }
 
 /// A state as a coloured label.

@@ -82,7 +82,7 @@ fn live_fragment(viewer: &Viewer, run: &RunRecord, tasks: &[TaskInstanceRecord])
                         tr {
                             td { a href={ "/runs/" (run.id) "/tasks/" (task.task_id) } { (task.task_id) } }
                             td { (state_badge(task.state.as_str())) }
-                            td { (task.try_number) " / " (task.max_tries) }
+                            td { (layout::tries(task)) }
                             td { (time_or_dash(task.started_at)) }
                             td { (elapsed(task.started_at, task.ended_at, now)) }
                             td { (task.worker_id.as_deref().unwrap_or("—")) }

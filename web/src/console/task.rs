@@ -89,7 +89,9 @@ fn state_line(instance: &TaskInstanceRecord, oob: bool) -> Markup {
     html! {
         span #task-state hx-swap-oob=[oob.then_some("true")] {
             (state_badge(instance.state.as_str()))
-            " try " (instance.try_number) " of " (instance.max_tries)
+            @let (used, allowed) = instance.own_tries();
+            " try " (used) " of " (allowed)
+            @if instance.lost_attempts > 0 { ", " (instance.lost_attempts) " lost to the infrastructure" }
         }
     }
 }
