@@ -24,6 +24,8 @@ fn api_error(error: kiln_engine::execution::ApiError) -> AppError {
     match error {
         kiln_engine::execution::ApiError::Rejected(message) => AppError::unprocessable(message),
         kiln_engine::execution::ApiError::Unauthorized => AppError::Unauthorized,
+        kiln_engine::execution::ApiError::NotFound(message) => AppError::NotFound(message),
+        kiln_engine::execution::ApiError::Stale(message) => AppError::Conflict(message),
         other => AppError::Internal(other.to_string()),
     }
 }

@@ -485,44 +485,54 @@ pub(crate) fn routes() -> Vec<Route> {
             "/api/v1/exec/heartbeat",
             "heartbeat",
             EXECUTION,
-            "Extend the worker's leases; answers the tasks to stop",
+            "Extend the worker's leases; answers the tasks to stop (a lease that moved on is \
+             listed there, not refused; 404 when a task instance does not exist, and then no \
+             lease is extended)",
             |filter| on(filter, exec::heartbeat),
         )
         .body(Body::Json(json::<LeasesRequest>()))
         .reply(Reply::Json(200, json::<HeartbeatResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
             "/api/v1/exec/logs",
             "uploadLogs",
             EXECUTION,
-            "Store log chunks",
+            "Store log chunks of running attempts (all or none: 404 when a task instance or \
+             attempt does not exist, 409 when an attempt has ended)",
             |filter| on(filter, exec::logs),
         )
         .body(Body::Json(json::<LogsRequest>()))
         .reply(Reply::Json(200, json::<LogsResponse>()))
+        .errors(&[404, 409])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
             "/api/v1/exec/complete",
             "completeTasks",
             EXECUTION,
-            "Report finished attempts, and claim the next tasks",
+            "Report finished attempts, and claim the next tasks (a stale report is refused in \
+             its `results` entry and its log chunks are dropped; 404, applying nothing, when a \
+             task instance does not exist)",
             |filter| on(filter, exec::complete),
         )
         .body(Body::Json(json::<CompleteRequest>()))
         .reply(Reply::Json(200, json::<CompleteResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
             "/api/v1/exec/release",
             "releaseTasks",
             EXECUTION,
-            "Give back leases without reporting",
+            "Give back leases without reporting (a lease that moved on is skipped; 404, giving \
+             back nothing, when a task instance does not exist)",
             |filter| on(filter, exec::release),
         )
         .body(Body::Json(json::<LeasesRequest>()))
         .reply(Reply::Json(200, json::<ReleaseResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
