@@ -175,9 +175,17 @@ impl Route {
         }
     }
 
-    /// The handler, behind its body limit, as `app` mounts it.
+    /// The handler, behind its body limit, as `app` mounts it. A JSON body is read in full,
+    /// within the limit and the body time, before the handler runs (`limits::buffer_body`).
     pub(crate) fn method_router(&self) -> MethodRouter<AppState> {
         let router = (self.handler)(self.method.filter());
+        let limit = self.body_limit.unwrap_or(AXUM_BODY_LIMIT);
+        let router = match self.body {
+            Body::Json(_) | Body::OptionalJson(_) => router.layer(
+                axum::middleware::from_fn_with_state(limit, crate::limits::buffer_body),
+            ),
+            Body::None | Body::Bytes => router,
+        };
         match self.body_limit {
             Some(limit) => router.layer(DefaultBodyLimit::max(limit)),
             None => router,
@@ -186,6 +194,9 @@ impl Route {
 }
 
 const EXECUTION: &str = "execution";
+
+/// The limit axum's extractors apply when a route sets none.
+pub(crate) const AXUM_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Workers send log chunks in requests of about 1 MiB; leave room above that.
 const EXEC_BODY_LIMIT: usize = 8 * 1024 * 1024;
