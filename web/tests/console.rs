@@ -822,6 +822,27 @@ async fn a_password_requires_a_login() {
 }
 
 #[tokio::test]
+async fn a_flood_of_anonymous_login_pages_does_not_log_anyone_out() {
+    use tower::ServiceExt;
+    let harness = harness(guarded()).await;
+    let mut admin = Browser::new(&harness);
+    let logged_in = log_in(&mut admin, ADMIN).await;
+    assert_eq!(logged_in.status, StatusCode::SEE_OTHER);
+    // More than the session table holds (10,000), each from a client without cookies.
+    let app = kiln_web::app(harness.state.clone());
+    for _ in 0..10_050 {
+        let request = axum::http::Request::get("/login")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let page = admin.get("/dags/demo").await;
+    assert_eq!(page.status, StatusCode::OK, "the admin was logged out");
+    assert!(page.has("Log out"));
+}
+
+#[tokio::test]
 async fn the_read_only_password_sees_everything_and_changes_nothing() {
     let harness = harness(guarded()).await;
     let run_id = trigger_plain(&harness).await;
