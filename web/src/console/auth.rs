@@ -12,11 +12,13 @@
 //! table.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -375,11 +377,13 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-/// Checks the password; the right one starts a fresh session holding the role (a new id, so a
+/// Checks the password, unless the client or the login must wait after wrong ones (429 with
+/// `Retry-After`, see `throttle`); the right one starts a fresh session holding the role (a new id, so a
 /// session id planted before the login is worthless after it) and ends the login form's token.
 pub(crate) async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     HtmlForm(form): HtmlForm<LoginForm>,
 ) -> Response {
     let console = &state.console;
@@ -397,15 +401,33 @@ pub(crate) async fn login(
         )
         .into_response();
     }
+    // The address `serve` saw; `None` when the app is called directly (then only the login's
+    // own record throttles).
+    let address = client.map(|Extension(ConnectInfo(address))| address.ip());
+    let now = Instant::now();
+    if let Some(wait) = console.throttle.wait(address, now) {
+        // Whole seconds, rounded up, so a client that waits as told is never early.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        tracing::warn!(message = "Console login throttled.", address = ?address, retry_after_secs = seconds);
+        let problem = format!("Too many wrong passwords; try again in {seconds} s.");
+        let page = login_form(&csrf, Some(next), Some(&problem));
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     let role = if password_matches(&form.password, console.admin_password.as_deref()) {
         Role::Admin
     } else if password_matches(&form.password, console.readonly_password.as_deref()) {
         Role::ReadOnly
     } else {
-        tracing::warn!(message = "Console login refused: wrong password.");
+        console.throttle.failed(address, now);
+        tracing::warn!(message = "Console login refused: wrong password.", address = ?address);
         let page = login_form(&csrf, Some(next), Some("Wrong password."));
         return (StatusCode::UNAUTHORIZED, page).into_response();
     };
+    console.throttle.succeeded(address);
     if let Some(old_id) = session_id(&headers) {
         console.sessions.remove(&old_id);
     }

@@ -27,6 +27,7 @@ mod params;
 mod run;
 mod schedule_words;
 mod task;
+mod throttle;
 mod workers;
 
 use axum::Router;

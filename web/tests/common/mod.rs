@@ -399,6 +399,8 @@ pub struct Browser<'a> {
     harness: &'a Harness,
     /// The session cookie (`name=value`) the server set last.
     pub cookie: Option<String>,
+    /// The client address its requests come from, as `serve` would tell the app.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 impl<'a> Browser<'a> {
@@ -406,6 +408,15 @@ impl<'a> Browser<'a> {
         Browser {
             harness,
             cookie: None,
+            address: None,
+        }
+    }
+
+    /// A browser whose requests come from `address`.
+    pub fn at(harness: &'a Harness, address: &str) -> Browser<'a> {
+        Browser {
+            address: Some(address.parse().unwrap()),
+            ..Browser::new(harness)
         }
     }
 
@@ -414,10 +425,13 @@ impl<'a> Browser<'a> {
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, cookie);
         }
-        let (status, headers, bytes) = self
-            .harness
-            .send(request.body(Body::from(body)).unwrap())
-            .await;
+        let mut request = request.body(Body::from(body)).unwrap();
+        if let Some(address) = self.address {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(address));
+        }
+        let (status, headers, bytes) = self.harness.send(request).await;
         if let Some(set) = headers.get(header::SET_COOKIE) {
             let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
             self.cookie = Some(pair).filter(|pair| !pair.ends_with('='));
