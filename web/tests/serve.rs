@@ -1,6 +1,7 @@
 //! `web::serve` against real slow clients over TCP: a declared body over the limit, headers
 //! trickled, a body at a byte at a time, an idle keep-alive connection, and more connections
-//! than the cap. Timeouts are short here; every wait polls with a generous deadline.
+//! than the cap; and the client address it hands the login throttle. Timeouts are short here;
+//! every wait polls with a generous deadline.
 
 mod common;
 
@@ -20,7 +21,7 @@ struct Server {
     address: SocketAddr,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
-    _harness: Harness,
+    harness: Harness,
 }
 
 impl Server {
@@ -54,7 +55,7 @@ async fn serve(options: ServeOptions) -> Server {
         address,
         shutdown,
         done,
-        _harness: harness,
+        harness,
     }
 }
 
@@ -243,5 +244,65 @@ async fn the_server_answers_after_a_slowloris_flood() {
     for mut slow in flood {
         assert!(read_to_close(&mut slow).await.is_some(), "a flooding connection stays open");
     }
+    server.stop().await;
+}
+
+/// One request on its own connection; answers everything the server sent.
+async fn exchange(address: SocketAddr, request: String) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_to_close(&mut stream).await.expect("answered and closed")
+}
+
+async fn post_login(address: SocketAddr, token: &str, password: &str) -> String {
+    let form = format!("csrf={token}&password={password}");
+    exchange(
+        address,
+        format!(
+            "POST /login HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\nCookie: kiln_login={token}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn serve_tells_the_login_throttle_the_client_address() {
+    let server = serve(options(60_000, 60_000, 64)).await;
+    let page = exchange(
+        server.address,
+        "GET /login HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\n\r\n".to_owned(),
+    )
+    .await;
+    let token = page
+        .split("kiln_login=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    for _ in 0..5 {
+        let answer = post_login(server.address, &token, "guess").await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    // A login without an address (the app called directly) clears the login's count once its
+    // wait is over, but not 127.0.0.1's: that one is known only through `serve`.
+    let mut direct = common::Browser::new(&server.harness);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let csrf = direct.get("/login").await.csrf();
+        let page = direct.post("/login", Some(&csrf), &[("password", "secret")]).await;
+        if page.status != axum::http::StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(page.status, axum::http::StatusCode::SEE_OTHER);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still throttled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sixth = post_login(server.address, &token, "guess").await;
+    assert!(sixth.starts_with("HTTP/1.1 401"), "{sixth}");
+    let seventh = post_login(server.address, &token, "guess").await;
+    assert!(seventh.starts_with("HTTP/1.1 429"), "{seventh}");
+    assert!(seventh.to_ascii_lowercase().contains("retry-after: 2"), "{seventh}");
     server.stop().await;
 }
