@@ -514,7 +514,6 @@ impl Scheduler {
     /// after a backoff, while the other duties and leadership renewal go on.
     pub async fn run(&self, cancel: CancellationToken) {
         let mut next_refresh = Utc::now();
-        let mut failures_in_a_row = 0u32;
         loop {
             let now = Utc::now();
             let mut wake_at = now + to_chrono(LEADER_RENEW);
@@ -582,12 +581,8 @@ impl Scheduler {
                     self.health.tick_completed();
                 }
             }
-            match failed {
-                Some(failure) => {
-                    failures_in_a_row = failure.consecutive_failures;
-                    wake_at = wake_at.min(now + to_chrono(duties::backoff(failures_in_a_row)));
-                }
-                None => failures_in_a_row = 0,
+            if let Some(failure) = failed {
+                wake_at = wake_at.min(now + to_chrono(duties::backoff(failure.consecutive_failures)));
             }
             let sleep = (wake_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {

@@ -86,8 +86,11 @@ enum Reply {
     Json(u16, SchemaFn),
     /// 204 and no body.
     NoContent,
-    /// Bytes, streamed.
+    /// Bytes, streamed, as `application/octet-stream`.
     Bytes,
+    /// Bytes, streamed, with the media type recorded for them (an artifact's `text/csv`,
+    /// `application/vnd.apache.parquet` …), so the document cannot name one.
+    TypedBytes,
 }
 
 /// One route of `/api/v1`: how `app` serves it and how the document describes it.
@@ -455,7 +458,7 @@ pub(crate) fn routes() -> Vec<Route> {
             "A version's bytes, streamed, with its media type",
             |filter| on(filter, artifacts_api::get_content),
         )
-        .reply(Reply::Bytes)
+        .reply(Reply::TypedBytes)
         .errors(&[404, 422, 503]),
         Route::new(
             Get,
@@ -686,6 +689,25 @@ fn operation(route: &Route, generator: &mut SchemaGenerator, error: &Schema) -> 
             responses.insert(
                 "200".to_owned(),
                 json!({ "description": route.summary, "content": bytes_content() }),
+            );
+        }
+        Reply::TypedBytes => {
+            responses.insert(
+                "200".to_owned(),
+                json!({
+                    "description": route.summary,
+                    "content": {
+                        "*/*": {
+                            "schema": { "type": "string", "format": "binary" },
+                        },
+                    },
+                    "headers": {
+                        "Content-Type": {
+                            "description": "The media type recorded with the version.",
+                            "schema": { "type": "string" },
+                        },
+                    },
+                }),
             );
         }
     }

@@ -113,7 +113,8 @@ impl fmt::Display for DagFileError {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+#[cfg(test)]
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     LineIndex::new(text).locate(text, offset)
 }
 
