@@ -855,7 +855,10 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
         "{refused:?}"
     );
     assert_eq!(
-        store.task_instances_missing(&[999_999, id, 999_999, 888_888]).await.unwrap(),
+        store
+            .task_instances_missing(&[999_999, id, 999_999, 888_888])
+            .await
+            .unwrap(),
         [888_888, 999_999]
     );
     // Riding with a completion, such chunks are dropped instead: the batch is not failed.

@@ -65,9 +65,7 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(remote));
-            request
-                .extensions_mut()
-                .insert(BodyTimeout(body_timeout));
+            request.extensions_mut().insert(BodyTimeout(body_timeout));
             router.clone().oneshot(request)
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);

@@ -40,7 +40,10 @@ async fn exec(harness: &Harness, path: &str, body: Value) -> (StatusCode, Value)
         .body(Body::from(body.to_string()))
         .unwrap();
     let (status, _, bytes) = harness.send(request).await;
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn chunk(task_instance_id: i64, try_number: i64, seq: i64, text: &str) -> Value {

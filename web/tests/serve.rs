@@ -120,7 +120,10 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
     // A body time far past the deadline: an answer at all means it came without waiting.
     let server = serve(options(60_000, 600_000, 64)).await;
     for (path, token) in [
-        ("/api/v1/exec/logs", "Authorization: Bearer worker-secret\r\n"),
+        (
+            "/api/v1/exec/logs",
+            "Authorization: Bearer worker-secret\r\n",
+        ),
         ("/api/v1/dags/demo/runs", ""),
         ("/login", ""),
     ] {
@@ -130,7 +133,9 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
              Content-Length: 1000000000000000\r\n\r\n{{}}"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
-        let answer = read_to_close(&mut stream).await.expect("answered and closed");
+        let answer = read_to_close(&mut stream)
+            .await
+            .expect("answered and closed");
         assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
         assert!(
             answer.contains("declares 1000000000000000 bytes"),
@@ -189,10 +194,7 @@ async fn a_body_sent_a_byte_at_a_time_gets_408_after_the_body_timeout() {
     assert!(read.is_ok(), "the connection is closed");
     let answer = String::from_utf8_lossy(&received);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(
-        answer.contains("did not arrive within 0.5 s"),
-        "{answer}"
-    );
+    assert!(answer.contains("did not arrive within 0.5 s"), "{answer}");
     server.stop().await;
 }
 
@@ -234,7 +236,10 @@ async fn the_server_answers_after_a_slowloris_flood() {
     let mut flood = Vec::new();
     for _ in 0..100 {
         let mut stream = TcpStream::connect(server.address).await.unwrap();
-        stream.write_all(b"GET /api/v1/dags HTTP/1.1\r\nX-Slow: ").await.unwrap();
+        stream
+            .write_all(b"GET /api/v1/dags HTTP/1.1\r\nX-Slow: ")
+            .await
+            .unwrap();
         flood.push(stream);
     }
     // Each flooding connection is closed after the header timeout, freeing its place.
@@ -242,7 +247,10 @@ async fn the_server_answers_after_a_slowloris_flood() {
     stream.write_all(LIST_DAGS).await.unwrap();
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
     for mut slow in flood {
-        assert!(read_to_close(&mut slow).await.is_some(), "a flooding connection stays open");
+        assert!(
+            read_to_close(&mut slow).await.is_some(),
+            "a flooding connection stays open"
+        );
     }
     server.stop().await;
 }
@@ -251,7 +259,9 @@ async fn the_server_answers_after_a_slowloris_flood() {
 async fn exchange(address: SocketAddr, request: String) -> String {
     let mut stream = TcpStream::connect(address).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
-    read_to_close(&mut stream).await.expect("answered and closed")
+    read_to_close(&mut stream)
+        .await
+        .expect("answered and closed")
 }
 
 async fn post_login(address: SocketAddr, token: &str, password: &str) -> String {
@@ -291,7 +301,9 @@ async fn serve_tells_the_login_throttle_the_client_address() {
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
         let csrf = direct.get("/login").await.csrf();
-        let page = direct.post("/login", Some(&csrf), &[("password", "secret")]).await;
+        let page = direct
+            .post("/login", Some(&csrf), &[("password", "secret")])
+            .await;
         if page.status != axum::http::StatusCode::TOO_MANY_REQUESTS {
             assert_eq!(page.status, axum::http::StatusCode::SEE_OTHER);
             break;
@@ -303,6 +315,9 @@ async fn serve_tells_the_login_throttle_the_client_address() {
     assert!(sixth.starts_with("HTTP/1.1 401"), "{sixth}");
     let seventh = post_login(server.address, &token, "guess").await;
     assert!(seventh.starts_with("HTTP/1.1 429"), "{seventh}");
-    assert!(seventh.to_ascii_lowercase().contains("retry-after: 2"), "{seventh}");
+    assert!(
+        seventh.to_ascii_lowercase().contains("retry-after: 2"),
+        "{seventh}"
+    );
     server.stop().await;
 }

@@ -27,8 +27,8 @@ pub use artifact_records::{
     ModelRecord, OutputContent, ProducedOutput, PublishParams, ResolvedInput,
 };
 pub use plan::DagPlan;
-pub use shared::task_instances_named;
 pub use postgres::PostgresStore;
+pub use shared::task_instances_named;
 pub use sqlite::SqliteStore;
 
 use crate::dag::{ArtifactKind, LoadedDag, OutputSpec};

@@ -181,7 +181,9 @@ async fn postgres_database(test: &str) -> Option<(String, String, String)> {
         Ok(url) if !url.is_empty() => url,
         _ => {
             if std::env::var("KILN_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
-                panic!("{test}: PostgreSQL is required (KILN_REQUIRE_SERVICES=1) but KILN_TEST_DATABASE_URL is not set");
+                panic!(
+                    "{test}: PostgreSQL is required (KILN_REQUIRE_SERVICES=1) but KILN_TEST_DATABASE_URL is not set"
+                );
             }
             eprintln!("SKIPPED {test}: no PostgreSQL (KILN_TEST_DATABASE_URL is not set)");
             return None;
