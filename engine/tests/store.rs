@@ -840,7 +840,7 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
         task_instance_id: 999_999,
         ..chunk(0, "x")
     };
-    let refused = store.log_append(&[unknown.clone()], T0).await;
+    let refused = store.log_append(std::slice::from_ref(&unknown), T0).await;
     assert!(
         matches!(&refused, Err(StoreError::NotFound(what)) if what == "task instance 999999"),
         "{refused:?}"
