@@ -757,8 +757,9 @@ fn error_responses(route: &Route, error: &Schema) -> Vec<(u16, Value)> {
     let plain_400 = route.query.is_some() || route.path.contains("{run_id}");
     let mut statuses: BTreeSet<u16> = route.errors.iter().copied().collect();
     if json_body {
-        // Unreadable JSON (400), too large (413), well-formed but wrong (422).
-        statuses.extend([400, 413, 422]);
+        // Unreadable JSON (400), too slow (408, `limits::buffer_body`), too large (413),
+        // well-formed but wrong (422).
+        statuses.extend([400, 408, 413, 422]);
     }
     if matches!(route.body, Body::Json(_)) {
         // `JsonBody` wants `content-type: application/json`.
@@ -794,8 +795,9 @@ fn error_description(status: u16) -> &'static str {
         400 => "The request could not be read.",
         401 => "The bearer token is missing or wrong.",
         404 => "Not found; the message names what.",
+        408 => "The body did not arrive within the server's body time (`--http-body-timeout`).",
         409 => "The request conflicts with the current state.",
-        413 => "The body is too large.",
+        413 => "The body is too large; an oversized `Content-Length` is refused unread.",
         415 => "The body was not sent as `application/json`.",
         422 => "The request is well-formed but fails a check; the message says which.",
         503 => "A part of the server the request needs is not configured or not reachable.",
