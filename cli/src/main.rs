@@ -83,6 +83,32 @@ impl ConsoleArgs {
     }
 }
 
+/// How long and how many clients the HTTP server serves (`kiln server`).
+#[derive(Debug, clap::Args)]
+struct HttpArgs {
+    /// How long a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "KILN_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    http_header_timeout: std::time::Duration,
+    /// How long a client may take to send a request body (for a streamed blob upload: the
+    /// longest pause between two pieces).
+    #[arg(long, env = "KILN_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    http_body_timeout: std::time::Duration,
+    /// The most connections served at once; further ones wait until one closes.
+    #[arg(long, env = "KILN_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections: u32,
+}
+
+impl HttpArgs {
+    fn options(&self) -> kiln_web::ServeOptions {
+        kiln_web::ServeOptions {
+            header_read_timeout: self.http_header_timeout,
+            body_timeout: self.http_body_timeout,
+            max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// Where runs are mirrored to MLflow (`kiln server` and `kiln standalone`).
 #[derive(Debug, clap::Args)]
 struct MlflowArgs {
@@ -166,6 +192,8 @@ enum Command {
         /// database) before `/healthz` answers 503, so that a liveness probe restarts it.
         #[arg(long, env = "KILN_HEALTH_STALL_LIMIT", default_value = "60s", value_parser = parse_duration)]
         health_stall_limit: std::time::Duration,
+        #[command(flatten)]
+        http: HttpArgs,
         #[command(flatten)]
         console: ConsoleArgs,
         #[command(flatten)]
@@ -296,6 +324,13 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     kiln_engine::duration::parse(text)
 }
 
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err("must be longer than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DbCommand {
     /// Apply pending migrations.
@@ -395,6 +430,7 @@ fn main() -> ExitCode {
             worker_token,
             lease,
             health_stall_limit,
+            http,
             console,
             mlflow,
         } => {
@@ -404,6 +440,7 @@ fn main() -> ExitCode {
                 api_token: cli.api_token.clone(),
                 lease,
                 health_stall_limit,
+                http: http.options(),
                 console: console.config(),
                 mlflow: mlflow.options(),
             };

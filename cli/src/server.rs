@@ -26,6 +26,8 @@ pub(crate) struct ServerOptions {
     pub(crate) lease: Duration,
     /// How long the timed loop may go without a tick before `/healthz` fails.
     pub(crate) health_stall_limit: Duration,
+    /// How long and how many clients the HTTP server serves.
+    pub(crate) http: kiln_web::ServeOptions,
     /// Whether the console is served, and its passwords (its `Debug` hides them).
     pub(crate) console: ConsoleConfig,
     /// Where runs are mirrored to MLflow, if anywhere.
@@ -149,7 +151,7 @@ pub(crate) async fn start_server(
         ))
     });
     let done = tokio::spawn(async move {
-        kiln_web::serve(listener, state, shutdown)
+        kiln_web::serve(listener, state, options.http, shutdown)
             .await
             .context("the HTTP server failed")?;
         scheduler_loop

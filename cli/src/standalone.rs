@@ -44,6 +44,7 @@ pub(crate) async fn standalone(
             .filter(|token| !token.is_empty()),
         lease: options.lease,
         health_stall_limit: kiln_engine::duties::DEFAULT_STALL_LIMIT,
+        http: kiln_web::ServeOptions::default(),
         console: options.console,
         mlflow: options.mlflow.clone(),
     };

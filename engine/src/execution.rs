@@ -18,7 +18,7 @@ use crate::scheduler::{Scheduler, SchedulerError};
 pub use crate::store::LogUpload;
 use crate::store::{
     AttemptResult, CacheHit, ClaimParams, ClaimedTask, Completion, CompletionOutcome, Micros,
-    OutputContent, Rejection, now_micros,
+    OutputContent, Rejection, StoreError, now_micros, task_instances_named,
 };
 
 /// The longest a claim may wait for work before answering empty.
@@ -84,6 +84,13 @@ pub enum ApiError {
     /// The server refused the request as malformed; retrying will not help.
     #[error("request refused: {0}")]
     Rejected(String),
+    /// The request names a task instance (or attempt) that does not exist; nothing was applied.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is for an attempt that has ended (finished, fenced off, or superseded by a
+    /// later try); nothing was applied.
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
 impl ApiError {
@@ -341,6 +348,15 @@ fn server_error(error: SchedulerError) -> ApiError {
     ApiError::Server(error.to_string())
 }
 
+/// The caller's mistakes the store names are told to the caller; the rest are the server's.
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound(_) => ApiError::NotFound(error.to_string()),
+        StoreError::Conflict(message) => ApiError::Stale(message),
+        other => server_error(other.into()),
+    }
+}
+
 #[async_trait]
 impl ExecutionApi for ExecutionService {
     async fn register(&self, registration: &Registration) -> Result<RegistrationAck, ApiError> {
@@ -436,7 +452,7 @@ impl ExecutionApi for ExecutionService {
             .store()
             .task_heartbeat(worker_id, running, lease_end)
             .await
-            .map_err(|error| server_error(error.into()))
+            .map_err(store_error)
     }
 
     async fn logs(&self, worker_id: &str, chunks: &[LogUpload]) -> Result<(), ApiError> {
@@ -445,7 +461,7 @@ impl ExecutionApi for ExecutionService {
             .store()
             .log_append(chunks, now_micros())
             .await
-            .map_err(|error| server_error(error.into()))
+            .map_err(store_error)
     }
 
     async fn complete(
@@ -456,6 +472,26 @@ impl ExecutionApi for ExecutionService {
         next: Option<&NextClaim>,
     ) -> Result<CompletionReply, ApiError> {
         self.seen(worker_id);
+        // Refused whole before the batch: one call naming a task instance that never existed
+        // must not fail the other workers' calls sharing its transaction. Task instances are
+        // never deleted, so the answer cannot change before the batch runs.
+        let ids: Vec<i64> = completions
+            .iter()
+            .map(|completion| completion.task_instance_id)
+            .chain(logs.iter().map(|chunk| chunk.task_instance_id))
+            .collect();
+        let missing = self
+            .scheduler
+            .store()
+            .task_instances_missing(&ids)
+            .await
+            .map_err(store_error)?;
+        if !missing.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "{} not found",
+                task_instances_named(&missing)
+            )));
+        }
         let claim = next.map(|next| self.claim_params(worker_id, &next.queues, next.limit));
         let writes_artifacts = completions.iter().any(|completion| {
             matches!(&completion.result, AttemptResult::Success { outputs, .. } if !outputs.is_empty())
@@ -485,7 +521,7 @@ impl ExecutionApi for ExecutionService {
             .store()
             .task_release(worker_id, running, now_micros())
             .await
-            .map_err(|error| server_error(error.into()))?;
+            .map_err(store_error)?;
         self.scheduler.work_available().notify_waiters();
         Ok(())
     }

@@ -533,6 +533,22 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(lost, vec![claimed[0].task_instance_id]);
+    // A task instance that never existed is the caller's mistake, not a lost lease.
+    for refused in [
+        store
+            .task_heartbeat("dead-worker", &[(999_999, 1)], lease_end)
+            .await
+            .map(drop),
+        store
+            .task_release("dead-worker", &[(999_999, 1)], lease_end)
+            .await
+            .map(drop),
+    ] {
+        assert!(
+            matches!(&refused, Err(StoreError::NotFound(what)) if what == "task instance 999999"),
+            "{refused:?}"
+        );
+    }
     let late = store
         .task_complete(&[success(&claimed[0])], lease_end + 2)
         .await
@@ -813,6 +829,46 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
         states(store, run.id).await,
         "a=success b=queued c=scheduled"
     );
+    // The attempt has ended: more chunks for it are refused, and nothing of the request is
+    // stored; a task instance or attempt that does not exist is not found (never a foreign-key
+    // failure).
+    let refused = store.log_append(&[chunk(3, "late\n")], T0).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(message)) if message.contains("has ended")),
+        "{refused:?}"
+    );
+    let unknown = LogUpload {
+        task_instance_id: 999_999,
+        ..chunk(0, "x")
+    };
+    let refused = store.log_append(std::slice::from_ref(&unknown), T0).await;
+    assert!(
+        matches!(&refused, Err(StoreError::NotFound(what)) if what == "task instance 999999"),
+        "{refused:?}"
+    );
+    let no_try = LogUpload {
+        try_number: 2,
+        ..chunk(0, "x")
+    };
+    let refused = store.log_append(&[no_try], T0).await;
+    assert!(
+        matches!(&refused, Err(StoreError::NotFound(what)) if what == &format!("attempt 2 of task instance {id}")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store
+            .task_instances_missing(&[999_999, id, 999_999, 888_888])
+            .await
+            .unwrap(),
+        [888_888, 999_999]
+    );
+    // Riding with a completion, such chunks are dropped instead: the batch is not failed.
+    let next = claim(store, "w", 1, T0).await;
+    store
+        .task_complete_with_logs(&[success(&next[0])], &[unknown, chunk(4, "late\n")], T0)
+        .await
+        .unwrap();
+    assert_eq!(store.log_read(id, 1, 2, 100).await.unwrap().len(), 0);
 }
 
 async fn leadership_is_exclusive_until_it_expires(db: &TestDb) {

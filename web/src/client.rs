@@ -161,6 +161,12 @@ fn api_error(error: ClientError) -> ApiError {
         ClientError::Status { status, message } if status.is_server_error() => {
             ApiError::Server(message)
         }
+        ClientError::Status { status, message } if status == StatusCode::NOT_FOUND => {
+            ApiError::NotFound(message)
+        }
+        ClientError::Status { status, message } if status == StatusCode::CONFLICT => {
+            ApiError::Stale(message)
+        }
         ClientError::Status { message, .. } => ApiError::Rejected(message),
         ClientError::Decode { source, .. } => ApiError::Server(source.to_string()),
     }

@@ -24,6 +24,8 @@ fn api_error(error: kiln_engine::execution::ApiError) -> AppError {
     match error {
         kiln_engine::execution::ApiError::Rejected(message) => AppError::unprocessable(message),
         kiln_engine::execution::ApiError::Unauthorized => AppError::Unauthorized,
+        kiln_engine::execution::ApiError::NotFound(message) => AppError::NotFound(message),
+        kiln_engine::execution::ApiError::Stale(message) => AppError::Conflict(message),
         other => AppError::Internal(other.to_string()),
     }
 }
@@ -200,12 +202,18 @@ pub(crate) fn blob_error(error: BlobError) -> AppError {
     }
 }
 
-/// `POST /api/v1/exec/blobs`: stores the request body, streamed, as a blob.
+/// `POST /api/v1/exec/blobs`: stores the request body, streamed, as a blob. A body may take
+/// hours, but not the body time between two pieces (a stalled worker).
 pub(crate) async fn blob_upload(
     State(state): State<AppState>,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Json<BlobView>, AppError> {
     let store = artifact_store(&state)?;
+    let gap = crate::limits::body_timeout(&request);
+    let body = Body::new(tower_http::timeout::TimeoutBody::new(
+        gap,
+        request.into_body(),
+    ));
     let reader =
         tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let outcome = store.put_stream(reader).await.map_err(blob_error)?;

@@ -12,8 +12,10 @@ pub mod console;
 mod error;
 mod exec;
 mod health;
+mod limits;
 pub mod models_api;
 pub mod openapi;
+mod serve;
 pub mod serving;
 pub mod wire;
 
@@ -28,6 +30,8 @@ use crate::openapi::Access;
 
 pub use console::{ConsoleConfig, ConsoleConfigError};
 pub use error::AppError;
+pub use limits::ServeOptions;
+pub use serve::serve;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -92,15 +96,4 @@ pub fn app(state: AppState) -> Router {
     } else {
         router
     }
-}
-
-/// Serves [`app`] on `listener` until `shutdown` fires, then finishes in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

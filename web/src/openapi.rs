@@ -178,9 +178,17 @@ impl Route {
         }
     }
 
-    /// The handler, behind its body limit, as `app` mounts it.
+    /// The handler, behind its body limit, as `app` mounts it. A JSON body is read in full,
+    /// within the limit and the body time, before the handler runs (`limits::buffer_body`).
     pub(crate) fn method_router(&self) -> MethodRouter<AppState> {
         let router = (self.handler)(self.method.filter());
+        let limit = self.body_limit.unwrap_or(AXUM_BODY_LIMIT);
+        let router = match self.body {
+            Body::Json(_) | Body::OptionalJson(_) => router.layer(
+                axum::middleware::from_fn_with_state(limit, crate::limits::buffer_body),
+            ),
+            Body::None | Body::Bytes => router,
+        };
         match self.body_limit {
             Some(limit) => router.layer(DefaultBodyLimit::max(limit)),
             None => router,
@@ -189,6 +197,9 @@ impl Route {
 }
 
 const EXECUTION: &str = "execution";
+
+/// The limit axum's extractors apply when a route sets none.
+pub(crate) const AXUM_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Workers send log chunks in requests of about 1 MiB; leave room above that.
 const EXEC_BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -488,44 +499,55 @@ pub(crate) fn routes() -> Vec<Route> {
             "/api/v1/exec/heartbeat",
             "heartbeat",
             EXECUTION,
-            "Extend the worker's leases; answers the tasks to stop",
+            "Extend the worker's leases; answers the tasks to stop (a lease that moved on is \
+             listed there, not refused; 404 when a task instance does not exist, and then no \
+             lease is extended)",
             |filter| on(filter, exec::heartbeat),
         )
         .body(Body::Json(json::<LeasesRequest>()))
         .reply(Reply::Json(200, json::<HeartbeatResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
             "/api/v1/exec/logs",
             "uploadLogs",
             EXECUTION,
-            "Store log chunks",
+            "Store log chunks of running attempts (all or none: 404 when a task instance or \
+             attempt does not exist, 409 when an attempt has ended)",
             |filter| on(filter, exec::logs),
         )
         .body(Body::Json(json::<LogsRequest>()))
         .reply(Reply::Json(200, json::<LogsResponse>()))
+        .errors(&[404, 409])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
             "/api/v1/exec/complete",
             "completeTasks",
             EXECUTION,
-            "Report finished attempts, and claim the next tasks",
+            "Report finished attempts, and claim the next tasks (a stale report is refused in \
+             its `results` entry and its log chunks are dropped; 404, applying nothing, when a \
+             task instance does not exist)",
             |filter| on(filter, exec::complete),
         )
         .body(Body::Json(json::<CompleteRequest>()))
         .reply(Reply::Json(200, json::<CompleteResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
             "/api/v1/exec/release",
             "releaseTasks",
             EXECUTION,
-            "Give back running tasks without reporting: their attempts are lost, and the tasks run again elsewhere",
+            "Give back running tasks without reporting: their attempts are lost, and the tasks run \
+             again elsewhere (a lease that moved on is skipped; 404, giving back nothing, when a \
+             task instance does not exist)",
             |filter| on(filter, exec::release),
         )
         .body(Body::Json(json::<LeasesRequest>()))
         .reply(Reply::Json(200, json::<ReleaseResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
@@ -747,8 +769,9 @@ fn error_responses(route: &Route, error: &Schema) -> Vec<(u16, Value)> {
     let plain_400 = route.query.is_some() || route.path.contains("{run_id}");
     let mut statuses: BTreeSet<u16> = route.errors.iter().copied().collect();
     if json_body {
-        // Unreadable JSON (400), too large (413), well-formed but wrong (422).
-        statuses.extend([400, 413, 422]);
+        // Unreadable JSON (400), too slow (408, `limits::buffer_body`), too large (413),
+        // well-formed but wrong (422).
+        statuses.extend([400, 408, 413, 422]);
     }
     if matches!(route.body, Body::Json(_)) {
         // `JsonBody` wants `content-type: application/json`.
@@ -784,8 +807,9 @@ fn error_description(status: u16) -> &'static str {
         400 => "The request could not be read.",
         401 => "The bearer token is missing or wrong.",
         404 => "Not found; the message names what.",
+        408 => "The body did not arrive within the server's body time (`--http-body-timeout`).",
         409 => "The request conflicts with the current state.",
-        413 => "The body is too large.",
+        413 => "The body is too large; an oversized `Content-Length` is refused unread.",
         415 => "The body was not sent as `application/json`.",
         422 => "The request is well-formed but fails a check; the message says which.",
         503 => "A part of the server the request needs is not configured or not reachable.",

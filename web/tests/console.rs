@@ -851,6 +851,137 @@ async fn a_password_requires_a_login() {
 }
 
 #[tokio::test]
+async fn a_flood_of_anonymous_login_pages_does_not_log_anyone_out() {
+    use tower::ServiceExt;
+    let harness = harness(guarded()).await;
+    let mut admin = Browser::new(&harness);
+    let logged_in = log_in(&mut admin, ADMIN).await;
+    assert_eq!(logged_in.status, StatusCode::SEE_OTHER);
+    // More than the session table holds (10,000), each from a client without cookies.
+    let app = kiln_web::app(harness.state.clone());
+    for _ in 0..10_050 {
+        let request = axum::http::Request::get("/login")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let page = admin.get("/dags/demo").await;
+    assert_eq!(page.status, StatusCode::OK, "the admin was logged out");
+    assert!(page.has("Log out"));
+}
+
+/// Posts the login form `browser` loaded with `password`.
+async fn try_password(browser: &mut Browser<'_>, password: &str) -> Page {
+    let form = browser.get("/login").await;
+    let csrf = form.csrf();
+    browser
+        .post("/login", Some(&csrf), &[("password", password)])
+        .await
+}
+
+fn retry_after(page: &Page) -> u64 {
+    page.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Tries `password` until the throttle lets it be checked; answers that answer.
+async fn try_when_allowed(browser: &mut Browser<'_>, password: &str) -> Page {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = try_password(browser, password).await;
+        if page.status != StatusCode::TOO_MANY_REQUESTS {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "still throttled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_throttled_then_the_right_one_is_accepted_after_the_wait() {
+    let harness = harness(guarded()).await;
+    let mut attacker = Browser::at(&harness, "192.0.2.10:40000");
+    for _ in 0..5 {
+        assert_eq!(
+            try_password(&mut attacker, "guess").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let throttled = try_password(&mut attacker, "guess").await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&throttled), 1);
+    throttled.assert_has(&["Too many wrong passwords; try again in 1 s."]);
+    // While it waits, the right password is not even checked.
+    let right_too_soon = try_password(&mut attacker, ADMIN).await;
+    assert_eq!(right_too_soon.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(attacker.get("/dags").await.status, StatusCode::SEE_OTHER);
+
+    let right = try_when_allowed(&mut attacker, ADMIN).await;
+    assert_eq!(right.status, StatusCode::SEE_OTHER, "{}", right.body);
+    assert_eq!(attacker.get("/dags").await.status, StatusCode::OK);
+    // The success cleared the count: the next wrong password is checked, not throttled.
+    let mut again = Browser::at(&harness, "192.0.2.10:40001");
+    assert_eq!(
+        try_password(&mut again, "guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_login_is_throttled_across_addresses_and_each_address_on_its_own() {
+    let harness = harness(guarded()).await;
+    // One wrong password from each of five addresses: the login itself now waits.
+    for host in 1..=5 {
+        let mut browser = Browser::at(&harness, &format!("192.0.2.{host}:5000"));
+        assert_eq!(
+            try_password(&mut browser, "guess").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let mut admin = Browser::at(&harness, "198.51.100.1:5000");
+    let throttled = try_password(&mut admin, ADMIN).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&throttled), 1);
+    // The wait is bounded: the admin gets in after it.
+    assert_eq!(
+        try_when_allowed(&mut admin, ADMIN).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // An address keeps its own count when a login elsewhere clears the login's.
+    let mut guesser = Browser::at(&harness, "203.0.113.9:5000");
+    for _ in 0..5 {
+        assert_eq!(
+            try_when_allowed(&mut guesser, "guess").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let mut reader = Browser::at(&harness, "198.51.100.2:5000");
+    assert_eq!(
+        try_when_allowed(&mut reader, READER).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The guesser's wait ended with the login's, but its count stands: one more wrong password
+    // and it waits 2 s, while others, the login's count being 1, are still checked.
+    assert_eq!(
+        try_password(&mut guesser, "guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let guessed = try_password(&mut guesser, "guess").await;
+    assert_eq!(guessed.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&guessed), 2);
+    let mut other = Browser::at(&harness, "198.51.100.3:5000");
+    assert_eq!(
+        try_password(&mut other, "guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn the_read_only_password_sees_everything_and_changes_nothing() {
     let harness = harness(guarded()).await;
     let run_id = trigger_plain(&harness).await;

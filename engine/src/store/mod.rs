@@ -28,6 +28,7 @@ pub use artifact_records::{
 };
 pub use plan::DagPlan;
 pub use postgres::PostgresStore;
+pub use shared::task_instances_named;
 pub use sqlite::SqliteStore;
 
 use crate::dag::{ArtifactKind, LoadedDag, OutputSpec};
@@ -907,7 +908,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Stores the attempts' last log chunks and applies their reports, in one transaction, so a
-    /// finished task's log is whole the moment its completion is visible.
+    /// finished task's log is whole the moment its completion is visible. Chunks for an attempt
+    /// that is not running (a stale report's, or naming no attempt) are dropped.
     async fn task_complete_with_logs(
         &self,
         completions: &[Completion],
@@ -941,7 +943,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>)>, StoreError>;
 
     /// Extends the leases of a worker's running tasks; returns those no longer the worker's
-    /// (cancelled, timed out or rescued), which it must stop.
+    /// (cancelled, timed out or rescued), which it must stop. A task instance that does not
+    /// exist is [`StoreError::NotFound`], and then no lease is extended.
     async fn task_heartbeat(
         &self,
         worker_id: &str,
@@ -951,7 +954,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Hands running tasks back (a worker shutting down): each attempt is lost to the
     /// infrastructure, so the task is queued again without using one of its retries, or fails
-    /// once it has lost more than `max_lost_attempts`. Returns how many were handed back.
+    /// once it has lost more than `max_lost_attempts`. Returns how many were handed back; a
+    /// lease that moved on is skipped, and a task instance that does not exist is
+    /// [`StoreError::NotFound`] (then nothing is handed back).
     async fn task_release(
         &self,
         worker_id: &str,
@@ -1002,8 +1007,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Stores log chunks in one transaction; storing the same `(task instance, try, seq)` again is
-    /// a no-op.
+    /// a no-op. Only a running attempt takes chunks, and a request naming any other stores
+    /// nothing: [`StoreError::NotFound`] for a task instance or attempt that does not exist,
+    /// [`StoreError::Conflict`] for an attempt that has ended.
     async fn log_append(&self, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError>;
+
+    /// The ids among `ids` that name no task instance, ascending, each once.
+    async fn task_instances_missing(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError>;
 
     /// Log chunks of an attempt after `after_seq` (use -1 for all), in order.
     async fn log_read(

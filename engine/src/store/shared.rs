@@ -9,6 +9,48 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::DagPlan;
+use crate::state::TaskState;
+
+/// Where a log chunk's attempt stands: only a running attempt takes chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogTarget {
+    /// No such task instance.
+    Unknown,
+    /// The task instance exists but has no attempt with that number.
+    NoAttempt,
+    /// The attempt exists but has ended (it finished, was fenced off, or a later try began).
+    Ended,
+    /// The attempt is running.
+    Open,
+}
+
+impl LogTarget {
+    /// Classifies a chunk for `try_number` of a task instance that is `current` (its try and
+    /// state), or unknown (`None`). Try numbers name attempts, so a try below the current one
+    /// is an attempt that ended, whatever its worker believes.
+    pub(crate) fn of(current: Option<(i64, TaskState)>, try_number: i64) -> LogTarget {
+        match current {
+            None => LogTarget::Unknown,
+            Some((current, _)) if try_number < 1 || try_number > current => LogTarget::NoAttempt,
+            Some((current, TaskState::Running)) if try_number == current => LogTarget::Open,
+            Some(_) => LogTarget::Ended,
+        }
+    }
+}
+
+/// Names task instances for a message: "task instance 7", "task instances 7, 8, 9" (at most
+/// ten, then how many more).
+pub fn task_instances_named(ids: &[i64]) -> String {
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = ids.iter().take(SHOWN).map(i64::to_string).collect();
+    if ids.len() > SHOWN {
+        list.push(format!("and {} more", ids.len() - SHOWN));
+    }
+    match ids {
+        [_] => format!("task instance {}", list.join(", ")),
+        _ => format!("task instances {}", list.join(", ")),
+    }
+}
 
 /// Column lists, as macros so they can be spliced into `'static` SQL with `concat!`.
 macro_rules! run_columns {
@@ -88,6 +130,8 @@ macro_rules! shared_store {
             StoreError, TaskInstanceRecord, TriggerKind, MlflowAliasSet, MlflowArtifact, MlflowAttempt, MlflowCall, MlflowEventKind,
             MlflowIdKind, MlflowModelVersion, MlflowOutboxEvent, MlflowRun, MlflowRunEnd, MLFLOW_TRACKED_KINDS,
         };
+
+        use super::shared::{task_instances_named, LogTarget};
 
         type Conn = <$Db as sqlx::Database>::Connection;
         type DbRow = <$Db as sqlx::Database>::Row;
@@ -1229,9 +1273,56 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            /// Each task instance's current try and state, for those of `ids` that exist. A plain
+            /// read: it takes no row lock, so it cannot upset the lock order of what follows.
+            async fn tries_in(&self, conn: &mut Conn, ids: &[i64]) -> Result<SharedHashMap<i64, (i64, TaskState)>, StoreError> {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut found = SharedHashMap::with_capacity(ids.len());
+                for chunk in ids.chunks(1000) {
+                    let mut query = sqlx::QueryBuilder::<$Db>::new("SELECT id, try_number, state FROM task_instances WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&mut *conn).await? {
+                        found.insert(row.try_get("id")?, (row.try_get("try_number")?, parse_state(&row.try_get::<String, _>("state")?)?));
+                    }
+                }
+                Ok(found)
+            }
+
+            /// The ids among `ids` that name no task instance, in order, each once.
+            async fn missing_in(&self, conn: &mut Conn, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+                let found = self.tries_in(&mut *conn, ids).await?;
+                let mut missing: Vec<i64> = ids.iter().copied().filter(|id| !found.contains_key(id)).collect();
+                missing.sort_unstable();
+                missing.dedup();
+                Ok(missing)
+            }
+
+            /// Stores the chunks whose attempt is running and drops the rest: the last chunks
+            /// riding with a completion the batch refuses as stale, or naming no attempt, are
+            /// not the attempt's to write (the execution API refuses unknown task instances
+            /// before they get here; this keeps any other caller clear of the foreign key).
+            async fn log_append_open_in(&self, conn: &mut Conn, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError> {
+                if chunks.is_empty() {
+                    return Ok(());
+                }
+                let ids: Vec<i64> = chunks.iter().map(|chunk| chunk.task_instance_id).collect();
+                let tries = self.tries_in(&mut *conn, &ids).await?;
+                let open: Vec<&LogUpload> = chunks
+                    .iter()
+                    .filter(|chunk| LogTarget::of(tries.get(&chunk.task_instance_id).copied(), chunk.try_number) == LogTarget::Open)
+                    .collect();
+                self.log_append_in(&mut *conn, &open, now).await
+            }
+
             /// Stores log chunks in one statement per 1,000 (5,000 bind variables: well under
             /// SQLite's limit), not one per chunk: every completion carries its attempt's last.
-            async fn log_append_in(&self, conn: &mut Conn, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError> {
+            async fn log_append_in(&self, conn: &mut Conn, chunks: &[&LogUpload], now: Micros) -> Result<(), StoreError> {
                 for chunk in chunks.chunks(1000) {
                     let mut insert =
                         sqlx::QueryBuilder::<$Db>::new("INSERT INTO task_logs (task_instance_id, try_number, seq, chunk, created_at) ");
@@ -2080,7 +2171,7 @@ macro_rules! shared_store {
             ) -> Result<Vec<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>)>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let logs: Vec<LogUpload> = batches.iter().flat_map(|batch| batch.logs.iter().cloned()).collect();
-                self.log_append_in(&mut *tx, &logs, now).await?;
+                self.log_append_open_in(&mut *tx, &logs, now).await?;
                 // Runs first, in id order, then task instances in id order: one global lock
                 // order, so two batches finishing tasks of the same runs cannot deadlock on
                 // PostgreSQL.
@@ -2150,12 +2241,19 @@ macro_rules! shared_store {
                         lost.push(task_instance_id);
                     }
                 }
+                // A lease the worker lost is answered in the list; one that never existed is the
+                // caller's mistake, and the whole heartbeat is refused (rolled back).
+                let missing = self.missing_in(&mut *tx, &lost).await?;
+                if !missing.is_empty() {
+                    return Err(StoreError::NotFound(task_instances_named(&missing)));
+                }
                 tx.commit().await?;
                 Ok(lost)
             }
 
             async fn task_release(&self, worker_id: &str, tasks: &[(i64, i64)], now: Micros) -> Result<usize, StoreError> {
                 let mut tx = self.begin_write().await?;
+                let mut kept = Vec::new();
                 // Task rows in id order, the order completions lock them in.
                 let mut tasks = tasks.to_vec();
                 tasks.sort_unstable();
@@ -2176,6 +2274,7 @@ macro_rules! shared_store {
                     .fetch_optional(&mut *tx)
                     .await?;
                     if held.is_none() {
+                        kept.push(task_instance_id);
                         continue;
                     }
                     let completion =
@@ -2183,6 +2282,12 @@ macro_rules! shared_store {
                     if self.complete_in(&mut *tx, &completion, Ending::Lost, now).await?.is_ok() {
                         released += 1;
                     }
+                }
+                // A lease that moved on has nothing to hand back; one that never existed is the
+                // caller's mistake, and nothing is handed back (rolled back).
+                let missing = self.missing_in(&mut *tx, &kept).await?;
+                if !missing.is_empty() {
+                    return Err(StoreError::NotFound(task_instances_named(&missing)));
                 }
                 tx.commit().await?;
                 Ok(released)
@@ -2195,6 +2300,7 @@ macro_rules! shared_store {
                 tasks.sort_unstable();
                 tasks.dedup();
                 let mut undone = 0;
+                let mut kept = Vec::new();
                 for (task_instance_id, fence) in tasks {
                     // The claim is taken back whole: its try and its attempt row, which nothing
                     // refers to yet (the attempt never started, so it has no log, lineage or
@@ -2216,7 +2322,15 @@ macro_rules! shared_store {
                             .execute(&mut *tx)
                             .await?;
                         undone += 1;
+                    } else {
+                        kept.push(task_instance_id);
                     }
+                }
+                // A lease that moved on has nothing to hand back; one that never existed is the
+                // caller's mistake, and nothing is handed back (rolled back).
+                let missing = self.missing_in(&mut *tx, &kept).await?;
+                if !missing.is_empty() {
+                    return Err(StoreError::NotFound(task_instances_named(&missing)));
                 }
                 tx.commit().await?;
                 Ok(undone)
@@ -2375,9 +2489,36 @@ macro_rules! shared_store {
                     return Ok(());
                 }
                 let mut tx = self.begin_write().await?;
-                self.log_append_in(&mut *tx, chunks, now).await?;
+                let ids: Vec<i64> = chunks.iter().map(|chunk| chunk.task_instance_id).collect();
+                let tries = self.tries_in(&mut *tx, &ids).await?;
+                // All or nothing: a request naming an attempt that cannot take chunks stores none.
+                for chunk in chunks {
+                    let (id, try_number) = (chunk.task_instance_id, chunk.try_number);
+                    let current = tries.get(&id).copied();
+                    match LogTarget::of(current, try_number) {
+                        LogTarget::Open => {}
+                        LogTarget::Unknown => return Err(StoreError::NotFound(format!("task instance {id}"))),
+                        LogTarget::NoAttempt => return Err(StoreError::NotFound(format!("attempt {try_number} of task instance {id}"))),
+                        LogTarget::Ended => {
+                            let (current_try, state) = current.unwrap_or((try_number, TaskState::Running));
+                            return Err(StoreError::Conflict(format!(
+                                "attempt {try_number} of task instance {id} has ended (the task instance is {state}, on try {current_try}); it takes no more log chunks"
+                            )));
+                        }
+                    }
+                }
+                let chunks: Vec<&LogUpload> = chunks.iter().collect();
+                self.log_append_in(&mut *tx, &chunks, now).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn task_instances_missing(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.pool().acquire().await?;
+                self.missing_in(&mut *conn, ids).await
             }
 
             async fn log_read(&self, task_instance_id: i64, try_number: i64, after_seq: i64, limit: u32) -> Result<Vec<LogChunk>, StoreError> {

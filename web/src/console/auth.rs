@@ -5,13 +5,20 @@
 //! Every POST must carry the session's token in a `csrf` form field, checked in constant time
 //! before any handler runs; without one it gets 403. With no password configured, a GET hands
 //! out an admin session on the spot, so the token check still protects every action.
+//!
+//! Only a login makes a session. The login form keeps no state on the server: its CSRF token is
+//! a random value in a cookie of its own (`kiln_login`) that the form must echo (a double-submit
+//! cookie), so anonymous visitors, however many, cannot push a logged-in session out of the
+//! table.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -27,6 +34,10 @@ use crate::AppState;
 
 /// The session cookie's name.
 const COOKIE: &str = "kiln_session";
+/// The login form's CSRF cookie: the form must carry the same value.
+const LOGIN_COOKIE: &str = "kiln_login";
+/// How long a login form may sit in the browser before it must be loaded again.
+const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// A session unused for this long is forgotten.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// At most this many sessions are kept, so clients that never send their cookie back cannot
@@ -62,8 +73,7 @@ impl Viewer {
 }
 
 struct Session {
-    /// `None` until the login form is submitted with a right password.
-    role: Option<Role>,
+    role: Role,
     csrf: String,
     last_used: Instant,
     /// The table's use counter when this session was last used: orders sessions for eviction
@@ -95,7 +105,7 @@ impl SessionStore {
     }
 
     /// Creates a session; answers its id and CSRF token.
-    fn create(&self, role: Option<Role>) -> (String, String) {
+    fn create(&self, role: Role) -> (String, String) {
         let id = random_token();
         let csrf = random_token();
         let now = Instant::now();
@@ -131,7 +141,7 @@ impl SessionStore {
 
     /// The session's role and CSRF token, if it exists and has not expired; using it keeps it
     /// alive.
-    fn touch(&self, id: &str) -> Option<(Option<Role>, String)> {
+    fn touch(&self, id: &str) -> Option<(Role, String)> {
         let now = Instant::now();
         let mut table = self.lock();
         table.uses += 1;
@@ -151,7 +161,7 @@ impl SessionStore {
     }
 }
 
-fn session_id(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -159,21 +169,29 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .flat_map(|value| value.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE).then(|| value.to_owned())
+            (name == wanted).then(|| value.to_owned())
         })
 }
 
-fn set_cookie(id: &str) -> HeaderValue {
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+fn cookie_header(name: &str, value: &str, max_age: Duration) -> HeaderValue {
     let cookie = format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        IDLE_TIMEOUT.as_secs()
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        max_age.as_secs()
     );
-    // The id is hex, so the header is always valid.
+    // Names are constants and values hex, so the header is always valid.
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+fn set_cookie(id: &str) -> HeaderValue {
+    cookie_header(COOKIE, id, IDLE_TIMEOUT)
+}
+
 fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static("kiln_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    cookie_header(COOKIE, "", Duration::ZERO)
 }
 
 fn tokens_match(given: &str, expected: &str) -> bool {
@@ -208,9 +226,7 @@ pub(crate) async fn require_session(
 ) -> Response {
     let console = &state.console;
     let is_post = request.method() == Method::POST;
-    let existing = session_id(request.headers())
-        .and_then(|id| console.sessions.touch(&id))
-        .and_then(|(role, csrf)| role.map(|role| (role, csrf)));
+    let existing = session_id(request.headers()).and_then(|id| console.sessions.touch(&id));
     let mut new_session = None;
     let (role, csrf) = match existing {
         Some(found) => found,
@@ -220,7 +236,7 @@ pub(crate) async fn require_session(
         }
         None if console.login_required() => return login_redirect(&request),
         None => {
-            let (id, csrf) = console.sessions.create(Some(Role::Admin));
+            let (id, csrf) = console.sessions.create(Role::Admin);
             new_session = Some(id);
             (Role::Admin, csrf)
         }
@@ -320,8 +336,9 @@ fn login_form(csrf: &str, next: Option<&str>, problem: Option<&str>) -> Markup {
     layout::bare("Log in", body)
 }
 
-/// The login form. It starts an anonymous session so that the form itself carries a CSRF
-/// token (a forged login is refused like any other forged POST).
+/// The login form. Its CSRF token lives in the `kiln_login` cookie, not on the server: a
+/// forged login (from a page that cannot read or set this site's cookies) is refused like any
+/// other forged POST, and a visitor who never logs in costs the server nothing.
 pub(crate) async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -329,22 +346,26 @@ pub(crate) async fn login_page(
 ) -> Response {
     let console = &state.console;
     let next = local_path(query.next.as_deref());
-    if !console.login_required() {
+    if !console.login_required()
+        || session_id(&headers).is_some_and(|id| console.sessions.touch(&id).is_some())
+    {
         return Redirect::to(next.unwrap_or("/")).into_response();
     }
-    let existing = session_id(&headers).and_then(|id| console.sessions.touch(&id));
-    match existing {
-        Some((Some(_), _)) => Redirect::to(next.unwrap_or("/")).into_response(),
-        Some((None, csrf)) => login_form(&csrf, next, None).into_response(),
-        None => {
-            let (id, csrf) = console.sessions.create(None);
-            let mut response = login_form(&csrf, next, None).into_response();
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, set_cookie(&id));
-            response
-        }
-    }
+    // A form loaded again keeps its token, so two tabs of the login page both work.
+    let csrf = cookie(&headers, LOGIN_COOKIE)
+        .filter(|token| is_login_token(token))
+        .unwrap_or_else(random_token);
+    let mut response = login_form(&csrf, next, None).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header(LOGIN_COOKIE, &csrf, LOGIN_FORM_LIFETIME),
+    );
+    response
+}
+
+/// Whether a cookie value has the shape `random_token` gives (and so is safe in a header).
+fn is_login_token(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 #[derive(Deserialize)]
@@ -356,11 +377,13 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-/// Checks the password; the right one replaces the anonymous session with a fresh one holding
-/// the role (a new id, so a session id planted before the login is worthless after it).
+/// Checks the password, unless the client or the login must wait after wrong ones (429 with
+/// `Retry-After`, see `throttle`); the right one starts a fresh session holding the role (a new id, so a
+/// session id planted before the login is worthless after it) and ends the login form's token.
 pub(crate) async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     HtmlForm(form): HtmlForm<LoginForm>,
 ) -> Response {
     let console = &state.console;
@@ -368,10 +391,8 @@ pub(crate) async fn login(
     if !console.login_required() {
         return Redirect::to(next).into_response();
     }
-    let Some((old_id, csrf)) =
-        session_id(&headers).and_then(|id| console.sessions.touch(&id).map(|(_, csrf)| (id, csrf)))
-    else {
-        return ConsoleError::Forbidden("no session; load the login page again".to_owned())
+    let Some(csrf) = cookie(&headers, LOGIN_COOKIE).filter(|token| is_login_token(token)) else {
+        return ConsoleError::Forbidden("no login form; load the login page again".to_owned())
             .into_response();
     };
     if !tokens_match(&form.csrf, &csrf) {
@@ -380,22 +401,45 @@ pub(crate) async fn login(
         )
         .into_response();
     }
+    // The address `serve` saw; `None` when the app is called directly (then only the login's
+    // own record throttles).
+    let address = client.map(|Extension(ConnectInfo(address))| address.ip());
+    let now = Instant::now();
+    if let Some(wait) = console.throttle.wait(address, now) {
+        // Whole seconds, rounded up, so a client that waits as told is never early.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        tracing::warn!(message = "Console login throttled.", address = ?address, retry_after_secs = seconds);
+        let problem = format!("Too many wrong passwords; try again in {seconds} s.");
+        let page = login_form(&csrf, Some(next), Some(&problem));
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     let role = if password_matches(&form.password, console.admin_password.as_deref()) {
         Role::Admin
     } else if password_matches(&form.password, console.readonly_password.as_deref()) {
         Role::ReadOnly
     } else {
-        tracing::warn!(message = "Console login refused: wrong password.");
+        console.throttle.failed(address, now);
+        tracing::warn!(message = "Console login refused: wrong password.", address = ?address);
         let page = login_form(&csrf, Some(next), Some("Wrong password."));
         return (StatusCode::UNAUTHORIZED, page).into_response();
     };
-    console.sessions.remove(&old_id);
-    let (id, _) = console.sessions.create(Some(role));
+    console.throttle.succeeded(address);
+    if let Some(old_id) = session_id(&headers) {
+        console.sessions.remove(&old_id);
+    }
+    let (id, _) = console.sessions.create(role);
     tracing::info!(message = "Console login.", role = ?role);
     let mut response = Redirect::to(next).into_response();
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&id));
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, set_cookie(&id));
+    headers.append(
+        header::SET_COOKIE,
+        cookie_header(LOGIN_COOKIE, "", Duration::ZERO),
+    );
     response
 }
 
@@ -441,9 +485,9 @@ mod tests {
     #[test]
     fn the_session_table_stays_bounded() {
         let store = SessionStore::default();
-        let (first, _) = store.create(None);
+        let (first, _) = store.create(Role::ReadOnly);
         for _ in 0..MAX_SESSIONS {
-            store.create(None);
+            store.create(Role::ReadOnly);
         }
         assert_eq!(store.lock().sessions.len(), MAX_SESSIONS);
         assert!(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::auth::SessionStore;
+use super::throttle::LoginThrottle;
 
 /// Whether the console is served, and who may use it.
 ///
@@ -23,6 +24,8 @@ pub struct ConsoleConfig {
     /// Lives here rather than in the router so that every `app()` built from the same state
     /// shares one session table.
     pub(crate) sessions: Arc<SessionStore>,
+    /// Wrong passwords so far, shared the same way.
+    pub(crate) throttle: Arc<LoginThrottle>,
 }
 
 impl ConsoleConfig {
@@ -34,6 +37,7 @@ impl ConsoleConfig {
             admin_password: admin_password.filter(|password| !password.is_empty()),
             readonly_password: readonly_password.filter(|password| !password.is_empty()),
             sessions: Arc::new(SessionStore::default()),
+            throttle: Arc::new(LoginThrottle::default()),
         }
     }
 

@@ -27,6 +27,7 @@ mod params;
 mod run;
 mod schedule_words;
 mod task;
+mod throttle;
 mod workers;
 
 use axum::Router;
@@ -81,6 +82,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/login", get(auth::login_page).post(auth::login));
     public
         .merge(pages)
+        // Forms are read in full, within axum's default limit and the body time, first.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::openapi::AXUM_BODY_LIMIT,
+            crate::limits::buffer_body,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -1,6 +1,7 @@
-//! What the web tests share: an `AppState` over a real SQLite store and a real local artifact
-//! store in a fresh folder, with a no-op plugin and the test's DAG files; one-shot requests to
-//! `kiln_web::app`; and a cookie-keeping browser for the console.
+//! What the web tests share: an `AppState` over a real store (SQLite, or a fresh PostgreSQL
+//! database with `start_on`) and a real local artifact store in a fresh folder, with a no-op
+//! plugin and the test's DAG files; one-shot requests to `kiln_web::app`; and a cookie-keeping
+//! browser for the console.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -97,21 +98,45 @@ pub struct Harness {
     pub execution: Arc<ExecutionService>,
     pub blobs: Arc<BlobStore>,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database to drop, as (admin URL, name).
+    postgres: Option<(String, String)>,
 }
 
-/// A server state as `setup` says, its DAG files loaded.
+/// Which database a test's store is on.
+#[derive(Debug, Clone, Copy)]
+pub enum Db {
+    Sqlite,
+    /// A fresh PostgreSQL database under `KILN_TEST_DATABASE_URL`; the name is the test's, for
+    /// the SKIPPED line when the variable is unset.
+    Postgres(&'static str),
+}
+
+/// A server state as `setup` says, its DAG files loaded, on SQLite.
 pub async fn start(setup: Setup<'_>) -> Harness {
+    start_on(setup, Db::Sqlite)
+        .await
+        .expect("SQLite is always there")
+}
+
+/// A server state as `setup` says on `db`, or `None` (after saying SKIPPED) when PostgreSQL is
+/// asked for and not configured. Call `cleanup` at the end to drop a PostgreSQL database.
+pub async fn start_on(setup: Setup<'_>, db: Db) -> Option<Harness> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("dags")).unwrap();
     for (name, text) in setup.dags {
         std::fs::write(dir.path().join("dags").join(name), text).unwrap();
     }
-    let store = kiln_engine::store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("kiln.db").display()
-    ))
-    .await
-    .unwrap();
+    let (url, postgres) = match db {
+        Db::Sqlite => (
+            format!("sqlite://{}", dir.path().join("kiln.db").display()),
+            None,
+        ),
+        Db::Postgres(test) => {
+            let (url, admin, name) = postgres_database(test).await?;
+            (url, Some((admin, name)))
+        }
+    };
+    let store = kiln_engine::store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     let mut registry = PluginRegistry::new();
     registry.register(Noop).unwrap();
@@ -138,16 +163,107 @@ pub async fn start(setup: Setup<'_>) -> Harness {
         models: Default::default(),
         mlflow: setup.mlflow.map(Arc::new),
     };
-    Harness {
+    Some(Harness {
         state,
         store,
         execution,
         blobs,
         dir,
-    }
+        postgres,
+    })
+}
+
+/// Creates a fresh PostgreSQL database: its URL, the admin URL and its name.
+async fn postgres_database(test: &str) -> Option<(String, String, String)> {
+    use sqlx::Connection;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let admin = match std::env::var("KILN_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            if std::env::var("KILN_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
+                panic!(
+                    "{test}: PostgreSQL is required (KILN_REQUIRE_SERVICES=1) but KILN_TEST_DATABASE_URL is not set"
+                );
+            }
+            eprintln!("SKIPPED {test}: no PostgreSQL (KILN_TEST_DATABASE_URL is not set)");
+            return None;
+        }
+    };
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|time| time.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "kiln_test_web_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at {admin} is unreachable: {error}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), None), |(base, query)| (base, Some(query)));
+    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    let url = match query {
+        Some(query) => format!("{prefix}/{name}?{query}"),
+        None => format!("{prefix}/{name}"),
+    };
+    Some((url, admin, name))
+}
+
+/// Defines each named check, an `async fn(Db)`, as a test on SQLite and one on PostgreSQL.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Postgres(concat!("postgres::", stringify!($name)))).await;
+                }
+            )+
+        }
+    };
 }
 
 impl Harness {
+    /// Drops the PostgreSQL database (SQLite's goes with the folder).
+    pub async fn cleanup(self) {
+        use sqlx::Connection;
+        let Harness {
+            state,
+            store,
+            execution,
+            postgres,
+            ..
+        } = self;
+        drop((state, store, execution));
+        if let Some((admin, name)) = postgres
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+
     /// Stores bytes as a real blob.
     pub async fn blob(&self, bytes: &[u8]) -> BlobRef {
         let upload = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
@@ -285,6 +401,8 @@ pub struct Browser<'a> {
     harness: &'a Harness,
     /// The session cookie (`name=value`) the server set last.
     pub cookie: Option<String>,
+    /// The client address its requests come from, as `serve` would tell the app.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 impl<'a> Browser<'a> {
@@ -292,6 +410,15 @@ impl<'a> Browser<'a> {
         Browser {
             harness,
             cookie: None,
+            address: None,
+        }
+    }
+
+    /// A browser whose requests come from `address`.
+    pub fn at(harness: &'a Harness, address: &str) -> Browser<'a> {
+        Browser {
+            address: Some(address.parse().unwrap()),
+            ..Browser::new(harness)
         }
     }
 
@@ -300,10 +427,13 @@ impl<'a> Browser<'a> {
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, cookie);
         }
-        let (status, headers, bytes) = self
-            .harness
-            .send(request.body(Body::from(body)).unwrap())
-            .await;
+        let mut request = request.body(Body::from(body)).unwrap();
+        if let Some(address) = self.address {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(address));
+        }
+        let (status, headers, bytes) = self.harness.send(request).await;
         if let Some(set) = headers.get(header::SET_COOKIE) {
             let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
             self.cookie = Some(pair).filter(|pair| !pair.ends_with('='));
