@@ -532,7 +532,7 @@ impl ExecutionApi for ExecutionService {
             .store()
             .task_unclaim(worker_id, claimed)
             .await
-            .map_err(|error| server_error(error.into()))?;
+            .map_err(store_error)?;
         self.scheduler.work_available().notify_waiters();
         Ok(())
     }

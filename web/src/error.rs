@@ -224,23 +224,21 @@ fn from_whole_numbers<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T>
     serde_json::from_value(value).ok()
 }
 
-/// `number` as an integer, when it is a float with no fraction that fits one.
+/// `number` as an integer, when it is a float with no fraction that a float holds exactly.
+/// Past 2^53 a float is no longer exact, and serde_json reads an integer literal too large for
+/// 64 bits (`-9223372036854775809`) as the nearest float, which must stay refused rather than
+/// become the nearest integer that fits.
 fn whole_number(number: &serde_json::Number) -> Option<serde_json::Number> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if !number.is_f64() {
         return None;
     }
     let float = number.as_f64()?;
-    if float.fract() != 0.0 {
+    if float.fract() != 0.0 || float.abs() > EXACT {
         return None;
     }
-    // 2^63 and 2^64 are exact as floats; the casts below are exact inside these bounds.
-    if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&float) {
-        Some(serde_json::Number::from(float as i64))
-    } else if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
-        Some(serde_json::Number::from(float as u64))
-    } else {
-        None
-    }
+    // Exact: a whole float of at most 2^53 in magnitude is an i64.
+    Some(serde_json::Number::from(float as i64))
 }
 
 #[cfg(test)]
@@ -296,8 +294,15 @@ mod tests {
         let too_big = decode(r#"{"limit": 1e12}"#).expect_err("out of range for u32");
         assert!(too_big.starts_with("422"), "{too_big}");
         assert_eq!(
-            decode(r#"{"ids": [1e18]}"#).map(|sample| sample.ids),
-            Ok(vec![1_000_000_000_000_000_000])
+            decode(r#"{"ids": [9007199254740992.0, -9007199254740992.0]}"#)
+                .map(|sample| sample.ids),
+            Ok(vec![9_007_199_254_740_992, -9_007_199_254_740_992])
         );
+        // Past 2^53 a float is inexact, and an integer literal too large for 64 bits arrives as
+        // one: neither may become a nearby integer.
+        for inexact in [r#"{"ids": [1e18]}"#, r#"{"ids": [-9223372036854775809]}"#] {
+            let refused = decode(inexact).expect_err(inexact);
+            assert!(refused.starts_with("422"), "{inexact}: {refused}");
+        }
     }
 }

@@ -70,6 +70,18 @@ pub(crate) async fn claim(
             "`queues` must name at least one queue",
         ));
     }
+    if request.worker_id.is_empty() {
+        return Err(AppError::unprocessable("`worker_id` must not be empty"));
+    }
+    if request.limit == 0 {
+        return Err(AppError::unprocessable("`limit` must be at least 1"));
+    }
+    let longest = kiln_engine::execution::MAX_CLAIM_WAIT.as_millis();
+    if u128::from(request.wait_ms) > longest {
+        return Err(AppError::unprocessable(format!(
+            "`wait_ms` is at most {longest}"
+        )));
+    }
     let wait = Duration::from_millis(request.wait_ms);
     let tasks = state
         .execution

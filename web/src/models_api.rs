@@ -111,12 +111,16 @@ pub struct AliasEventView {
 /// `POST /api/v1/models/{name}/predict`: rows as objects, or columns as arrays.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Exactly one of the two, as the handler insists.
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct PredictRequest {
     /// One object per row, keyed by feature name.
     #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Map<String, serde_json::Value>>")]
     pub rows: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
     /// One array per feature, all of the same length.
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, Vec<serde_json::Value>>")]
     pub columns: Option<serde_json::Map<String, serde_json::Value>>,
 }
 

@@ -559,6 +559,7 @@ pub(crate) fn routes() -> Vec<Route> {
         )
         .body(Body::Json(json::<LeasesRequest>()))
         .reply(Reply::Json(200, json::<ReleaseResponse>()))
+        .errors(&[404])
         .body_limit(EXEC_BODY_LIMIT),
         Route::new(
             Post,
@@ -633,7 +634,7 @@ pub fn document() -> Value {
             item.insert(route.method.as_str().to_lowercase(), operation);
         }
     }
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {
@@ -670,7 +671,41 @@ pub fn document() -> Value {
                 },
             },
         },
-    })
+    });
+    bound_integers(&mut document);
+    document
+}
+
+/// Gives every integer schema with a width (`format: int64`, `uint32` …) the bounds of that
+/// width, unless it has tighter ones. JSON Schema validators, schemathesis among them, do not
+/// read bounds from `format`, so without them a client may send a number the server cannot hold
+/// and be told nothing by the document.
+fn bound_integers(document: &mut Value) {
+    let mut pending = vec![document];
+    while let Some(node) = pending.pop() {
+        match node {
+            Value::Array(items) => pending.extend(items.iter_mut()),
+            Value::Object(fields) => {
+                let bounds = match fields.get("format").and_then(Value::as_str) {
+                    Some("int8") => Some((json!(i8::MIN), json!(i8::MAX))),
+                    Some("uint8") => Some((json!(0), json!(u8::MAX))),
+                    Some("int16") => Some((json!(i16::MIN), json!(i16::MAX))),
+                    Some("uint16") => Some((json!(0), json!(u16::MAX))),
+                    Some("int32") => Some((json!(i32::MIN), json!(i32::MAX))),
+                    Some("uint32") => Some((json!(0), json!(u32::MAX))),
+                    Some("int64") => Some((json!(i64::MIN), json!(i64::MAX))),
+                    Some("uint64" | "uint") => Some((json!(0), json!(u64::MAX))),
+                    _ => None,
+                };
+                if let Some((minimum, maximum)) = bounds {
+                    fields.entry("minimum").or_insert(minimum);
+                    fields.entry("maximum").or_insert(maximum);
+                }
+                pending.extend(fields.values_mut());
+            }
+            _ => {}
+        }
+    }
 }
 
 fn operation(route: &Route, generator: &mut SchemaGenerator, error: &Schema) -> Value {
@@ -745,7 +780,12 @@ fn operation(route: &Route, generator: &mut SchemaGenerator, error: &Schema) -> 
             "description": "May be left out for the defaults.",
             "content": { "application/json": { "schema": schema(generator) } },
         })),
-        Body::Bytes => Some(json!({ "required": true, "content": bytes_content() })),
+        // No body is the empty blob, which a task may well write.
+        Body::Bytes => Some(json!({
+            "required": false,
+            "description": "The bytes; none at all is the empty blob.",
+            "content": bytes_content(),
+        })),
     };
     if let (Some(body), Value::Object(fields)) = (request_body, &mut operation) {
         fields.insert("requestBody".to_owned(), body);
@@ -1034,5 +1074,40 @@ pub(crate) mod schema {
             let kiln_engine::store::ColumnSchema { name, dtype } = column;
             ColumnSchema { name, dtype }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_integer_of_a_width_carries_its_bounds() {
+        let document = document();
+        let mut pending = vec![&document];
+        let mut bounded = 0;
+        while let Some(node) = pending.pop() {
+            match node {
+                Value::Array(items) => pending.extend(items),
+                Value::Object(fields) => {
+                    if let Some(format) = fields.get("format").and_then(Value::as_str)
+                        && format.contains("int")
+                    {
+                        assert!(
+                            fields.contains_key("minimum") && fields.contains_key("maximum"),
+                            "{format} without bounds: {node}"
+                        );
+                        bounded += 1;
+                    }
+                    pending.extend(fields.values());
+                }
+                _ => {}
+            }
+        }
+        assert!(bounded > 20, "only {bounded} integers found");
+        // The run id of a path: a 64-bit integer, as the server parses it.
+        let run_id = &document["paths"]["/api/v1/runs/{run_id}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(run_id["maximum"], json!(i64::MAX), "{run_id}");
+        assert_eq!(run_id["minimum"], json!(i64::MIN), "{run_id}");
     }
 }

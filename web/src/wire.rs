@@ -187,6 +187,25 @@ pub struct OutputAssignment {
 
 /// One output of a finished attempt: new bytes, or an existing version reused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// New bytes (digest and size) or a reused version, never both nor neither, as the server checks.
+#[schemars(extend("oneOf" = [
+    {
+        "required": ["sha256", "size"],
+        "properties": {
+            "sha256": { "type": "string" },
+            "size": { "type": "integer" },
+            "reused_version_id": { "type": "null" },
+        },
+    },
+    {
+        "required": ["reused_version_id"],
+        "properties": {
+            "reused_version_id": { "type": "integer" },
+            "sha256": { "type": "null" },
+            "size": { "type": "null" },
+        },
+    },
+]))]
 pub struct OutputReport {
     /// The output's name.
     pub slot: String,
@@ -368,8 +387,10 @@ impl From<CacheHitView> for kiln_engine::store::CacheHit {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RegisterRequest {
     /// Unique among live workers.
+    #[schemars(length(min = 1))]
     pub worker_id: String,
     /// Queues served.
+    #[schemars(length(min = 1))]
     pub queues: Vec<String>,
     /// Tasks run at once.
     pub concurrency: u32,
@@ -394,12 +415,16 @@ pub struct RegisterResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimRequest {
     /// The worker.
+    #[schemars(length(min = 1))]
     pub worker_id: String,
     /// Queues to claim from.
+    #[schemars(length(min = 1))]
     pub queues: Vec<String>,
     /// The most tasks to take.
+    #[schemars(range(min = 1))]
     pub limit: u32,
     /// How long to wait for work, at most 30 000.
+    #[schemars(range(max = 30_000))]
     pub wait_ms: u64,
 }
 
@@ -979,7 +1004,7 @@ pub struct ClearRequest {
 #[serde(deny_unknown_fields)]
 pub struct MarkRequest {
     /// `success` or `failed`.
-    #[schemars(with = "schema::TaskState")]
+    #[schemars(with = "String", extend("enum" = ["success", "failed"]))]
     pub state: TaskState,
 }
 

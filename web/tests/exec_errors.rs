@@ -310,7 +310,57 @@ async fn release_naming_an_unknown_task_instance_is_404_and_releases_nothing(db:
     harness.cleanup().await;
 }
 
+async fn unclaim_naming_an_unknown_task_instance_is_404_and_undoes_nothing(db: Db) {
+    let Some(harness) = harness(db).await else {
+        return;
+    };
+    let task = running(&harness).await;
+    let (status, body) = exec(
+        &harness,
+        "unclaim",
+        json!({ "worker_id": "w", "running": [lease(task.task_instance_id, task.fence), lease(UNKNOWN, 0)] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(error(&body).contains(&UNKNOWN.to_string()), "{body}");
+    assert_eq!(state_of(&harness, &task).await.0, "running");
+    harness.cleanup().await;
+}
+
+async fn claims_that_cannot_be_served_are_422_at_once(db: Db) {
+    let Some(harness) = harness(db).await else {
+        return;
+    };
+    // A long poll of more than the longest wait, for no tasks, or for nobody: each is refused
+    // before it waits, naming the field.
+    for (body, field) in [
+        (
+            json!({ "worker_id": "w", "queues": ["default"], "limit": 0, "wait_ms": 0 }),
+            "limit",
+        ),
+        (
+            json!({ "worker_id": "", "queues": ["default"], "limit": 1, "wait_ms": 0 }),
+            "worker_id",
+        ),
+        (
+            json!({ "worker_id": "w", "queues": ["default"], "limit": 1, "wait_ms": 30_001 }),
+            "wait_ms",
+        ),
+        (
+            json!({ "worker_id": "w", "queues": [], "limit": 1, "wait_ms": 0 }),
+            "queues",
+        ),
+    ] {
+        let (status, answer) = exec(&harness, "claim", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(error(&answer).contains(field), "{body}: {answer}");
+    }
+    harness.cleanup().await;
+}
+
 on_both_backends!(
+    unclaim_naming_an_unknown_task_instance_is_404_and_undoes_nothing,
+    claims_that_cannot_be_served_are_422_at_once,
     logs_for_an_unknown_task_instance_are_404_and_store_nothing,
     logs_for_an_ended_attempt_are_409,
     complete_naming_an_unknown_task_instance_is_404_and_applies_nothing,
