@@ -25,11 +25,22 @@ async fn a_connection_given_back_inside_a_transaction_is_closed_not_reused() {
         .await
         .unwrap();
 
+    // A connection given back outside a transaction is kept and used again.
+    let mut conn = pool.acquire().await.unwrap();
+    let kept_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
     let mut conn = pool.acquire().await.unwrap();
     let first_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *conn)
         .await
         .unwrap();
+    assert_eq!(
+        kept_pid, first_pid,
+        "a connection outside a transaction was closed"
+    );
     // A `BEGIN` that sqlx's transaction manager never saw, as a caller dropped between sending
     // it and reading its answer leaves behind.
     sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();

@@ -238,6 +238,14 @@ async fn terminate_connections(
     stop: CancellationToken,
 ) -> u64 {
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    // No new connection either, superusers included, so that every duty meets the storm: a
+    // killed idle connection alone is replaced unseen (sqlx pings before it hands one out).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     let mut terminated = 0u64;
     while !stop.is_cancelled() {
         let killed: Vec<bool> = sqlx::query_scalar(
@@ -251,6 +259,12 @@ async fn terminate_connections(
         terminated += killed.iter().filter(|killed| **killed).count() as u64;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     terminated
 }
 

@@ -46,11 +46,16 @@ impl PostgresStore {
                     // failed transaction errors here, and is closed too; as `Ok(false)`, not
                     // as an error, because sqlx's hard close after an error sometimes left
                     // the next `acquire` of a full pool waiting until it timed out.
-                    let outside: bool =
-                        sqlx::query_scalar("SELECT now() = statement_timestamp()")
-                            .fetch_one(&mut *conn)
-                            .await
-                            .unwrap_or(false);
+                    // The simple protocol: one message, so inside no transaction of its own
+                    // both times are the same instant (a prepared statement's Parse, Bind and
+                    // Execute are not, and every connection would look stray).
+                    let outside: bool = match sqlx::raw_sql("SELECT now() = statement_timestamp()")
+                        .fetch_one(&mut *conn)
+                        .await
+                    {
+                        Ok(row) => sqlx::Row::try_get(&row, 0).unwrap_or(false),
+                        Err(_) => false,
+                    };
                     if !outside {
                         tracing::warn!(
                             message = "A connection came back to the pool inside a transaction; closing it, which rolls the transaction back."
