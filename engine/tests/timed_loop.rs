@@ -162,11 +162,12 @@ fn start_loop(scheduler: &Arc<Scheduler>) -> (CancellationToken, tokio::task::Jo
     (cancel, tokio::spawn(async move { running.run(stop).await }))
 }
 
-fn moved_away(dir: &Path) -> PathBuf {
-    dir.with_extension("away")
-}
-
-async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
+/// A scheduler named `name` over a fresh DAG folder holding the steady DAG, with a retry and
+/// an expired lease waiting (see `prepare`). The folder lives as long as the returned guard.
+async fn steady_scheduler(
+    db: &TestDb,
+    name: &str,
+) -> (tempfile::TempDir, PathBuf, Arc<Scheduler>, Due) {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("dags");
     std::fs::create_dir(&dir).unwrap();
@@ -175,9 +176,18 @@ async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
         db.store.clone(),
         registry(),
         dir.clone(),
-        "folder-test".to_owned(),
+        name.to_owned(),
     ));
     let due = prepare(&scheduler, &*db.store).await;
+    (parent, dir, scheduler, due)
+}
+
+fn moved_away(dir: &Path) -> PathBuf {
+    dir.with_extension("away")
+}
+
+async fn the_loop_outlives_a_missing_dag_folder(db: &TestDb) {
+    let (_folder, dir, scheduler, due) = steady_scheduler(db, "folder-test").await;
 
     std::fs::rename(&dir, moved_away(&dir)).unwrap();
     let (cancel, running) = start_loop(&scheduler);
@@ -276,17 +286,7 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
     };
     let admin_url = std::env::var("KILN_TEST_DATABASE_URL").unwrap();
     let database = db.url.rsplit('/').next().unwrap().to_owned();
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("dags");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("steady.toml"), STEADY).unwrap();
-    let scheduler = Arc::new(Scheduler::new(
-        db.store.clone(),
-        registry(),
-        dir.clone(),
-        "storm-test".to_owned(),
-    ));
-    let due = prepare(&scheduler, &*db.store).await;
+    let (_folder, dir, scheduler, due) = steady_scheduler(&db, "storm-test").await;
     let (cancel, running) = start_loop(&scheduler);
     // Leading before the storm.
     let leading = within(Duration::from_secs(5), || async {
