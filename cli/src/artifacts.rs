@@ -141,7 +141,7 @@ async fn resolve(
 ) -> anyhow::Result<ArtifactVersionRecord> {
     let name = &reference.name;
     if let Some(version) = store
-        .artifact_version(name, reference.version)
+        .artifact_version_get(name, reference.version)
         .await
         .with_context(|| format!("failed to read artifact `{name}`"))?
     {
@@ -288,7 +288,7 @@ async fn show(database: &DatabaseConfig, artifact: &str) -> anyhow::Result<()> {
         println!("  rows        {}", dataset.rows);
     }
     let versions = store
-        .artifact_versions(&version.name, SHOWN_VERSIONS)
+        .artifact_version_list(&version.name, SHOWN_VERSIONS)
         .await
         .with_context(|| format!("failed to list the versions of `{}`", version.name))?;
     println!();
@@ -425,7 +425,7 @@ async fn gc(database: &DatabaseConfig, delete: bool, min_age: Duration) -> anyho
         stored.push(item.context("failed to list the artifact store")?);
     }
     let in_use: HashSet<String> = store
-        .artifact_blobs_in_use()
+        .artifact_blob_list_in_use()
         .await
         .context("failed to read which blobs versions refer to")?
         .into_iter()
@@ -476,7 +476,7 @@ async fn gc(database: &DatabaseConfig, delete: bool, min_age: Duration) -> anyho
     // Read the references once more, so that a version published while this ran (say by
     // `artifacts put` of old bytes) keeps its blob.
     let in_use: HashSet<String> = store
-        .artifact_blobs_in_use()
+        .artifact_blob_list_in_use()
         .await
         .context("failed to read which blobs versions refer to")?
         .into_iter()
@@ -516,7 +516,7 @@ pub(crate) async fn lineage(
         LineageDirection::Upstream
     };
     let graph = store
-        .artifact_lineage(version.id, direction)
+        .lineage_get_by_version(version.id, direction)
         .await
         .with_context(|| format!("failed to read the lineage of {}", version.label()))?;
     print!("{}", render_lineage(&graph, version.id, direction));

@@ -499,7 +499,7 @@ async fn measure(
         if run.state != RunState::Success {
             bail!("{} run {run_id} ended {}", workload.name(), run.state);
         }
-        let instances = store.task_instances(*run_id).await?;
+        let instances = store.task_instance_list(*run_id).await?;
         measurement.tasks += instances.len();
         for instance in &instances {
             last_end = last_end.max(instance.ended_at.unwrap_or(triggered_at));
@@ -1020,7 +1020,7 @@ async fn console_workload(
         }
         triggered += batch;
         let mut claimed = store
-            .task_claim(&claim(now_micros()))
+            .task_instance_claim(&claim(now_micros()))
             .await
             .context("failed to claim tasks")?;
         while !claimed.is_empty() {
@@ -1043,7 +1043,7 @@ async fn console_workload(
                 .collect();
             let now = now_micros();
             let (outcomes, next) = store
-                .task_complete_and_claim(&completions, &logs, Some(&claim(now)), now)
+                .task_instance_complete_and_claim(&completions, &logs, Some(&claim(now)), now)
                 .await
                 .context("failed to complete tasks")?;
             if let Some(refused) = outcomes

@@ -97,7 +97,7 @@ pub(crate) async fn run(command: ModelsCommand, database: &DatabaseConfig) -> an
                 "\n{:>7}  {:<12} {:<40} CREATED",
                 "VERSION", "ALIAS", "METRICS"
             );
-            for version in store.artifact_versions(&name, 50).await? {
+            for version in store.artifact_version_list(&name, 50).await? {
                 let alias = if model.production == Some(version.version) {
                     "production"
                 } else if model.staging == Some(version.version) {
@@ -129,7 +129,7 @@ pub(crate) async fn run(command: ModelsCommand, database: &DatabaseConfig) -> an
                     when(version.created_at)
                 );
             }
-            let events = store.model_alias_events(&name).await?;
+            let events = store.model_alias_event_list(&name).await?;
             if !events.is_empty() {
                 println!("\nHISTORY");
                 for event in events {
@@ -167,7 +167,7 @@ pub(crate) async fn run(command: ModelsCommand, database: &DatabaseConfig) -> an
         }
         ModelsCommand::Rollback { name, alias } => {
             let (from, to) = store
-                .model_rollback(&name, alias, now_micros())
+                .model_alias_rollback(&name, alias, now_micros())
                 .await
                 .with_context(|| format!("failed to roll back {name}"))?;
             println!(

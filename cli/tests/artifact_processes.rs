@@ -47,12 +47,12 @@ fn lineage(cluster: &Cluster) -> Vec<String> {
     Cluster::runtime().block_on(async move {
         let store = kiln_engine::store::connect(&url).await.unwrap();
         let upper = store
-            .artifact_version("files.consume.upper", None)
+            .artifact_version_get("files.consume.upper", None)
             .await
             .unwrap()
             .expect("the consumer's output is a version");
         let graph = store
-            .artifact_lineage(upper.id, LineageDirection::Upstream)
+            .lineage_get_by_version(upper.id, LineageDirection::Upstream)
             .await
             .unwrap();
         let label = |id: i64| {

@@ -111,8 +111,8 @@ fn a_killed_worker_loses_nothing_and_its_late_report_is_refused() {
     let url = cluster.database_url();
     let (task_instance_id, fence) = Cluster::runtime().block_on(async {
         let store = kiln_engine::store::connect(&url).await.unwrap();
-        for instance in store.task_instances(run_id).await.unwrap() {
-            for attempt in store.task_attempts(instance.id).await.unwrap() {
+        for instance in store.task_instance_list(run_id).await.unwrap() {
+            for attempt in store.attempt_list(instance.id).await.unwrap() {
                 if attempt.state == "lost" {
                     return (instance.id, attempt.fence);
                 }
@@ -257,7 +257,7 @@ fn a_task_past_its_timeout_is_killed_and_retried_with_backoff() {
     let url = cluster.database_url();
     let attempts = Cluster::runtime().block_on(async move {
         let store = kiln_engine::store::connect(&url).await.unwrap();
-        store.task_attempts(task.id).await.unwrap()
+        store.attempt_list(task.id).await.unwrap()
     });
     assert_eq!(attempts.len(), 2);
     let gap = attempts[1].started_at - attempts[0].ended_at.unwrap();
@@ -584,8 +584,8 @@ fn standalone_attempts(dir: &std::path::Path, run_id: i64) -> Vec<(String, Vec<(
     Cluster::runtime().block_on(async move {
         let store = kiln_engine::store::connect(&url).await.unwrap();
         let mut result = Vec::new();
-        for instance in store.task_instances(run_id).await.unwrap() {
-            let attempts = store.task_attempts(instance.id).await.unwrap();
+        for instance in store.task_instance_list(run_id).await.unwrap() {
+            let attempts = store.attempt_list(instance.id).await.unwrap();
             result.push((
                 instance.task_id.clone(),
                 attempts

@@ -121,7 +121,7 @@ impl Bench {
                 .expect("run created")
                 .expect("new logical date");
             self.store
-                .runs_start_queued(now_micros())
+                .run_start_queued(now_micros())
                 .await
                 .expect("run started");
         });
@@ -136,7 +136,7 @@ impl Bench {
             now: now_micros(),
         };
         self.runtime
-            .block_on(self.store.task_claim(&params))
+            .block_on(self.store.task_instance_claim(&params))
             .expect("claim")
     }
 }
@@ -173,7 +173,11 @@ fn completion_in_a_big_run(c: &mut Criterion) {
                     let started = Instant::now();
                     bench
                         .runtime
-                        .block_on(bench.store.task_complete(&[completion], now_micros()))
+                        .block_on(
+                            bench
+                                .store
+                                .task_instance_complete(&[completion], now_micros()),
+                        )
                         .expect("completed");
                     total += started.elapsed();
                 }

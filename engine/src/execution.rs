@@ -279,7 +279,7 @@ impl ExecutionService {
         let rescued = self
             .scheduler
             .store()
-            .tasks_rescue_worker(worker_id, now_micros())
+            .task_instance_rescue_worker(worker_id, now_micros())
             .await?;
         self.workers
             .lock()
@@ -400,7 +400,7 @@ impl ExecutionApi for ExecutionService {
             let claimed = self
                 .scheduler
                 .store()
-                .task_claim(&params)
+                .task_instance_claim(&params)
                 .await
                 .map_err(|error| server_error(error.into()))?;
             if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -450,7 +450,7 @@ impl ExecutionApi for ExecutionService {
         let lease_end = now_micros() + crate::store::micros(self.lease);
         self.scheduler
             .store()
-            .task_heartbeat(worker_id, running, lease_end)
+            .task_instance_heartbeat(worker_id, running, lease_end)
             .await
             .map_err(store_error)
     }
@@ -483,7 +483,7 @@ impl ExecutionApi for ExecutionService {
         let missing = self
             .scheduler
             .store()
-            .task_instances_missing(&ids)
+            .task_instance_list_missing(&ids)
             .await
             .map_err(store_error)?;
         if !missing.is_empty() {
@@ -519,7 +519,7 @@ impl ExecutionApi for ExecutionService {
         self.seen(worker_id);
         self.scheduler
             .store()
-            .task_release(worker_id, running, now_micros())
+            .task_instance_release(worker_id, running, now_micros())
             .await
             .map_err(store_error)?;
         self.scheduler.work_available().notify_waiters();
@@ -530,7 +530,7 @@ impl ExecutionApi for ExecutionService {
         self.seen(worker_id);
         self.scheduler
             .store()
-            .task_unclaim(worker_id, claimed)
+            .task_instance_unclaim(worker_id, claimed)
             .await
             .map_err(store_error)?;
         self.scheduler.work_available().notify_waiters();

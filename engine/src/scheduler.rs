@@ -163,7 +163,7 @@ async fn hand_over(store: &dyn Store, waiting: Vec<ClaimWaiter>, claimed: Vec<Ve
                 .iter()
                 .map(|task| (task.task_instance_id, task.fence))
                 .collect();
-            if let Err(error) = store.task_unclaim(&worker_id, &running).await {
+            if let Err(error) = store.task_instance_unclaim(&worker_id, &running).await {
                 tracing::warn!(message = "Could not hand back tasks claimed for a worker that stopped waiting; their leases will expire.", %error);
             }
         }
@@ -240,7 +240,10 @@ impl Scheduler {
     ) -> Result<Option<DateTime<Utc>>, SchedulerError> {
         let mut next_due: Option<DateTime<Utc>> = None;
         for record in self.store.dag_list().await? {
-            let plan = self.store.dag_version(record.current_version_id).await?;
+            let plan = self
+                .store
+                .dag_version_get(record.current_version_id)
+                .await?;
             let dag = &plan.dag;
             let Some(schedule) = &dag.schedule else {
                 continue;
@@ -291,7 +294,7 @@ impl Scheduler {
 
     /// Starts queued runs that fit under their DAG's `max_active_runs`.
     pub async fn start_queued_runs(&self) -> Result<Vec<i64>, SchedulerError> {
-        let started = self.store.runs_start_queued(now_micros()).await?;
+        let started = self.store.run_start_queued(now_micros()).await?;
         if !started.is_empty() {
             self.work_available.notify_waiters();
         }
@@ -306,7 +309,10 @@ impl Scheduler {
         trigger: TriggerKind,
     ) -> Result<RunRecord, SchedulerError> {
         let record = self.dag(dag_id).await?;
-        let plan = self.store.dag_version(record.current_version_id).await?;
+        let plan = self
+            .store
+            .dag_version_get(record.current_version_id)
+            .await?;
         let params = checked_params(&plan.dag, params)?;
         let now = now_micros();
         // Two triggers in the same microsecond would share a logical date; the next free one is
@@ -371,7 +377,10 @@ impl Scheduler {
             )));
         }
         let record = self.dag(dag_id).await?;
-        let plan = self.store.dag_version(record.current_version_id).await?;
+        let plan = self
+            .store
+            .dag_version_get(record.current_version_id)
+            .await?;
         let dag = &plan.dag;
         let schedule = dag.schedule.as_ref().ok_or_else(|| {
             SchedulerError::Invalid(format!("DAG `{dag_id}` has no schedule to backfill"))
@@ -419,7 +428,7 @@ impl Scheduler {
     ) -> Result<Vec<String>, SchedulerError> {
         let cleared = self
             .store
-            .task_clear(run_id, task_id, downstream, now_micros())
+            .task_instance_clear(run_id, task_id, downstream, now_micros())
             .await?;
         self.work_available.notify_waiters();
         Ok(cleared)
@@ -433,7 +442,7 @@ impl Scheduler {
         state: TaskState,
     ) -> Result<(), SchedulerError> {
         self.store
-            .task_mark(run_id, task_id, state, now_micros())
+            .task_instance_mark(run_id, task_id, state, now_micros())
             .await?;
         self.work_available.notify_waiters();
         Ok(())
@@ -531,7 +540,7 @@ impl Scheduler {
             };
             let leading = self
                 .store
-                .leader_attempt(
+                .leader_attempt_elect(
                     "scheduler",
                     &self.holder,
                     LEADER_TTL,
@@ -608,7 +617,7 @@ impl Scheduler {
     /// Requeues retries that are due, rescues tasks whose lease expired and times out tasks
     /// past their limit; returns when the next of those falls due.
     async fn maintain(&self) -> Result<Option<DateTime<Utc>>, SchedulerError> {
-        let report = self.store.tasks_maintain(now_micros()).await?;
+        let report = self.store.task_instance_maintain(now_micros()).await?;
         if report != Default::default() {
             tracing::info!(
                 message = "Maintenance.",
@@ -621,7 +630,7 @@ impl Scheduler {
         }
         Ok(self
             .store
-            .next_due()
+            .task_instance_next_due()
             .await?
             .and_then(|micros| Utc.timestamp_micros(micros).single()))
     }

@@ -76,7 +76,7 @@ fn succeeded(task: &ClaimedTask, outputs: Vec<ProducedOutput>, cache: Option<&st
 
 async fn claim_one(store: &dyn Store, now: i64) -> Option<ClaimedTask> {
     store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: "w".to_owned(),
             queues: vec!["default".to_owned()],
             limit: 1,
@@ -89,7 +89,10 @@ async fn claim_one(store: &dyn Store, now: i64) -> Option<ClaimedTask> {
 }
 
 async fn complete(store: &dyn Store, completion: Completion, now: i64) -> CompletionOutcome {
-    store.task_complete(&[completion], now).await.unwrap()[0]
+    store
+        .task_instance_complete(&[completion], now)
+        .await
+        .unwrap()[0]
         .clone()
         .unwrap()
 }
@@ -108,7 +111,7 @@ async fn new_run(store: &dyn Store, dag_id: &str, logical_date: i64) -> RunRecor
         .await
         .unwrap()
         .unwrap();
-    store.runs_start_queued(logical_date).await.unwrap();
+    store.run_start_queued(logical_date).await.unwrap();
     run
 }
 
@@ -209,7 +212,11 @@ async fn outputs_become_versions_with_their_producer(db: &TestDb) {
         .unwrap();
     assert_eq!(models.len(), 1);
 
-    let model = store.artifact_version("m", None).await.unwrap().unwrap();
+    let model = store
+        .artifact_version_get("m", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(model.label(), "m@1");
     assert_eq!(model.blob, blob("model of clean a,b\n1,2\n"));
     let producer = model.producer.clone().unwrap();
@@ -223,16 +230,19 @@ async fn outputs_become_versions_with_their_producer(db: &TestDb) {
         (run.id, "pipe", "train", 1)
     );
     assert_eq!(
-        store.artifact_version("m", Some(1)).await.unwrap(),
+        store.artifact_version_get("m", Some(1)).await.unwrap(),
         Some(model.clone())
     );
-    assert_eq!(store.artifact_version("m", Some(2)).await.unwrap(), None);
     assert_eq!(
-        store.artifact_version_by_id(model.id).await.unwrap(),
+        store.artifact_version_get("m", Some(2)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.artifact_version_get_by_id(model.id).await.unwrap(),
         Some(model.clone())
     );
     let reference = store
-        .artifact_version("reference", None)
+        .artifact_version_get("reference", None)
         .await
         .unwrap()
         .unwrap();
@@ -240,14 +250,14 @@ async fn outputs_become_versions_with_their_producer(db: &TestDb) {
 
     // The train task's attempt read two versions and wrote one.
     let train = store
-        .task_instances(run.id)
+        .task_instance_list(run.id)
         .await
         .unwrap()
         .into_iter()
         .find(|instance| instance.task_id == "train")
         .unwrap();
     let recorded: Vec<(String, String, String, bool)> = store
-        .attempt_artifacts(train.id)
+        .attempt_artifact_list(train.id)
         .await
         .unwrap()
         .into_iter()
@@ -283,7 +293,7 @@ async fn outputs_become_versions_with_their_producer(db: &TestDb) {
             ),
         ]
     );
-    let blobs = store.artifact_blobs_in_use().await.unwrap();
+    let blobs = store.artifact_blob_list_in_use().await.unwrap();
     assert_eq!(blobs.len(), 4);
     assert!(blobs.contains(&model.blob.sha256.to_hex()));
 }
@@ -293,21 +303,29 @@ async fn lineage_goes_up_to_the_raw_input_and_down_to_the_model(db: &TestDb) {
     store.dag_sync(&dag(PIPELINE), T0).await.unwrap();
     publish_reference(store).await;
     let run = run_pipeline(store, T0, "raw bytes").await;
-    let model = store.artifact_version("m", None).await.unwrap().unwrap();
-    let raw = store.artifact_version("raw", None).await.unwrap().unwrap();
+    let model = store
+        .artifact_version_get("m", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = store
+        .artifact_version_get("raw", None)
+        .await
+        .unwrap()
+        .unwrap();
     let clean = store
-        .artifact_version("pipe.clean.clean", None)
+        .artifact_version_get("pipe.clean.clean", None)
         .await
         .unwrap()
         .unwrap();
     let reference = store
-        .artifact_version("reference", None)
+        .artifact_version_get("reference", None)
         .await
         .unwrap()
         .unwrap();
 
     let upstream = store
-        .artifact_lineage(model.id, LineageDirection::Upstream)
+        .lineage_get_by_version(model.id, LineageDirection::Upstream)
         .await
         .unwrap();
     let mut versions: Vec<String> = upstream
@@ -341,7 +359,7 @@ async fn lineage_goes_up_to_the_raw_input_and_down_to_the_model(db: &TestDb) {
     assert_eq!(sources, vec![(raw.id, "ingest".to_owned())]);
 
     let downstream = store
-        .artifact_lineage(raw.id, LineageDirection::Downstream)
+        .lineage_get_by_version(raw.id, LineageDirection::Downstream)
         .await
         .unwrap();
     let mut versions: Vec<String> = downstream
@@ -353,12 +371,12 @@ async fn lineage_goes_up_to_the_raw_input_and_down_to_the_model(db: &TestDb) {
     assert_eq!(versions, ["m@1", "pipe.clean.clean@1", "raw@1"]);
     assert_eq!(downstream.edges.len(), 2);
 
-    let of_run = store.run_lineage(run.id).await.unwrap();
+    let of_run = store.lineage_get_by_run(run.id).await.unwrap();
     assert_eq!(of_run.versions.len(), 4);
     assert_eq!(of_run.edges.len(), 3);
     assert!(
         store
-            .artifact_lineage(9_999_999, LineageDirection::Upstream)
+            .lineage_get_by_version(9_999_999, LineageDirection::Upstream)
             .await
             .is_err()
     );
@@ -370,25 +388,28 @@ async fn identical_bytes_reuse_the_newest_version_and_changed_bytes_add_one(db: 
     publish_reference(store).await;
     run_pipeline(store, T0, "same").await;
     let second = run_pipeline(store, T0 + SECOND, "same").await;
-    let raw_versions = store.artifact_versions("raw", 10).await.unwrap();
+    let raw_versions = store.artifact_version_list("raw", 10).await.unwrap();
     assert_eq!(raw_versions.len(), 1, "identical bytes add no version");
     // The second run's ingest still records that it wrote raw@1, as a reuse.
-    let ingest = store.task_instances(second.id).await.unwrap().remove(0);
-    let recorded = store.attempt_artifacts(ingest.id).await.unwrap();
+    let ingest = store.task_instance_list(second.id).await.unwrap().remove(0);
+    let recorded = store.attempt_artifact_list(ingest.id).await.unwrap();
     assert_eq!(recorded.len(), 1);
     assert!(recorded[0].reused);
     assert_eq!(recorded[0].version.label(), "raw@1");
 
     run_pipeline(store, T0 + 2 * SECOND, "different").await;
     let raw_versions: Vec<i64> = store
-        .artifact_versions("raw", 10)
+        .artifact_version_list("raw", 10)
         .await
         .unwrap()
         .iter()
         .map(|version| version.version)
         .collect();
     assert_eq!(raw_versions, vec![2, 1], "newest first");
-    assert_eq!(store.artifact_versions("raw", 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.artifact_version_list("raw", 1).await.unwrap().len(),
+        1
+    );
     // By hand, identical bytes are reused the same way.
     let (again, reused) = store
         .artifact_publish(
@@ -441,7 +462,7 @@ outputs = { model = { kind = "model", publish_as = "reference" } }
     let task = claim_one(store, T0).await.unwrap();
     let outcome = complete(store, succeeded(&task, vec![wrote("model", "w")], None), T0).await;
     assert_eq!(outcome, CompletionOutcome::Failed);
-    let instance = store.task_instances(run.id).await.unwrap().remove(0);
+    let instance = store.task_instance_list(run.id).await.unwrap().remove(0);
     assert_eq!(
         instance.error.as_deref(),
         Some(
@@ -450,7 +471,7 @@ outputs = { model = { kind = "model", publish_as = "reference" } }
     );
     assert_eq!(
         store
-            .artifact_versions("reference", 10)
+            .artifact_version_list("reference", 10)
             .await
             .unwrap()
             .len(),
@@ -466,7 +487,7 @@ async fn outputs_must_match_the_declaration(db: &TestDb) {
     // Nothing written for a declared output: a permanent failure, downstream never runs.
     let outcome = complete(store, succeeded(&ingest, Vec::new(), None), T0).await;
     assert_eq!(outcome, CompletionOutcome::Failed);
-    let instances = store.task_instances(run.id).await.unwrap();
+    let instances = store.task_instance_list(run.id).await.unwrap();
     assert_eq!(
         instances[0].error.as_deref(),
         Some("the task did not write its declared output `raw`")
@@ -483,7 +504,7 @@ async fn outputs_must_match_the_declaration(db: &TestDb) {
     )
     .await;
     assert_eq!(outcome, CompletionOutcome::Failed);
-    let instances = store.task_instances(run.id).await.unwrap();
+    let instances = store.task_instance_list(run.id).await.unwrap();
     assert_eq!(
         instances[0].error.as_deref(),
         Some("the task reported output `extra`, which it does not declare")
@@ -508,7 +529,7 @@ async fn an_input_without_a_version_fails_its_task_at_claim(db: &TestDb) {
         claim_one(store, T0).await.is_none(),
         "train is not handed out"
     );
-    let instances = store.task_instances(run.id).await.unwrap();
+    let instances = store.task_instance_list(run.id).await.unwrap();
     assert_eq!(instances[2].state, TaskState::Failed);
     assert_eq!(
         instances[2].error.as_deref(),
@@ -529,7 +550,7 @@ inputs = { data = { dataset = "raw", version = 7 } }
     store.dag_sync(&dag(pinned), T0).await.unwrap();
     let run = new_run(store, "pinned", T0).await;
     assert!(claim_one(store, T0).await.is_none());
-    let instance = store.task_instances(run.id).await.unwrap().remove(0);
+    let instance = store.task_instance_list(run.id).await.unwrap().remove(0);
     assert_eq!(
         instance.error.as_deref(),
         Some("input `data`: dataset `raw` has no version 7")
@@ -585,17 +606,17 @@ async fn a_cache_key_finds_the_newest_successful_attempt(db: &TestDb) {
         complete(store, reuse, T0).await,
         CompletionOutcome::Succeeded
     );
-    assert_eq!(store.artifact_versions("m", 10).await.unwrap().len(), 1);
+    assert_eq!(store.artifact_version_list("m", 10).await.unwrap().len(), 1);
     let instance = store
-        .task_instances(second.id)
+        .task_instance_list(second.id)
         .await
         .unwrap()
         .into_iter()
         .find(|instance| instance.task_id == "train")
         .unwrap();
-    let attempts = store.task_attempts(instance.id).await.unwrap();
+    let attempts = store.attempt_list(instance.id).await.unwrap();
     assert_eq!(attempts[0].cache_hit_of, Some(hit.attempt_id));
-    let recorded = store.attempt_artifacts(instance.id).await.unwrap();
+    let recorded = store.attempt_artifact_list(instance.id).await.unwrap();
     let output = recorded
         .iter()
         .find(|artifact| artifact.direction == "output")
@@ -651,7 +672,7 @@ async fn a_promoting_output_moves_the_alias_with_the_completion(db: &TestDb) {
     assert!(store.model_list().await.unwrap().is_empty());
     deploy(store, T0, "weights one", 0.71).await;
     let served = store
-        .model_alias("wq", ModelAlias::Production)
+        .model_alias_get("wq", ModelAlias::Production)
         .await
         .unwrap()
         .unwrap();
@@ -673,27 +694,30 @@ async fn a_promoting_output_moves_the_alias_with_the_completion(db: &TestDb) {
         (3, Some(3), None)
     );
     assert_eq!(
-        store.model_alias("wq", ModelAlias::Staging).await.unwrap(),
+        store
+            .model_alias_get("wq", ModelAlias::Staging)
+            .await
+            .unwrap(),
         None
     );
 
     // Rollback walks back through the versions that were served: 3 → 2 → 1, then no further.
     assert_eq!(
         store
-            .model_rollback("wq", ModelAlias::Production, T0 + 3 * SECOND)
+            .model_alias_rollback("wq", ModelAlias::Production, T0 + 3 * SECOND)
             .await
             .unwrap(),
         (3, 2)
     );
     assert_eq!(
         store
-            .model_rollback("wq", ModelAlias::Production, T0 + 4 * SECOND)
+            .model_alias_rollback("wq", ModelAlias::Production, T0 + 4 * SECOND)
             .await
             .unwrap(),
         (2, 1)
     );
     let error = store
-        .model_rollback("wq", ModelAlias::Production, T0 + 5 * SECOND)
+        .model_alias_rollback("wq", ModelAlias::Production, T0 + 5 * SECOND)
         .await
         .unwrap_err();
     assert_eq!(
@@ -717,7 +741,7 @@ async fn a_promoting_output_moves_the_alias_with_the_completion(db: &TestDb) {
         Some(1)
     );
     let events: Vec<(String, i64, Option<i64>)> = store
-        .model_alias_events("wq")
+        .model_alias_event_list("wq")
         .await
         .unwrap()
         .into_iter()

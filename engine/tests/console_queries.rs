@@ -52,13 +52,13 @@ async fn started_run(store: &dyn Store, dag_id: &str, logical_date: i64) -> RunR
         .await
         .unwrap()
         .expect("the run is new");
-    store.runs_start_queued(logical_date).await.unwrap();
+    store.run_start_queued(logical_date).await.unwrap();
     run
 }
 
 async fn claim(store: &dyn Store, worker: &str, limit: u32, now: i64) -> Vec<ClaimedTask> {
     store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: worker.to_owned(),
             queues: vec!["default".to_owned()],
             limit,
@@ -85,10 +85,16 @@ async fn task_instances_of_many_runs_come_in_one_answer(db: &TestDb) {
     let second = started_run(store, "single", T0).await;
     let third = started_run(store, "chain", T0 + SECOND).await;
 
-    assert!(store.task_instances_for_runs(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .task_instance_list_for_runs(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Asked out of order, with a repeat and an unknown id: by run, then in creation order.
     let records = store
-        .task_instances_for_runs(&[third.id, first.id, 999_999, first.id])
+        .task_instance_list_for_runs(&[third.id, first.id, 999_999, first.id])
         .await
         .unwrap();
     assert_eq!(
@@ -105,9 +111,12 @@ async fn task_instances_of_many_runs_come_in_one_answer(db: &TestDb) {
     // The records are the ones `task_instances` answers, field for field.
     assert_eq!(
         records[..2],
-        store.task_instances(first.id).await.unwrap()[..]
+        store.task_instance_list(first.id).await.unwrap()[..]
     );
-    let single = store.task_instances_for_runs(&[second.id]).await.unwrap();
+    let single = store
+        .task_instance_list_for_runs(&[second.id])
+        .await
+        .unwrap();
     assert_eq!(keys(&single), vec![(second.id, "only".to_owned())]);
 }
 
@@ -131,10 +140,10 @@ async fn more_runs_than_one_statement_takes_are_read_in_chunks(db: &TestDb) {
             .unwrap();
         run_ids.push(run.id);
     }
-    store.runs_start_queued(T0).await.unwrap();
+    store.run_start_queued(T0).await.unwrap();
     // Newest first, as the console asks: the answer still comes in run order.
     run_ids.reverse();
-    let records = store.task_instances_for_runs(&run_ids).await.unwrap();
+    let records = store.task_instance_list_for_runs(&run_ids).await.unwrap();
     let answered: Vec<i64> = records.iter().map(|record| record.run_id).collect();
     run_ids.sort_unstable();
     assert_eq!(
@@ -145,7 +154,7 @@ async fn more_runs_than_one_statement_takes_are_read_in_chunks(db: &TestDb) {
 
 async fn the_latest_runs_of_every_dag_come_in_one_answer(db: &TestDb) {
     let store = &*db.store;
-    assert!(store.runs_latest_per_dag(3).await.unwrap().is_empty());
+    assert!(store.run_list_latest_per_dag(3).await.unwrap().is_empty());
     store.dag_sync(&dag(CHAIN), T0).await.unwrap();
     store.dag_sync(&dag(SINGLE), T0).await.unwrap();
     let mut chain = Vec::new();
@@ -157,7 +166,7 @@ async fn the_latest_runs_of_every_dag_come_in_one_answer(db: &TestDb) {
         }
     }
     let latest: Vec<(String, i64)> = store
-        .runs_latest_per_dag(3)
+        .run_list_latest_per_dag(3)
         .await
         .unwrap()
         .into_iter()
@@ -173,10 +182,10 @@ async fn the_latest_runs_of_every_dag_come_in_one_answer(db: &TestDb) {
             ("single".to_owned(), single[0]),
         ]
     );
-    let newest = store.runs_latest_per_dag(1).await.unwrap();
+    let newest = store.run_list_latest_per_dag(1).await.unwrap();
     assert_eq!(newest.len(), 2);
     assert_eq!(newest[0], store.run_get(chain[4]).await.unwrap().unwrap());
-    assert!(store.runs_latest_per_dag(0).await.unwrap().is_empty());
+    assert!(store.run_list_latest_per_dag(0).await.unwrap().is_empty());
 }
 
 async fn running_task_instances_come_with_their_dag(db: &TestDb) {
@@ -185,12 +194,12 @@ async fn running_task_instances_come_with_their_dag(db: &TestDb) {
     store.dag_sync(&dag(SINGLE), T0).await.unwrap();
     let chain = started_run(store, "chain", T0).await;
     let single = started_run(store, "single", T0).await;
-    assert!(store.task_instances_running().await.unwrap().is_empty());
+    assert!(store.task_instance_list_running().await.unwrap().is_empty());
 
     let claimed = claim(store, "w1", 10, T0).await;
     assert_eq!(claimed.len(), 2, "chain.a and single.only are queued");
     let running: Vec<(String, i64, String, Option<String>, TaskState)> = store
-        .task_instances_running()
+        .task_instance_list_running()
         .await
         .unwrap()
         .into_iter()
@@ -231,11 +240,14 @@ async fn running_task_instances_come_with_their_dag(db: &TestDb) {
         fence: done.fence,
         result: AttemptResult::success(serde_json::json!({})),
     };
-    store.task_complete(&[completion], T0).await.unwrap()[0]
+    store
+        .task_instance_complete(&[completion], T0)
+        .await
+        .unwrap()[0]
         .clone()
         .unwrap();
     let left: Vec<String> = store
-        .task_instances_running()
+        .task_instance_list_running()
         .await
         .unwrap()
         .into_iter()
@@ -255,7 +267,7 @@ async fn one_task_instance_by_run_and_task(db: &TestDb) {
         .unwrap()
         .unwrap();
     let expected = store
-        .task_instances(second.id)
+        .task_instance_list(second.id)
         .await
         .unwrap()
         .into_iter()
@@ -281,7 +293,7 @@ async fn one_task_instance_by_run_and_task(db: &TestDb) {
 
 async fn a_dags_versions_keep_their_source(db: &TestDb) {
     let store = &*db.store;
-    assert!(store.dag_versions("chain").await.unwrap().is_empty());
+    assert!(store.dag_version_list("chain").await.unwrap().is_empty());
     let original = dag(CHAIN);
     let first = store.dag_sync(&original, T0).await.unwrap();
     store.dag_sync(&original, T0 + SECOND).await.unwrap();
@@ -291,7 +303,7 @@ async fn a_dags_versions_keep_their_source(db: &TestDb) {
     store.dag_sync(&dag(SINGLE), T0).await.unwrap();
 
     let versions: Vec<(i64, i64, String, i64)> = store
-        .dag_versions("chain")
+        .dag_version_list("chain")
         .await
         .unwrap()
         .into_iter()
@@ -324,7 +336,7 @@ async fn a_dags_versions_keep_their_source(db: &TestDb) {
     );
     assert_eq!(
         store
-            .dag_version_source(first.current_version_id)
+            .dag_version_get_source(first.current_version_id)
             .await
             .unwrap()
             .as_deref(),
@@ -332,12 +344,12 @@ async fn a_dags_versions_keep_their_source(db: &TestDb) {
     );
     assert_eq!(
         store
-            .dag_version_source(second.current_version_id)
+            .dag_version_get_source(second.current_version_id)
             .await
             .unwrap(),
         Some(changed_text)
     );
-    assert_eq!(store.dag_version_source(999_999).await.unwrap(), None);
+    assert_eq!(store.dag_version_get_source(999_999).await.unwrap(), None);
 }
 
 conformance!(

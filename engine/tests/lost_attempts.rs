@@ -47,13 +47,13 @@ async fn started_run(store: &dyn Store, text: &str) -> RunRecord {
         .await
         .unwrap()
         .expect("the run is new");
-    assert_eq!(store.runs_start_queued(T0).await.unwrap(), vec![run.id]);
+    assert_eq!(store.run_start_queued(T0).await.unwrap(), vec![run.id]);
     run
 }
 
 async fn claim(store: &dyn Store, worker: &str, limit: u32, now: i64) -> Vec<ClaimedTask> {
     store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: worker.to_owned(),
             queues: vec!["default".to_owned()],
             limit,
@@ -75,7 +75,7 @@ async fn instance(store: &dyn Store, run_id: i64, task_id: &str) -> TaskInstance
 /// A task's attempts as `(state, error)`, oldest first.
 async fn attempts(store: &dyn Store, task_instance_id: i64) -> Vec<(String, Option<String>)> {
     store
-        .task_attempts(task_instance_id)
+        .attempt_list(task_instance_id)
         .await
         .unwrap()
         .into_iter()
@@ -103,7 +103,13 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
     let run = started_run(store, NO_RETRIES).await;
     let first = claim(store, "dead", 1, T0).await;
     assert_eq!(first[0].task_id, "work");
-    assert_eq!(store.tasks_rescue_worker("dead", T0 + 1).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .task_instance_rescue_worker("dead", T0 + 1)
+            .await
+            .unwrap(),
+        1
+    );
 
     let work = instance(store, run.id, "work").await;
     assert_eq!(work.state, TaskState::Queued, "{work:?}");
@@ -121,7 +127,13 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
         )]
     );
     // Rescuing the same worker again finds nothing: the loss was counted once.
-    assert_eq!(store.tasks_rescue_worker("dead", T0 + 2).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .task_instance_rescue_worker("dead", T0 + 2)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(instance(store, run.id, "work").await.lost_attempts, 1);
 
     // Queued at once, not after a retry delay, and the dead worker's late report is refused.
@@ -131,7 +143,7 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
         ("work", 2)
     );
     let late = store
-        .task_complete(
+        .task_instance_complete(
             &[report(
                 &first[0],
                 AttemptResult::success(serde_json::json!({})),
@@ -151,7 +163,7 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
         "{late:?}"
     );
     let done = store
-        .task_complete(
+        .task_instance_complete(
             &[report(
                 &again[0],
                 AttemptResult::success(serde_json::json!({})),
@@ -168,7 +180,7 @@ async fn a_rescued_attempt_runs_again_without_using_a_try(db: &TestDb) {
     );
     let after = claim(store, "alive", 1, T0 + 5).await;
     store
-        .task_complete(
+        .task_instance_complete(
             &[report(
                 &after[0],
                 AttemptResult::success(serde_json::json!({})),
@@ -188,8 +200,15 @@ async fn an_expired_lease_is_a_lost_attempt_too(db: &TestDb) {
     let run = started_run(store, NO_RETRIES).await;
     let claimed = claim(store, "silent", 1, T0).await;
     let lease_end = T0 + 30 * SECOND;
-    assert_eq!(store.tasks_maintain(lease_end).await.unwrap().rescued, 0);
-    let report = store.tasks_maintain(lease_end + 1).await.unwrap();
+    assert_eq!(
+        store
+            .task_instance_maintain(lease_end)
+            .await
+            .unwrap()
+            .rescued,
+        0
+    );
+    let report = store.task_instance_maintain(lease_end + 1).await.unwrap();
     assert_eq!((report.rescued, report.retried), (1, 0));
     let work = instance(store, run.id, "work").await;
     assert_eq!(
@@ -207,7 +226,7 @@ async fn an_expired_lease_is_a_lost_attempt_too(db: &TestDb) {
     // A heartbeat from the silent worker now says the task is gone.
     assert_eq!(
         store
-            .task_heartbeat(
+            .task_instance_heartbeat(
                 "silent",
                 &[(claimed[0].task_instance_id, claimed[0].fence)],
                 lease_end + 60 * SECOND
@@ -226,14 +245,17 @@ async fn after_its_budget_a_task_fails_naming_every_loss(db: &TestDb) {
     // Four losses, one of each kind and a second death: the default budget is three.
     let mut now = T0;
     let first = claim(store, "w1", 1, now).await;
-    assert_eq!(store.tasks_rescue_worker("w1", now).await.unwrap(), 1);
+    assert_eq!(
+        store.task_instance_rescue_worker("w1", now).await.unwrap(),
+        1
+    );
     now += SECOND;
     claim(store, "w2", 1, now).await;
     now += 31 * SECOND;
-    assert_eq!(store.tasks_maintain(now).await.unwrap().rescued, 1);
+    assert_eq!(store.task_instance_maintain(now).await.unwrap().rescued, 1);
     let third = claim(store, "w3", 1, now).await;
     let handed_back = store
-        .task_release("w3", &[(third[0].task_instance_id, third[0].fence)], now)
+        .task_instance_release("w3", &[(third[0].task_instance_id, third[0].fence)], now)
         .await
         .unwrap();
     assert_eq!(handed_back, 1);
@@ -244,7 +266,10 @@ async fn after_its_budget_a_task_fails_naming_every_loss(db: &TestDb) {
         "three losses are within the budget: {work:?}"
     );
     claim(store, "w4", 1, now).await;
-    assert_eq!(store.tasks_rescue_worker("w4", now).await.unwrap(), 1);
+    assert_eq!(
+        store.task_instance_rescue_worker("w4", now).await.unwrap(),
+        1
+    );
 
     let work = instance(store, run.id, "work").await;
     assert_eq!(work.state, TaskState::Failed, "{work:?}");
@@ -280,7 +305,7 @@ async fn after_its_budget_a_task_fails_naming_every_loss(db: &TestDb) {
     );
     // The first dead worker's report is refused for good.
     let late = store
-        .task_complete(
+        .task_instance_complete(
             &[report(
                 &first[0],
                 AttemptResult::success(serde_json::json!({})),
@@ -292,19 +317,28 @@ async fn after_its_budget_a_task_fails_naming_every_loss(db: &TestDb) {
     assert!(matches!(late[0], Err(Rejection::Stale { .. })), "{late:?}");
 
     // Cleared, the task starts afresh: a full budget of losses again, only new ones named.
-    store.task_clear(run.id, "work", true, now).await.unwrap();
+    store
+        .task_instance_clear(run.id, "work", true, now)
+        .await
+        .unwrap();
     let work = instance(store, run.id, "work").await;
     assert_eq!((work.state, work.lost_attempts), (TaskState::Queued, 0));
     for worker in ["w5", "w6", "w7"] {
         claim(store, worker, 1, now).await;
-        assert_eq!(store.tasks_rescue_worker(worker, now).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .task_instance_rescue_worker(worker, now)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(
             instance(store, run.id, "work").await.state,
             TaskState::Queued
         );
     }
     claim(store, "w8", 1, now).await;
-    store.tasks_rescue_worker("w8", now).await.unwrap();
+    store.task_instance_rescue_worker("w8", now).await.unwrap();
     let work = instance(store, run.id, "work").await;
     assert_eq!(work.state, TaskState::Failed);
     let error = work.error.unwrap();
@@ -335,7 +369,7 @@ max_lost_attempts = 7
 "#;
     let run = started_run(store, text).await;
     let budgets: Vec<(String, i64)> = store
-        .task_instances(run.id)
+        .task_instance_list(run.id)
         .await
         .unwrap()
         .into_iter()
@@ -350,7 +384,10 @@ max_lost_attempts = 7
         ]
     );
     claim(store, "w1", 3, T0).await;
-    assert_eq!(store.tasks_rescue_worker("w1", T0).await.unwrap(), 3);
+    assert_eq!(
+        store.task_instance_rescue_worker("w1", T0).await.unwrap(),
+        3
+    );
     let none = instance(store, run.id, "none").await;
     assert_eq!(none.state, TaskState::Failed);
     assert_eq!(
@@ -365,7 +402,10 @@ max_lost_attempts = 7
         TaskState::Queued
     );
     claim(store, "w2", 3, T0).await;
-    assert_eq!(store.tasks_rescue_worker("w2", T0).await.unwrap(), 2);
+    assert_eq!(
+        store.task_instance_rescue_worker("w2", T0).await.unwrap(),
+        2
+    );
     assert_eq!(
         instance(store, run.id, "inherits").await.state,
         TaskState::Failed
@@ -374,7 +414,10 @@ max_lost_attempts = 7
     for round in 3..=8 {
         let worker = format!("w{round}");
         assert_eq!(claim(store, &worker, 3, T0).await.len(), 1);
-        store.tasks_rescue_worker(&worker, T0).await.unwrap();
+        store
+            .task_instance_rescue_worker(&worker, T0)
+            .await
+            .unwrap();
     }
     let many = instance(store, run.id, "many").await;
     assert_eq!((many.state, many.lost_attempts), (TaskState::Failed, 8));
@@ -397,7 +440,7 @@ async fn an_ordinary_failure_still_uses_the_tasks_retries(db: &TestDb) {
     let text = "id = \"retrying\"\n[[tasks]]\nid = \"work\"\nkind = \"noop\"\nretries = 1\nretry_delay = \"10s\"\n";
     let run = started_run(store, text).await;
     claim(store, "dead", 1, T0).await;
-    store.tasks_rescue_worker("dead", T0).await.unwrap();
+    store.task_instance_rescue_worker("dead", T0).await.unwrap();
     let work = instance(store, run.id, "work").await;
     assert_eq!(
         (work.state, work.own_tries(), work.next_retry_at),
@@ -407,7 +450,7 @@ async fn an_ordinary_failure_still_uses_the_tasks_retries(db: &TestDb) {
 
     let second = claim(store, "w", 1, T0).await;
     let outcome = store
-        .task_complete(&[report(&second[0], boom())], T0 + SECOND)
+        .task_instance_complete(&[report(&second[0], boom())], T0 + SECOND)
         .await
         .unwrap();
     // The first retry's delay (10 s, jittered by up to 10%), not the doubled second one: the
@@ -424,11 +467,14 @@ async fn an_ordinary_failure_still_uses_the_tasks_retries(db: &TestDb) {
         (work.state, work.own_tries(), work.lost_attempts),
         (TaskState::UpForRetry, (1, 2), 1)
     );
-    store.tasks_maintain(T0 + 12 * SECOND).await.unwrap();
+    store
+        .task_instance_maintain(T0 + 12 * SECOND)
+        .await
+        .unwrap();
     let third = claim(store, "w", 1, T0 + 12 * SECOND).await;
     assert_eq!(third[0].try_number, 3);
     let outcome = store
-        .task_complete(&[report(&third[0], boom())], T0 + 13 * SECOND)
+        .task_instance_complete(&[report(&third[0], boom())], T0 + 13 * SECOND)
         .await
         .unwrap();
     assert_eq!(outcome, [Ok(CompletionOutcome::Failed)]);
@@ -469,13 +515,13 @@ async fn racing_rescuers_count_each_loss_once(db: &TestDb) {
             .collect();
         now += 31 * SECOND;
         let (rescued, maintained, released) = tokio::join!(
-            stores[0].tasks_rescue_worker("doomed", now),
-            stores[1].tasks_maintain(now),
-            stores[2].task_release("doomed", &held, now),
+            stores[0].task_instance_rescue_worker("doomed", now),
+            stores[1].task_instance_maintain(now),
+            stores[2].task_instance_release("doomed", &held, now),
         );
         let total = rescued.unwrap() + maintained.unwrap().rescued + released.unwrap();
         assert_eq!(total, 20, "round {round}: each attempt ended once");
-        for instance in db.store.task_instances(run.id).await.unwrap() {
+        for instance in db.store.task_instance_list(run.id).await.unwrap() {
             assert_eq!(
                 (instance.lost_attempts, instance.try_number),
                 (round, round),
@@ -504,12 +550,15 @@ async fn a_claim_that_never_reached_its_worker_is_undone(db: &TestDb) {
     let claimed = claim(store, "gone", 1, T0).await;
     let held = [(claimed[0].task_instance_id, claimed[0].fence)];
     assert_eq!(
-        store.task_unclaim("someone-else", &held).await.unwrap(),
+        store
+            .task_instance_unclaim("someone-else", &held)
+            .await
+            .unwrap(),
         0,
         "only the worker it was claimed for can give it back"
     );
-    assert_eq!(store.task_unclaim("gone", &held).await.unwrap(), 1);
-    assert_eq!(store.task_unclaim("gone", &held).await.unwrap(), 0);
+    assert_eq!(store.task_instance_unclaim("gone", &held).await.unwrap(), 1);
+    assert_eq!(store.task_instance_unclaim("gone", &held).await.unwrap(), 0);
     let work = instance(store, run.id, "work").await;
     assert_eq!(
         (
@@ -524,7 +573,7 @@ async fn a_claim_that_never_reached_its_worker_is_undone(db: &TestDb) {
     assert!(attempts(store, work.id).await.is_empty());
     assert!(work.fence > claimed[0].fence, "the undone claim stays dead");
     let late = store
-        .task_complete(
+        .task_instance_complete(
             &[report(
                 &claimed[0],
                 AttemptResult::success(serde_json::json!({})),

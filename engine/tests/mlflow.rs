@@ -194,7 +194,7 @@ async fn everything_reaches_mlflow_once() {
     let model = format!("{dag_id}_model");
     assert_eq!(
         store
-            .model_rollback(&model, ModelAlias::Production, T0 + 9000 * SECOND)
+            .model_alias_rollback(&model, ModelAlias::Production, T0 + 9000 * SECOND)
             .await
             .unwrap(),
         (2, 1)

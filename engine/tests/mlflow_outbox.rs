@@ -36,7 +36,7 @@ async fn nothing_is_written_while_the_mirror_is_off(db: &TestDb) {
     publish_dataset(store, "ml_data", "a,b\n1,2\n", T0).await;
     run_pipeline(store, "ml", T0, "weights", 0.8).await;
     store
-        .model_rollback("ml_model", ModelAlias::Production, T0)
+        .model_alias_rollback("ml_model", ModelAlias::Production, T0)
         .await
         .ok();
     assert!(outbox(store).await.is_empty());
@@ -113,7 +113,7 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
     assert_eq!(trained.started_at, T0 + 3600 * SECOND);
     assert_eq!(trained.ended_at, T0 + 3601 * SECOND);
     let data = store
-        .artifact_version("ml_data", None)
+        .artifact_version_get("ml_data", None)
         .await
         .unwrap()
         .unwrap();
@@ -170,7 +170,7 @@ async fn alias_moves_by_hand_and_rollbacks_are_written(db: &TestDb) {
     let before = outbox(store).await.len();
     assert_eq!(
         store
-            .model_rollback("ml_model", ModelAlias::Production, T0)
+            .model_alias_rollback("ml_model", ModelAlias::Production, T0)
             .await
             .unwrap(),
         (2, 1)

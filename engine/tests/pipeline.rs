@@ -305,7 +305,7 @@ impl Setup {
                 !run.state.is_final(),
                 "run {run_id} ended {}, expected {state}: {:?}",
                 run.state,
-                self.store().task_instances(run_id).await.unwrap()
+                self.store().task_instance_list(run_id).await.unwrap()
             );
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -319,7 +319,7 @@ impl Setup {
     async fn content(&self, name: &str) -> String {
         let version = self
             .store()
-            .artifact_version(name, None)
+            .artifact_version_get(name, None)
             .await
             .unwrap()
             .unwrap();
@@ -333,7 +333,7 @@ impl Setup {
 
     async fn task(&self, run_id: i64, task_id: &str) -> kiln_engine::store::TaskInstanceRecord {
         self.store()
-            .task_instances(run_id)
+            .task_instance_list(run_id)
             .await
             .unwrap()
             .into_iter()
@@ -362,7 +362,7 @@ async fn three_steps_are_traced_from_the_model_to_the_raw_file(
     assert_eq!(setup.content("demo_model").await, "model[A,B\n1,2\n]");
     let clean = setup
         .store()
-        .artifact_version("pipe.clean.out", None)
+        .artifact_version_get("pipe.clean.out", None)
         .await
         .unwrap()
         .unwrap();
@@ -370,7 +370,7 @@ async fn three_steps_are_traced_from_the_model_to_the_raw_file(
     assert_eq!(clean.dataset.as_ref().map(|stats| stats.rows), Some(2));
     let raw_version = setup
         .store()
-        .artifact_version("raw", None)
+        .artifact_version_get("raw", None)
         .await
         .unwrap()
         .unwrap();
@@ -378,13 +378,13 @@ async fn three_steps_are_traced_from_the_model_to_the_raw_file(
 
     let model = setup
         .store()
-        .artifact_version("demo_model", None)
+        .artifact_version_get("demo_model", None)
         .await
         .unwrap()
         .unwrap();
     let upstream = setup
         .store()
-        .artifact_lineage(model.id, LineageDirection::Upstream)
+        .lineage_get_by_version(model.id, LineageDirection::Upstream)
         .await
         .unwrap();
     let mut chain: Vec<(String, String, String)> = upstream
@@ -428,7 +428,7 @@ async fn three_steps_are_traced_from_the_model_to_the_raw_file(
 
     let downstream = setup
         .store()
-        .artifact_lineage(raw_version.id, LineageDirection::Downstream)
+        .lineage_get_by_version(raw_version.id, LineageDirection::Downstream)
         .await
         .unwrap();
     let mut reached: Vec<String> = downstream
@@ -484,13 +484,13 @@ async fn cache_hits_reuse_outputs_and_changes_miss(test: &str, kind: StoreKind) 
     for task_id in ["clean", "train"] {
         let instance = setup.task(second, task_id).await;
         assert_eq!(instance.summary.as_ref().unwrap()["cache_hit"], true);
-        let attempts = setup.store().task_attempts(instance.id).await.unwrap();
+        let attempts = setup.store().attempt_list(instance.id).await.unwrap();
         assert!(attempts[0].cache_hit_of.is_some());
     }
     assert_eq!(
         setup
             .store()
-            .artifact_versions("demo_model", 10)
+            .artifact_version_list("demo_model", 10)
             .await
             .unwrap()
             .len(),
@@ -499,7 +499,7 @@ async fn cache_hits_reuse_outputs_and_changes_miss(test: &str, kind: StoreKind) 
     assert_eq!(
         setup
             .store()
-            .artifact_versions("raw", 10)
+            .artifact_version_list("raw", 10)
             .await
             .unwrap()
             .len(),
@@ -546,7 +546,7 @@ async fn a_corrupt_input_fails_its_reader_and_nothing_downstream_runs(direct: bo
     // Flip one byte of the stored raw blob, then run `clean` and everything after it again.
     let raw_version = setup
         .store()
-        .artifact_version("raw", None)
+        .artifact_version_get("raw", None)
         .await
         .unwrap()
         .unwrap();

@@ -75,7 +75,7 @@ fn count_in(runs: &[RunRecord], state: RunState) -> usize {
 
 async fn states(store: &dyn Store, run_id: i64) -> String {
     store
-        .task_instances(run_id)
+        .task_instance_list(run_id)
         .await
         .unwrap()
         .iter()
@@ -86,7 +86,7 @@ async fn states(store: &dyn Store, run_id: i64) -> String {
 
 async fn claim(store: &dyn Store, worker: &str, limit: u32) -> Vec<ClaimedTask> {
     store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: worker.to_owned(),
             queues: vec!["default".to_owned()],
             limit,
@@ -103,7 +103,7 @@ async fn complete(
     completions: &[Completion],
 ) -> Vec<Result<CompletionOutcome, Rejection>> {
     store
-        .task_complete(completions, now_micros())
+        .task_instance_complete(completions, now_micros())
         .await
         .unwrap()
 }
@@ -143,7 +143,7 @@ async fn sync_records_versions_and_keeps_the_last_good_one(db: &TestDb) {
         "a file that never loaded declares no DAG"
     );
     assert_eq!(dags[0].file_path, path_text);
-    let errors = store.dag_file_errors().await.unwrap();
+    let errors = store.dag_file_error_list().await.unwrap();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].file_path.ends_with("broken.toml"), "{errors:?}");
     assert!(errors[0].errors.contains("no_such_kind"), "{errors:?}");
@@ -163,7 +163,10 @@ async fn sync_records_versions_and_keeps_the_last_good_one(db: &TestDb) {
     scheduler.sync_dags().await.unwrap();
     let alpha = store.dag_get("alpha").await.unwrap().unwrap();
     assert_eq!(alpha.current_version, 2);
-    let plan = store.dag_version(alpha.current_version_id).await.unwrap();
+    let plan = store
+        .dag_version_get(alpha.current_version_id)
+        .await
+        .unwrap();
     assert_eq!(plan.dag.tasks.len(), 2);
 
     // A broken edit: the last good version stays active and the error is on record.
@@ -184,7 +187,7 @@ async fn sync_records_versions_and_keeps_the_last_good_one(db: &TestDb) {
         (2, plan.version_id),
         "the last good version stays active"
     );
-    let errors = store.dag_file_errors().await.unwrap();
+    let errors = store.dag_file_error_list().await.unwrap();
     let alpha_error = errors
         .iter()
         .find(|error| error.file_path == path_text)
@@ -207,7 +210,7 @@ async fn sync_records_versions_and_keeps_the_last_good_one(db: &TestDb) {
             .current_version,
         2
     );
-    let errors = store.dag_file_errors().await.unwrap();
+    let errors = store.dag_file_error_list().await.unwrap();
     assert!(
         errors.iter().all(|error| error.file_path != path_text),
         "fixing the file clears its error: {errors:?}"

@@ -214,7 +214,7 @@ impl Harness {
                 .expect("a new logical date");
             runs.push(run.id);
         }
-        let started = store.runs_start_queued(T0).await.unwrap();
+        let started = store.run_start_queued(T0).await.unwrap();
         assert_eq!(started, runs[..1], "max_active_runs = 1 admits one run");
         let mut harness = Harness {
             store,
@@ -239,8 +239,8 @@ impl Harness {
             // Reading parses every state, so a value outside `RunState`/`TaskState` fails here.
             let run = self.store.run_get(run_id).await.unwrap().expect("the run");
             let mut tasks = Vec::new();
-            for instance in self.store.task_instances(run_id).await.unwrap() {
-                let attempts = self.store.task_attempts(instance.id).await.unwrap();
+            for instance in self.store.task_instance_list(run_id).await.unwrap() {
+                let attempts = self.store.attempt_list(instance.id).await.unwrap();
                 tasks.push((instance, attempts));
             }
             runs.push(RunView { run, tasks });
@@ -329,7 +329,7 @@ impl Harness {
     async fn claim(&mut self, before: &Snapshot, worker: usize, limit: u32) {
         let claimed = self
             .store
-            .task_claim(&ClaimParams {
+            .task_instance_claim(&ClaimParams {
                 worker_id: WORKERS[worker].to_owned(),
                 queues: vec!["default".to_owned()],
                 limit,
@@ -391,7 +391,7 @@ impl Harness {
         };
         let outcomes = self
             .store
-            .task_complete(std::slice::from_ref(&completion), self.now)
+            .task_instance_complete(std::slice::from_ref(&completion), self.now)
             .await
             .unwrap();
         self.used.push((task_instance_id, fence));
@@ -414,7 +414,11 @@ impl Harness {
             );
             return;
         }
-        let after = self.store.task_instances(instance.run_id).await.unwrap();
+        let after = self
+            .store
+            .task_instance_list(instance.run_id)
+            .await
+            .unwrap();
         let after = after
             .iter()
             .find(|record| record.id == task_instance_id)
@@ -474,7 +478,7 @@ impl Harness {
         let lease_expires_at = self.now + micros(LEASE);
         let mut lost = self
             .store
-            .task_heartbeat(WORKERS[worker], &tasks, lease_expires_at)
+            .task_instance_heartbeat(WORKERS[worker], &tasks, lease_expires_at)
             .await
             .unwrap();
         // Which tasks are lost is the contract; the order they are listed in is not.
@@ -530,7 +534,7 @@ impl Harness {
                 _ => {}
             }
         }
-        let report = self.store.tasks_maintain(now).await.unwrap();
+        let report = self.store.task_instance_maintain(now).await.unwrap();
         assert_eq!(report, expected);
     }
 
@@ -545,7 +549,7 @@ impl Harness {
         let run_state = self.store.run_get(run_id).await.unwrap().unwrap().state;
         if was_active {
             assert_eq!(run_state, RunState::Cancelled);
-            let instances = self.store.task_instances(run_id).await.unwrap();
+            let instances = self.store.task_instance_list(run_id).await.unwrap();
             self.cancelled.insert(run_id, instances);
         } else {
             assert_eq!(run_state, before.runs[run].run.state);
@@ -557,7 +561,7 @@ impl Harness {
         let task_id = self.task_ids()[task].to_owned();
         let result = self
             .store
-            .task_clear(run_id, &task_id, downstream, self.now)
+            .task_instance_clear(run_id, &task_id, downstream, self.now)
             .await;
         match before.runs[run].run.state {
             RunState::Queued | RunState::Cancelled => {
@@ -591,7 +595,7 @@ impl Harness {
         };
         let result = self
             .store
-            .task_mark(run_id, &task_id, state, self.now)
+            .task_instance_mark(run_id, &task_id, state, self.now)
             .await;
         match before.runs[run].run.state {
             RunState::Queued | RunState::Cancelled => {
@@ -600,7 +604,7 @@ impl Harness {
             _ => {
                 result.unwrap();
                 self.operator_acted = true;
-                let instances = self.store.task_instances(run_id).await.unwrap();
+                let instances = self.store.task_instance_list(run_id).await.unwrap();
                 let marked = instances
                     .iter()
                     .find(|instance| instance.task_id == task_id)

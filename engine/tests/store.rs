@@ -55,7 +55,7 @@ async fn create_run(store: &dyn Store, dag_id: &str, logical_date: i64) -> RunRe
 
 async fn claim(store: &dyn Store, worker: &str, limit: u32, now: i64) -> Vec<ClaimedTask> {
     store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: worker.to_owned(),
             queues: vec!["default".to_owned()],
             limit,
@@ -87,7 +87,7 @@ fn failure(task: &ClaimedTask, retryable: bool) -> Completion {
 
 async fn states(store: &dyn Store, run_id: i64) -> String {
     store
-        .task_instances(run_id)
+        .task_instance_list(run_id)
         .await
         .unwrap()
         .iter()
@@ -105,7 +105,7 @@ async fn started_run(store: &dyn Store, text: &str) -> RunRecord {
     let loaded = dag(text);
     store.dag_sync(&loaded, T0).await.unwrap();
     let run = create_run(store, &loaded.dag.id, T0).await;
-    assert_eq!(store.runs_start_queued(T0).await.unwrap(), vec![run.id]);
+    assert_eq!(store.run_start_queued(T0).await.unwrap(), vec![run.id]);
     run
 }
 
@@ -161,9 +161,15 @@ async fn dag_versions_follow_file_changes(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(changed.current_version, 2);
-    let plan = store.dag_version(changed.current_version_id).await.unwrap();
+    let plan = store
+        .dag_version_get(changed.current_version_id)
+        .await
+        .unwrap();
     assert_eq!(plan.dag.tasks[0].retries, 3);
-    let old = store.dag_version(first.current_version_id).await.unwrap();
+    let old = store
+        .dag_version_get(first.current_version_id)
+        .await
+        .unwrap();
     assert_eq!(
         old.dag.tasks[0].retries, 1,
         "old versions stay as they were"
@@ -177,7 +183,7 @@ async fn dag_versions_follow_file_changes(db: &TestDb) {
         .dag_file_error_set("test.toml", None, "test.toml:2:1: still broken", T0 + 4)
         .await
         .unwrap();
-    let errors = store.dag_file_errors().await.unwrap();
+    let errors = store.dag_file_error_list().await.unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].errors, "test.toml:2:1: still broken");
     assert_eq!(
@@ -192,7 +198,7 @@ async fn dag_versions_follow_file_changes(db: &TestDb) {
     );
     store.dag_sync(&dag(CHAIN), T0 + 5).await.unwrap();
     assert!(
-        store.dag_file_errors().await.unwrap().is_empty(),
+        store.dag_file_error_list().await.unwrap().is_empty(),
         "a good load clears the file's error"
     );
     assert_eq!(store.dag_list().await.unwrap().len(), 1);
@@ -275,7 +281,7 @@ async fn a_chain_runs_to_success(db: &TestDb) {
         assert_eq!(claimed[0].try_number, 1);
         assert_eq!(claimed[0].kind, "noop");
         let outcome = store
-            .task_complete(&[success(&claimed[0])], now)
+            .task_instance_complete(&[success(&claimed[0])], now)
             .await
             .unwrap();
         assert_eq!(outcome, vec![Ok(CompletionOutcome::Succeeded)]);
@@ -284,8 +290,8 @@ async fn a_chain_runs_to_success(db: &TestDb) {
     let finished = store.run_get(run.id).await.unwrap().unwrap();
     assert_eq!(finished.state, RunState::Success);
     assert!(finished.ended_at.is_some());
-    let instances = store.task_instances(run.id).await.unwrap();
-    let attempts = store.task_attempts(instances[0].id).await.unwrap();
+    let instances = store.task_instance_list(run.id).await.unwrap();
+    let attempts = store.attempt_list(instances[0].id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(
         (attempts[0].state.as_str(), attempts[0].worker_id.as_str()),
@@ -302,7 +308,7 @@ async fn late_and_duplicate_reports_are_refused(db: &TestDb) {
     let run = started_run(store, CHAIN).await;
     let claimed = claim(store, "w1", 1, T0).await;
     let first = store
-        .task_complete(&[success(&claimed[0]), success(&claimed[0])], T0 + 1)
+        .task_instance_complete(&[success(&claimed[0]), success(&claimed[0])], T0 + 1)
         .await
         .unwrap();
     assert_eq!(first[0], Ok(CompletionOutcome::Succeeded));
@@ -318,7 +324,7 @@ async fn late_and_duplicate_reports_are_refused(db: &TestDb) {
         first[1]
     );
     let unknown = store
-        .task_complete(
+        .task_instance_complete(
             &[Completion {
                 task_instance_id: 999_999,
                 fence: 1,
@@ -330,7 +336,7 @@ async fn late_and_duplicate_reports_are_refused(db: &TestDb) {
         .unwrap();
     assert_eq!(unknown, vec![Err(Rejection::Unknown(999_999))]);
     let again = store
-        .task_complete(&[failure(&claimed[0], true)], T0 + 2)
+        .task_instance_complete(&[failure(&claimed[0], true)], T0 + 2)
         .await
         .unwrap();
     assert!(matches!(again[0], Err(Rejection::Stale { .. })));
@@ -346,7 +352,7 @@ async fn retries_wait_then_run_again(db: &TestDb) {
     let run = started_run(store, CHAIN).await;
     let first = claim(store, "w1", 1, T0).await;
     let outcome = store
-        .task_complete(&[failure(&first[0], true)], T0)
+        .task_instance_complete(&[failure(&first[0], true)], T0)
         .await
         .unwrap();
     let Ok(CompletionOutcome::WillRetry { at }) = outcome[0] else {
@@ -361,19 +367,22 @@ async fn retries_wait_then_run_again(db: &TestDb) {
         states(store, run.id).await,
         "a=up_for_retry b=scheduled c=scheduled"
     );
-    assert_eq!(store.next_due().await.unwrap(), Some(at));
+    assert_eq!(store.task_instance_next_due().await.unwrap(), Some(at));
     assert!(
         claim(store, "w1", 1, T0 + SECOND).await.is_empty(),
         "not claimable before its retry time"
     );
-    assert_eq!(store.tasks_maintain(at - 1).await.unwrap().retried, 0);
-    assert_eq!(store.tasks_maintain(at).await.unwrap().retried, 1);
+    assert_eq!(
+        store.task_instance_maintain(at - 1).await.unwrap().retried,
+        0
+    );
+    assert_eq!(store.task_instance_maintain(at).await.unwrap().retried, 1);
     let second = claim(store, "w2", 1, at).await;
     assert_eq!(second[0].try_number, 2);
     assert!(second[0].fence > first[0].fence);
     // Out of tries: the failure is final and everything downstream is upstream-failed.
     let outcome = store
-        .task_complete(&[failure(&second[0], true)], at + SECOND)
+        .task_instance_complete(&[failure(&second[0], true)], at + SECOND)
         .await
         .unwrap();
     assert_eq!(outcome, vec![Ok(CompletionOutcome::Failed)]);
@@ -383,7 +392,7 @@ async fn retries_wait_then_run_again(db: &TestDb) {
     );
     assert_eq!(run_state(store, run.id).await, RunState::Failed);
     let attempts = store
-        .task_attempts(second[0].task_instance_id)
+        .attempt_list(second[0].task_instance_id)
         .await
         .unwrap();
     assert_eq!(
@@ -400,7 +409,7 @@ async fn permanent_failures_are_not_retried(db: &TestDb) {
     let run = started_run(store, CHAIN).await;
     let claimed = claim(store, "w1", 1, T0).await;
     let outcome = store
-        .task_complete(&[failure(&claimed[0], false)], T0)
+        .task_instance_complete(&[failure(&claimed[0], false)], T0)
         .await
         .unwrap();
     assert_eq!(outcome, vec![Ok(CompletionOutcome::Failed)]);
@@ -437,7 +446,7 @@ trigger_rule = "none_failed"
     let run = started_run(store, text).await;
     let work = claim(store, "w", 1, T0).await;
     store
-        .task_complete(&[failure(&work[0], false)], T0)
+        .task_instance_complete(&[failure(&work[0], false)], T0)
         .await
         .unwrap();
     assert_eq!(
@@ -447,13 +456,13 @@ trigger_rule = "none_failed"
     let alert = claim(store, "w", 1, T0).await;
     assert_eq!(alert[0].task_id, "alert");
     store
-        .task_complete(&[success(&alert[0])], T0)
+        .task_instance_complete(&[success(&alert[0])], T0)
         .await
         .unwrap();
     let cleanup = claim(store, "w", 1, T0).await;
     assert_eq!(cleanup[0].task_id, "cleanup");
     store
-        .task_complete(&[success(&cleanup[0])], T0)
+        .task_instance_complete(&[success(&cleanup[0])], T0)
         .await
         .unwrap();
     assert_eq!(
@@ -465,10 +474,10 @@ trigger_rule = "none_failed"
 
     // On success instead, the alert is skipped and the clean-up still runs.
     let second = create_run(store, "rules", T0 + SECOND).await;
-    store.runs_start_queued(T0 + SECOND).await.unwrap();
+    store.run_start_queued(T0 + SECOND).await.unwrap();
     let work = claim(store, "w", 1, T0 + SECOND).await;
     store
-        .task_complete(&[success(&work[0])], T0 + SECOND)
+        .task_instance_complete(&[success(&work[0])], T0 + SECOND)
         .await
         .unwrap();
     assert_eq!(
@@ -478,7 +487,7 @@ trigger_rule = "none_failed"
     for _ in 0..3 {
         let next = claim(store, "w", 1, T0 + SECOND).await;
         store
-            .task_complete(&[success(&next[0])], T0 + SECOND)
+            .task_instance_complete(&[success(&next[0])], T0 + SECOND)
             .await
             .unwrap();
     }
@@ -496,7 +505,7 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
     let lease_end = T0 + 30 * SECOND;
     assert_eq!(
         store
-            .task_heartbeat(
+            .task_instance_heartbeat(
                 "dead-worker",
                 &[(claimed[0].task_instance_id, claimed[0].fence)],
                 lease_end
@@ -505,13 +514,20 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
             .unwrap(),
         Vec::<i64>::new()
     );
-    assert_eq!(store.next_due().await.unwrap(), Some(lease_end));
     assert_eq!(
-        store.tasks_maintain(lease_end).await.unwrap().rescued,
+        store.task_instance_next_due().await.unwrap(),
+        Some(lease_end)
+    );
+    assert_eq!(
+        store
+            .task_instance_maintain(lease_end)
+            .await
+            .unwrap()
+            .rescued,
         0,
         "a lease is good until it has passed"
     );
-    let report = store.tasks_maintain(lease_end + 1).await.unwrap();
+    let report = store.task_instance_maintain(lease_end + 1).await.unwrap();
     assert_eq!(report.rescued, 1);
     // Lost, not failed: queued again at once, without using the task's one retry.
     assert_eq!(
@@ -519,13 +535,13 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
         "a=queued b=scheduled c=scheduled"
     );
     let attempts = store
-        .task_attempts(claimed[0].task_instance_id)
+        .attempt_list(claimed[0].task_instance_id)
         .await
         .unwrap();
     assert_eq!(attempts[0].state, "lost");
     // The dead worker comes back: its heartbeat says the task is gone, its completion is refused.
     let lost = store
-        .task_heartbeat(
+        .task_instance_heartbeat(
             "dead-worker",
             &[(claimed[0].task_instance_id, claimed[0].fence)],
             lease_end + 60 * SECOND,
@@ -536,11 +552,11 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
     // A task instance that never existed is the caller's mistake, not a lost lease.
     for refused in [
         store
-            .task_heartbeat("dead-worker", &[(999_999, 1)], lease_end)
+            .task_instance_heartbeat("dead-worker", &[(999_999, 1)], lease_end)
             .await
             .map(drop),
         store
-            .task_release("dead-worker", &[(999_999, 1)], lease_end)
+            .task_instance_release("dead-worker", &[(999_999, 1)], lease_end)
             .await
             .map(drop),
     ] {
@@ -550,7 +566,7 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
         );
     }
     let late = store
-        .task_complete(&[success(&claimed[0])], lease_end + 2)
+        .task_instance_complete(&[success(&claimed[0])], lease_end + 2)
         .await
         .unwrap();
     assert!(
@@ -564,15 +580,18 @@ async fn expired_leases_are_rescued_and_fenced(db: &TestDb) {
         "{late:?}"
     );
     // It runs again elsewhere and succeeds exactly once.
-    store.tasks_maintain(lease_end + 60 * SECOND).await.unwrap();
+    store
+        .task_instance_maintain(lease_end + 60 * SECOND)
+        .await
+        .unwrap();
     let again = claim(store, "live-worker", 1, lease_end + 60 * SECOND).await;
     assert_eq!(again[0].try_number, 2);
     store
-        .task_complete(&[success(&again[0])], lease_end + 61 * SECOND)
+        .task_instance_complete(&[success(&again[0])], lease_end + 61 * SECOND)
         .await
         .unwrap();
     let attempts = store
-        .task_attempts(claimed[0].task_instance_id)
+        .attempt_list(claimed[0].task_instance_id)
         .await
         .unwrap();
     assert_eq!(
@@ -592,7 +611,7 @@ async fn timeouts_fail_the_attempt(db: &TestDb) {
     assert_eq!(claimed[0].timeout_at, Some(T0 + 5 * SECOND));
     assert_eq!(
         store
-            .tasks_maintain(T0 + 5 * SECOND - 1)
+            .task_instance_maintain(T0 + 5 * SECOND - 1)
             .await
             .unwrap()
             .timed_out,
@@ -600,17 +619,17 @@ async fn timeouts_fail_the_attempt(db: &TestDb) {
     );
     assert_eq!(
         store
-            .tasks_maintain(T0 + 5 * SECOND)
+            .task_instance_maintain(T0 + 5 * SECOND)
             .await
             .unwrap()
             .timed_out,
         1
     );
-    let instance = &store.task_instances(run.id).await.unwrap()[0];
+    let instance = &store.task_instance_list(run.id).await.unwrap()[0];
     assert_eq!(instance.state, TaskState::UpForRetry);
     assert_eq!(instance.error.as_deref(), Some("timed out after 5s"));
     assert_eq!(
-        store.task_attempts(instance.id).await.unwrap()[0].state,
+        store.attempt_list(instance.id).await.unwrap()[0].state,
         "timed_out"
     );
 }
@@ -625,7 +644,7 @@ async fn cancelling_a_run_stops_its_tasks_and_admits_the_next(db: &TestDb) {
     store.dag_sync(&loaded, T0).await.unwrap();
     let first = create_run(store, "chain", T0).await;
     let second = create_run(store, "chain", T0 + 1).await;
-    assert_eq!(store.runs_start_queued(T0).await.unwrap(), vec![first.id]);
+    assert_eq!(store.run_start_queued(T0).await.unwrap(), vec![first.id]);
     let claimed = claim(store, "w", 1, T0).await;
     assert!(store.run_cancel(first.id, T0 + 2).await.unwrap());
     assert!(
@@ -638,7 +657,7 @@ async fn cancelling_a_run_stops_its_tasks_and_admits_the_next(db: &TestDb) {
     );
     assert_eq!(run_state(store, first.id).await, RunState::Cancelled);
     let lost = store
-        .task_heartbeat(
+        .task_instance_heartbeat(
             "w",
             &[(claimed[0].task_instance_id, claimed[0].fence)],
             T0 + 30 * SECOND,
@@ -651,7 +670,7 @@ async fn cancelling_a_run_stops_its_tasks_and_admits_the_next(db: &TestDb) {
         "the worker learns its task was cancelled"
     );
     let late = store
-        .task_complete(&[success(&claimed[0])], T0 + 4)
+        .task_instance_complete(&[success(&claimed[0])], T0 + 4)
         .await
         .unwrap();
     assert!(matches!(
@@ -675,7 +694,7 @@ async fn max_active_runs_and_pause_hold(db: &TestDb) {
     store.dag_set_paused("chain", true, T0).await.unwrap();
     let runs: Vec<RunRecord> = futures_free_create(store, 5).await;
     assert!(
-        store.runs_start_queued(T0).await.unwrap().is_empty(),
+        store.run_start_queued(T0).await.unwrap().is_empty(),
         "a paused DAG starts nothing"
     );
     store.dag_set_paused("chain", false, T0).await.unwrap();
@@ -698,7 +717,7 @@ async fn max_active_runs_and_pause_hold(db: &TestDb) {
             "the older run's tasks come first (lower ids)"
         );
         store
-            .task_complete(&[success(&claimed[0])], T0)
+            .task_instance_complete(&[success(&claimed[0])], T0)
             .await
             .unwrap();
     }
@@ -725,13 +744,13 @@ async fn clear_and_mark_rerun_and_reroute(db: &TestDb) {
     for _ in 0..3 {
         let claimed = claim(store, "w", 1, T0).await;
         store
-            .task_complete(&[success(&claimed[0])], T0)
+            .task_instance_complete(&[success(&claimed[0])], T0)
             .await
             .unwrap();
     }
     assert_eq!(run_state(store, run.id).await, RunState::Success);
     let cleared = store
-        .task_clear(run.id, "b", true, T0 + SECOND)
+        .task_instance_clear(run.id, "b", true, T0 + SECOND)
         .await
         .unwrap();
     assert_eq!(cleared, ["b", "c"]);
@@ -743,14 +762,14 @@ async fn clear_and_mark_rerun_and_reroute(db: &TestDb) {
     let again = claim(store, "w", 1, T0 + SECOND).await;
     assert_eq!((again[0].task_id.as_str(), again[0].try_number), ("b", 2));
     store
-        .task_complete(&[success(&again[0])], T0 + SECOND)
+        .task_instance_complete(&[success(&again[0])], T0 + SECOND)
         .await
         .unwrap();
     assert_eq!(states(store, run.id).await, "a=success b=success c=queued");
 
     // Marking b failed by hand: c can no longer run; the run fails.
     store
-        .task_mark(run.id, "b", TaskState::Failed, T0 + 2 * SECOND)
+        .task_instance_mark(run.id, "b", TaskState::Failed, T0 + 2 * SECOND)
         .await
         .unwrap();
     assert_eq!(
@@ -760,28 +779,30 @@ async fn clear_and_mark_rerun_and_reroute(db: &TestDb) {
     assert_eq!(run_state(store, run.id).await, RunState::Failed);
     // Marking it success: c becomes ready again.
     store
-        .task_mark(run.id, "b", TaskState::Success, T0 + 3 * SECOND)
+        .task_instance_mark(run.id, "b", TaskState::Success, T0 + 3 * SECOND)
         .await
         .unwrap();
     assert_eq!(states(store, run.id).await, "a=success b=success c=queued");
     assert_eq!(run_state(store, run.id).await, RunState::Running);
     assert!(matches!(
-        store.task_mark(run.id, "b", TaskState::Queued, T0).await,
+        store
+            .task_instance_mark(run.id, "b", TaskState::Queued, T0)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.task_clear(run.id, "zzz", false, T0).await,
+        store.task_instance_clear(run.id, "zzz", false, T0).await,
         Err(StoreError::NotFound(_))
     ));
 
     // Marking a running task: its worker's report is refused afterwards.
     let running = claim(store, "w", 1, T0 + 4 * SECOND).await;
     store
-        .task_mark(run.id, "c", TaskState::Success, T0 + 5 * SECOND)
+        .task_instance_mark(run.id, "c", TaskState::Success, T0 + 5 * SECOND)
         .await
         .unwrap();
     let late = store
-        .task_complete(&[failure(&running[0], false)], T0 + 6 * SECOND)
+        .task_instance_complete(&[failure(&running[0], false)], T0 + 6 * SECOND)
         .await
         .unwrap();
     assert!(matches!(late[0], Err(Rejection::Stale { .. })));
@@ -818,7 +839,7 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
     // A completion carries the attempt's last chunk in the same transaction.
     let last = chunk(2, "third\n");
     store
-        .task_complete_with_logs(&[success(&claimed[0])], &[last], T0)
+        .task_instance_complete_with_logs(&[success(&claimed[0])], &[last], T0)
         .await
         .unwrap();
     assert_eq!(
@@ -857,7 +878,7 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
     );
     assert_eq!(
         store
-            .task_instances_missing(&[999_999, id, 999_999, 888_888])
+            .task_instance_list_missing(&[999_999, id, 999_999, 888_888])
             .await
             .unwrap(),
         [888_888, 999_999]
@@ -865,7 +886,7 @@ async fn logs_are_stored_once_and_read_in_order(db: &TestDb) {
     // Riding with a completion, such chunks are dropped instead: the batch is not failed.
     let next = claim(store, "w", 1, T0).await;
     store
-        .task_complete_with_logs(&[success(&next[0])], &[unknown, chunk(4, "late\n")], T0)
+        .task_instance_complete_with_logs(&[success(&next[0])], &[unknown, chunk(4, "late\n")], T0)
         .await
         .unwrap();
     assert_eq!(store.log_read(id, 1, 2, 100).await.unwrap().len(), 0);
@@ -876,39 +897,39 @@ async fn leadership_is_exclusive_until_it_expires(db: &TestDb) {
     let ttl = Duration::from_secs(10);
     assert!(
         store
-            .leader_attempt("scheduler", "a", ttl, T0)
+            .leader_attempt_elect("scheduler", "a", ttl, T0)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .leader_attempt("scheduler", "b", ttl, T0 + SECOND)
+            .leader_attempt_elect("scheduler", "b", ttl, T0 + SECOND)
             .await
             .unwrap()
     );
     assert!(
         store
-            .leader_attempt("scheduler", "a", ttl, T0 + 5 * SECOND)
+            .leader_attempt_elect("scheduler", "a", ttl, T0 + 5 * SECOND)
             .await
             .unwrap(),
         "the leader renews"
     );
     assert!(
         !store
-            .leader_attempt("scheduler", "b", ttl, T0 + 14 * SECOND)
+            .leader_attempt_elect("scheduler", "b", ttl, T0 + 14 * SECOND)
             .await
             .unwrap()
     );
     assert!(
         store
-            .leader_attempt("scheduler", "b", ttl, T0 + 16 * SECOND)
+            .leader_attempt_elect("scheduler", "b", ttl, T0 + 16 * SECOND)
             .await
             .unwrap(),
         "b takes over once a's lease lapsed"
     );
     assert!(
         !store
-            .leader_attempt("scheduler", "a", ttl, T0 + 17 * SECOND)
+            .leader_attempt_elect("scheduler", "a", ttl, T0 + 17 * SECOND)
             .await
             .unwrap()
     );
@@ -942,7 +963,7 @@ queue = "gpu"
         "gpu waits for a gpu worker"
     );
     let gpu = store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: "g".to_owned(),
             queues: vec!["gpu".to_owned()],
             limit: 10,
@@ -972,7 +993,11 @@ async fn concurrent_claimers_never_share_a_task(db: &TestDb) {
                     return mine;
                 }
                 let completions: Vec<Completion> = claimed.iter().map(success).collect();
-                for outcome in store.task_complete(&completions, T0).await.unwrap() {
+                for outcome in store
+                    .task_instance_complete(&completions, T0)
+                    .await
+                    .unwrap()
+                {
                     assert_eq!(outcome, Ok(CompletionOutcome::Succeeded));
                 }
                 mine.extend(claimed.into_iter().map(|task| task.task_instance_id));
@@ -1024,7 +1049,7 @@ async fn crossing_completion_batches_do_not_deadlock(db: &TestDb) {
     for round in 0..30i64 {
         let first = create_run(&*db.store, "p", T0 + round * 10).await;
         let second = create_run(&*db.store, "p", T0 + round * 10 + 1).await;
-        db.store.runs_start_queued(T0).await.unwrap();
+        db.store.run_start_queued(T0).await.unwrap();
         let claimed = claim(&*db.store, "w", 10, T0).await;
         assert_eq!(claimed.len(), 4);
         let find = |run_id: i64, task: &str| {
@@ -1038,8 +1063,8 @@ async fn crossing_completion_batches_do_not_deadlock(db: &TestDb) {
         let one_way = vec![find(first.id, "t1"), find(second.id, "t1")];
         let other_way = vec![find(second.id, "t2"), find(first.id, "t2")];
         let (a, b) = tokio::join!(
-            store_a.task_complete(&one_way, T0),
-            store_b.task_complete(&other_way, T0)
+            store_a.task_instance_complete(&one_way, T0),
+            store_b.task_instance_complete(&other_way, T0)
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert!(
@@ -1050,7 +1075,7 @@ async fn crossing_completion_batches_do_not_deadlock(db: &TestDb) {
         let joins = claim(&*db.store, "w", 10, T0).await;
         assert_eq!(joins.len(), 2, "both joins became ready");
         let done: Vec<Completion> = joins.iter().map(success).collect();
-        db.store.task_complete(&done, T0).await.unwrap();
+        db.store.task_instance_complete(&done, T0).await.unwrap();
     }
 }
 
@@ -1091,7 +1116,7 @@ async fn combined_completion_calls_share_one_transaction(db: &TestDb) {
     }];
     let first_claim = claim_params("w1", 25, T0 + 1);
     let replies = store
-        .task_complete_batches(
+        .task_instance_complete_batches(
             &[CompletionBatch {
                 completions: &[success(&root[0])],
                 logs: &logs,
@@ -1130,7 +1155,7 @@ async fn combined_completion_calls_share_one_transaction(db: &TestDb) {
     let claim_one = claim_params("w1", 25, T0 + 2);
     let claim_two = claim_params("w2", 16, T0 + 2);
     let replies = store
-        .task_complete_batches(
+        .task_instance_complete_batches(
             &[
                 CompletionBatch {
                     completions: &one,
@@ -1173,7 +1198,7 @@ async fn combined_completion_calls_share_one_transaction(db: &TestDb) {
     assert_eq!(joins[0].task_id, "join");
     assert_eq!(replies[0].1.len(), 1);
     let done = store
-        .task_complete(&[success(joins[0])], T0 + 3)
+        .task_instance_complete(&[success(joins[0])], T0 + 3)
         .await
         .unwrap();
     assert_eq!(done, vec![Ok(CompletionOutcome::Succeeded)]);
@@ -1216,7 +1241,7 @@ async fn a_trigger_claims_for_waiting_workers(db: &TestDb) {
     );
     assert!(store.run_trigger(&params, &claims).await.unwrap().is_none());
     let outcome = store
-        .task_complete(&[success(&claimed[0][0])], T0 + 1)
+        .task_instance_complete(&[success(&claimed[0][0])], T0 + 1)
         .await
         .unwrap();
     assert_eq!(outcome, vec![Ok(CompletionOutcome::Succeeded)]);

@@ -48,7 +48,7 @@ fn every_minute() -> String {
 
 async fn claim(store: &dyn Store, worker: &str, lease: Duration) -> ClaimedTask {
     let mut claimed = store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: worker.to_owned(),
             queues: vec!["default".to_owned()],
             limit: 1,
@@ -86,7 +86,10 @@ async fn prepare(scheduler: &Scheduler, store: &dyn Store) -> Due {
             retryable: true,
         },
     };
-    store.task_complete(&[failure], now_micros()).await.unwrap();
+    store
+        .task_instance_complete(&[failure], now_micros())
+        .await
+        .unwrap();
     scheduler
         .trigger("steady", &params, TriggerKind::Manual)
         .await
@@ -101,7 +104,7 @@ async fn prepare(scheduler: &Scheduler, store: &dyn Store) -> Due {
 async fn state_of(store: &dyn Store, task_instance_id: i64) -> Option<TaskState> {
     let runs = store.run_list(&RunFilter::default()).await.ok()?;
     for run in runs {
-        for instance in store.task_instances(run.id).await.ok()? {
+        for instance in store.task_instance_list(run.id).await.ok()? {
             if instance.id == task_instance_id {
                 return Some(instance.state);
             }
@@ -116,7 +119,7 @@ async fn retried_and_rescued(store: &dyn Store, due: &Due) -> bool {
     let retried = state_of(store, due.retrying)
         .await
         .is_some_and(|state| state != TaskState::UpForRetry);
-    let rescued = match store.task_attempts(due.expiring).await {
+    let rescued = match store.attempt_list(due.expiring).await {
         Ok(attempts) => attempts
             .first()
             .is_some_and(|attempt| attempt.state != "running"),
@@ -331,7 +334,7 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
     // Another scheduler cannot take over: this one renewed its leadership.
     let other = db
         .store
-        .leader_attempt(
+        .leader_attempt_elect(
             "scheduler",
             "another-server",
             Duration::from_secs(10),

@@ -139,7 +139,7 @@ impl Setup {
     async fn instance(&self, run_id: i64) -> TaskInstanceRecord {
         self.db
             .store
-            .task_instances(run_id)
+            .task_instance_list(run_id)
             .await
             .unwrap()
             .remove(0)
@@ -184,7 +184,7 @@ async fn a_panicking_plugin_fails_its_attempt_and_the_worker_goes_on() {
         setup
             .db
             .store
-            .tasks_maintain(kiln_engine::store::now_micros())
+            .task_instance_maintain(kiln_engine::store::now_micros())
             .await
             .unwrap();
         setup
@@ -237,7 +237,7 @@ async fn shutdown_hands_unfinished_tasks_back_without_spending_a_try() {
         (instance.state, instance.lost_attempts, instance.own_tries()),
         (TaskState::Queued, 1, (0, 1))
     );
-    let attempts = setup.db.store.task_attempts(instance.id).await.unwrap();
+    let attempts = setup.db.store.attempt_list(instance.id).await.unwrap();
     assert_eq!(
         (attempts[0].state.as_str(), attempts[0].error.as_deref()),
         (

@@ -27,7 +27,7 @@ async fn summary(
     let plan = state
         .scheduler()
         .store()
-        .dag_version(record.current_version_id)
+        .dag_version_get(record.current_version_id)
         .await?;
     let dag = &plan.dag;
     let next_run = dag
@@ -59,7 +59,7 @@ pub(crate) async fn list_dags(State(state): State<AppState>) -> Result<Json<DagL
         dags.push(summary(&state, &record).await?.0);
     }
     let import_errors = store
-        .dag_file_errors()
+        .dag_file_error_list()
         .await?
         .into_iter()
         .map(|error| ImportError {
@@ -235,7 +235,7 @@ pub(crate) async fn get_run(
 ) -> Result<Json<RunDetail>, AppError> {
     let run = run_or_404(&state, run_id).await?;
     let store = state.scheduler().store();
-    let instances = store.task_instances(run_id).await?;
+    let instances = store.task_instance_list(run_id).await?;
     let mut tasks = Vec::with_capacity(instances.len());
     let mut mlflow = None;
     if let Some(links) = &state.mlflow {
@@ -298,7 +298,7 @@ pub(crate) async fn task_logs(
     let store = state.scheduler().store();
     run_or_404(&state, run_id).await?;
     let instance = store
-        .task_instances(run_id)
+        .task_instance_list(run_id)
         .await?
         .into_iter()
         .find(|instance| instance.task_id == task_id)

@@ -64,7 +64,7 @@ pub(crate) async fn get_artifact(
         .await?
         .ok_or_else(|| unknown_artifact(&name))?;
     let limit = query.limit.unwrap_or(DEFAULT_VERSIONS).min(MAX_VERSIONS);
-    let versions = store.artifact_versions(&name, limit).await?;
+    let versions = store.artifact_version_list(&name, limit).await?;
     Ok(Json(ArtifactDetail {
         artifact: ArtifactView::from(&artifact),
         versions: versions.iter().map(VersionView::from).collect(),
@@ -135,7 +135,7 @@ pub(crate) async fn version_lineage(
     let graph = state
         .scheduler()
         .store()
-        .artifact_lineage(record.id, direction)
+        .lineage_get_by_version(record.id, direction)
         .await?;
     Ok(Json(LineageView::from(&graph)))
 }
@@ -150,7 +150,7 @@ pub(crate) async fn run_lineage(
         .run_get(run_id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("run {run_id} not found")))?;
-    let graph = store.run_lineage(run_id).await?;
+    let graph = store.lineage_get_by_run(run_id).await?;
     Ok(Json(LineageView::from(&graph)))
 }
 
@@ -179,7 +179,7 @@ async fn resolve_version(
 ) -> Result<ArtifactVersionRecord, AppError> {
     let number = parse_version(version)?;
     let store = state.scheduler().store();
-    if let Some(record) = store.artifact_version(name, number).await? {
+    if let Some(record) = store.artifact_version_get(name, number).await? {
         return Ok(record);
     }
     // Missing: say whether the name or only the version is unknown.

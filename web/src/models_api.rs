@@ -212,7 +212,7 @@ pub(crate) async fn get_model(
         .find(|model| model.name == name)
         .ok_or_else(|| AppError::NotFound(format!("model `{name}` not found")))?;
     let versions = store
-        .artifact_versions(&name, 1000)
+        .artifact_version_list(&name, 1000)
         .await?
         .into_iter()
         .map(|version| ModelVersionView {
@@ -231,7 +231,7 @@ pub(crate) async fn get_model(
         })
         .collect();
     let history = store
-        .model_alias_events(&name)
+        .model_alias_event_list(&name)
         .await?
         .into_iter()
         .map(|event| AliasEventView {
@@ -452,7 +452,7 @@ pub(crate) async fn rollback(
     let (from, to) = state
         .scheduler()
         .store()
-        .model_rollback(&name, alias, now_micros())
+        .model_alias_rollback(&name, alias, now_micros())
         .await?;
     Ok(Json(AliasMove {
         alias,

@@ -98,7 +98,7 @@ impl ModelServer {
             return Ok(model);
         }
         let stale = self.cached(name, false);
-        let current = match store.model_alias(name, ModelAlias::Production).await {
+        let current = match store.model_alias_get(name, ModelAlias::Production).await {
             Ok(current) => current,
             Err(error) => {
                 // The registry is unreachable: keep serving what is loaded.

@@ -108,7 +108,7 @@ impl Harness {
     /// The id of the latest version of `name`.
     async fn version_id(&self, name: &str) -> i64 {
         self.store
-            .artifact_version(name, None)
+            .artifact_version_get(name, None)
             .await
             .unwrap()
             .unwrap()

@@ -149,7 +149,7 @@ async fn run_params(harness: &Harness, run_id: i64) -> serde_json::Value {
 async fn task_states(harness: &Harness, run_id: i64) -> Vec<(String, String)> {
     let store = harness.state.scheduler().store();
     store
-        .task_instances(run_id)
+        .task_instance_list(run_id)
         .await
         .unwrap()
         .into_iter()

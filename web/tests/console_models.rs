@@ -119,7 +119,7 @@ impl Harness {
 
     async fn production(&self, name: &str) -> Option<i64> {
         self.store
-            .model_alias(name, ModelAlias::Production)
+            .model_alias_get(name, ModelAlias::Production)
             .await
             .unwrap()
             .map(|version| version.version)
@@ -380,7 +380,12 @@ async fn a_read_only_login_sees_models_and_moves_nothing() {
     assert_eq!(rollback.status, StatusCode::FORBIDDEN);
     assert_eq!(harness.production("wq").await, Some(1));
     assert_eq!(
-        harness.store.model_alias_events("wq").await.unwrap().len(),
+        harness
+            .store
+            .model_alias_event_list("wq")
+            .await
+            .unwrap()
+            .len(),
         2
     );
 

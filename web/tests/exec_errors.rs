@@ -70,7 +70,7 @@ async fn log_text(harness: &Harness, task: &ClaimedTask) -> String {
 }
 
 async fn state_of(harness: &Harness, task: &ClaimedTask) -> (String, Option<i64>) {
-    let instances = harness.store.task_instances(task.run_id).await.unwrap();
+    let instances = harness.store.task_instance_list(task.run_id).await.unwrap();
     let instance = instances
         .iter()
         .find(|instance| instance.id == task.task_instance_id)

@@ -291,8 +291,8 @@ impl Cluster {
         Cluster::runtime().block_on(async move {
             let store = kiln_engine::store::connect(&url).await.unwrap();
             let mut result = Vec::new();
-            for instance in store.task_instances(run_id).await.unwrap() {
-                let attempts = store.task_attempts(instance.id).await.unwrap();
+            for instance in store.task_instance_list(run_id).await.unwrap() {
+                let attempts = store.attempt_list(instance.id).await.unwrap();
                 result.push((
                     instance.task_id.clone(),
                     attempts.into_iter().map(|attempt| attempt.state).collect(),

@@ -171,7 +171,7 @@ impl Sender {
             let now = now_micros();
             if !self
                 .store
-                .leader_attempt(LEADERSHIP, &self.holder, LEADER_TTL, now)
+                .leader_attempt_elect(LEADERSHIP, &self.holder, LEADER_TTL, now)
                 .await?
             {
                 return Ok(report);

@@ -123,7 +123,7 @@ async fn apply_batch(store: &dyn Store, mut batch: Vec<Pending>) {
             claim: pending.claim.as_ref(),
         })
         .collect();
-    let result = store.task_complete_batches(&batches, now).await;
+    let result = store.task_instance_complete_batches(&batches, now).await;
     drop(batches);
     match result {
         Ok(answers) => {
@@ -140,7 +140,7 @@ async fn apply_batch(store: &dyn Store, mut batch: Vec<Pending>) {
             tracing::warn!(message = "A shared completion transaction failed; applying its calls one by one.", %error);
             for pending in batch {
                 let answer = store
-                    .task_complete_and_claim(
+                    .task_instance_complete_and_claim(
                         &pending.completions,
                         &pending.logs,
                         pending.claim.as_ref(),

@@ -835,7 +835,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Every recorded DAG file error.
-    async fn dag_file_errors(&self) -> Result<Vec<DagFileErrorRecord>, StoreError>;
+    async fn dag_file_error_list(&self) -> Result<Vec<DagFileErrorRecord>, StoreError>;
 
     /// Every DAG, by id.
     async fn dag_list(&self) -> Result<Vec<DagRecord>, StoreError>;
@@ -852,7 +852,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// A DAG version's definition, prepared for scheduling (cached; versions never change).
-    async fn dag_version(&self, version_id: i64) -> Result<Arc<DagPlan>, StoreError>;
+    async fn dag_version_get(&self, version_id: i64) -> Result<Arc<DagPlan>, StoreError>;
 
     /// Moves a DAG's newest scheduled logical date forward (never backwards).
     async fn dag_set_last_scheduled(
@@ -865,7 +865,7 @@ pub trait Store: Send + Sync + 'static {
     async fn run_create(&self, params: &RunCreateParams) -> Result<Option<RunRecord>, StoreError>;
 
     /// Creates a run and, in the same transaction, starts queued runs as
-    /// [`Store::runs_start_queued`] does (this one included, if its DAG is under
+    /// [`Store::run_start_queued`] does (this one included, if its DAG is under
     /// `max_active_runs`) and claims tasks for the workers waiting for work (`claims`, answered
     /// in order): one commit between a trigger and its first running task. Answers the run as it
     /// is after that, or `None` (and claims nothing) if the DAG already has a run at that
@@ -884,40 +884,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// Starts queued runs while their DAG is unpaused and under `max_active_runs`: creates their
     /// task instances and queues the tasks with no upstream. Returns the runs started.
-    async fn runs_start_queued(&self, now: Micros) -> Result<Vec<i64>, StoreError>;
+    async fn run_start_queued(&self, now: Micros) -> Result<Vec<i64>, StoreError>;
 
     /// Cancels a queued or running run and all its unfinished tasks; false if it was already over.
     async fn run_cancel(&self, run_id: i64, now: Micros) -> Result<bool, StoreError>;
 
     /// A run's task instances, in the DAG's task order.
-    async fn task_instances(&self, run_id: i64) -> Result<Vec<TaskInstanceRecord>, StoreError>;
+    async fn task_instance_list(&self, run_id: i64) -> Result<Vec<TaskInstanceRecord>, StoreError>;
 
     /// A task instance's attempts, oldest first.
-    async fn task_attempts(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+    async fn attempt_list(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
 
     /// Claims up to `limit` queued tasks for a worker, highest priority first.
-    async fn task_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError>;
+    async fn task_instance_claim(
+        &self,
+        params: &ClaimParams,
+    ) -> Result<Vec<ClaimedTask>, StoreError>;
 
     /// Applies workers' reports, in one transaction; each is accepted or refused on its own.
-    async fn task_complete(
+    async fn task_instance_complete(
         &self,
         completions: &[Completion],
         now: Micros,
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
-        self.task_complete_with_logs(completions, &[], now).await
+        self.task_instance_complete_with_logs(completions, &[], now)
+            .await
     }
 
     /// Stores the attempts' last log chunks and applies their reports, in one transaction, so a
     /// finished task's log is whole the moment its completion is visible. Chunks for an attempt
     /// that is not running (a stale report's, or naming no attempt) are dropped.
-    async fn task_complete_with_logs(
+    async fn task_instance_complete_with_logs(
         &self,
         completions: &[Completion],
         logs: &[LogUpload],
         now: Micros,
     ) -> Result<Vec<Result<CompletionOutcome, Rejection>>, StoreError> {
         Ok(self
-            .task_complete_and_claim(completions, logs, None, now)
+            .task_instance_complete_and_claim(completions, logs, None, now)
             .await?
             .0)
     }
@@ -925,7 +929,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores log chunks, applies reports and, in the same transaction, claims the worker's next
     /// tasks: one commit (and one round trip) per step instead of two, which is what a chain of
     /// tasks waits on.
-    async fn task_complete_and_claim(
+    async fn task_instance_complete_and_claim(
         &self,
         completions: &[Completion],
         logs: &[LogUpload],
@@ -936,7 +940,7 @@ pub trait Store: Send + Sync + 'static {
     /// Applies several workers' completion calls in one transaction (one commit, so one wait for
     /// the disk, for all of them): their log chunks, their reports, then each one's claim, in
     /// order. Answers each call's outcomes and claimed tasks, in order.
-    async fn task_complete_batches(
+    async fn task_instance_complete_batches(
         &self,
         batches: &[CompletionBatch<'_>],
         now: Micros,
@@ -945,7 +949,7 @@ pub trait Store: Send + Sync + 'static {
     /// Extends the leases of a worker's running tasks; returns those no longer the worker's
     /// (cancelled, timed out or rescued), which it must stop. A task instance that does not
     /// exist is [`StoreError::NotFound`], and then no lease is extended.
-    async fn task_heartbeat(
+    async fn task_instance_heartbeat(
         &self,
         worker_id: &str,
         tasks: &[(i64, i64)],
@@ -957,7 +961,7 @@ pub trait Store: Send + Sync + 'static {
     /// once it has lost more than `max_lost_attempts`. Returns how many were handed back; a
     /// lease that moved on is skipped, and a task instance that does not exist is
     /// [`StoreError::NotFound`] (then nothing is handed back).
-    async fn task_release(
+    async fn task_instance_release(
         &self,
         worker_id: &str,
         tasks: &[(i64, i64)],
@@ -968,7 +972,7 @@ pub trait Store: Send + Sync + 'static {
     /// answer, or it was handed more than it asked for): each task is queued again as if it had
     /// not been claimed, its try and its attempt row undone. Not a loss: the attempt never
     /// started. Returns how many were taken back.
-    async fn task_unclaim(
+    async fn task_instance_unclaim(
         &self,
         worker_id: &str,
         tasks: &[(i64, i64)],
@@ -978,18 +982,22 @@ pub trait Store: Send + Sync + 'static {
     /// worker known to be dead, without waiting for the lease. Each task is queued again
     /// without using one of its retries, or fails once it has lost more than
     /// `max_lost_attempts`. Returns how many were rescued.
-    async fn tasks_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError>;
+    async fn task_instance_rescue_worker(
+        &self,
+        worker_id: &str,
+        now: Micros,
+    ) -> Result<usize, StoreError>;
 
     /// Queues retries that are due, fails or retries tasks past their timeout, and rescues tasks
-    /// whose lease expired (their attempts lost, as [`Store::tasks_rescue_worker`] ends them).
-    async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError>;
+    /// whose lease expired (their attempts lost, as [`Store::task_instance_rescue_worker`] ends them).
+    async fn task_instance_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError>;
 
-    /// The earliest time at which [`Store::tasks_maintain`] will have something to do.
-    async fn next_due(&self) -> Result<Option<Micros>, StoreError>;
+    /// The earliest time at which [`Store::task_instance_maintain`] will have something to do.
+    async fn task_instance_next_due(&self) -> Result<Option<Micros>, StoreError>;
 
     /// Clears a task instance (and optionally everything downstream of it) so it runs again.
     /// Returns the task ids cleared.
-    async fn task_clear(
+    async fn task_instance_clear(
         &self,
         run_id: i64,
         task_id: &str,
@@ -998,7 +1006,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
 
     /// Marks a task instance success or failed by hand; downstream tasks react as if it had run.
-    async fn task_mark(
+    async fn task_instance_mark(
         &self,
         run_id: i64,
         task_id: &str,
@@ -1013,7 +1021,7 @@ pub trait Store: Send + Sync + 'static {
     async fn log_append(&self, chunks: &[LogUpload], now: Micros) -> Result<(), StoreError>;
 
     /// The ids among `ids` that name no task instance, ascending, each once.
-    async fn task_instances_missing(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError>;
+    async fn task_instance_list_missing(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError>;
 
     /// Log chunks of an attempt after `after_seq` (use -1 for all), in order.
     async fn log_read(
@@ -1026,17 +1034,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The task instances of several runs, in one query, ordered by run and then by id (the
     /// order they were created in). Unknown run ids are ignored.
-    async fn task_instances_for_runs(
+    async fn task_instance_list_for_runs(
         &self,
         run_ids: &[i64],
     ) -> Result<Vec<TaskInstanceRecord>, StoreError>;
 
     /// The newest `per_dag` runs of every DAG, by DAG id and then newest first.
-    async fn runs_latest_per_dag(&self, per_dag: u32) -> Result<Vec<RunRecord>, StoreError>;
+    async fn run_list_latest_per_dag(&self, per_dag: u32) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Every running task instance with its DAG id, by task instance id.
-    async fn task_instances_running(&self)
-    -> Result<Vec<(String, TaskInstanceRecord)>, StoreError>;
+    async fn task_instance_list_running(
+        &self,
+    ) -> Result<Vec<(String, TaskInstanceRecord)>, StoreError>;
 
     /// One task instance of a run.
     async fn task_instance_get(
@@ -1046,10 +1055,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TaskInstanceRecord>, StoreError>;
 
     /// A DAG's stored versions, newest first; empty for an unknown DAG.
-    async fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionRecord>, StoreError>;
+    async fn dag_version_list(&self, dag_id: &str) -> Result<Vec<DagVersionRecord>, StoreError>;
 
     /// The file text a DAG version was loaded from.
-    async fn dag_version_source(&self, version_id: i64) -> Result<Option<String>, StoreError>;
+    async fn dag_version_get_source(&self, version_id: i64) -> Result<Option<String>, StoreError>;
 
     /// Artifact names, by name; only those of `kind` when given.
     async fn artifact_list(
@@ -1061,21 +1070,21 @@ pub trait Store: Send + Sync + 'static {
     async fn artifact_get(&self, name: &str) -> Result<Option<ArtifactRecord>, StoreError>;
 
     /// A name's versions, newest first, at most `limit`.
-    async fn artifact_versions(
+    async fn artifact_version_list(
         &self,
         name: &str,
         limit: u32,
     ) -> Result<Vec<ArtifactVersionRecord>, StoreError>;
 
     /// One version of a name; `None` as the version means the newest.
-    async fn artifact_version(
+    async fn artifact_version_get(
         &self,
         name: &str,
         version: Option<i64>,
     ) -> Result<Option<ArtifactVersionRecord>, StoreError>;
 
     /// A version by its store id.
-    async fn artifact_version_by_id(
+    async fn artifact_version_get_by_id(
         &self,
         id: i64,
     ) -> Result<Option<ArtifactVersionRecord>, StoreError>;
@@ -1090,17 +1099,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// The lineage of a version: everything it was made from (upstream, down to the raw
     /// inputs), or everything made from it (downstream).
-    async fn artifact_lineage(
+    async fn lineage_get_by_version(
         &self,
         version_id: i64,
         direction: LineageDirection,
     ) -> Result<LineageGraph, StoreError>;
 
     /// Everything the attempts of one run read and wrote.
-    async fn run_lineage(&self, run_id: i64) -> Result<LineageGraph, StoreError>;
+    async fn lineage_get_by_run(&self, run_id: i64) -> Result<LineageGraph, StoreError>;
 
     /// What a task instance's attempts read and wrote, oldest attempt first.
-    async fn attempt_artifacts(
+    async fn attempt_artifact_list(
         &self,
         task_instance_id: i64,
     ) -> Result<Vec<AttemptArtifact>, StoreError>;
@@ -1109,13 +1118,13 @@ pub trait Store: Send + Sync + 'static {
     async fn cache_lookup(&self, key: &str) -> Result<Option<CacheHit>, StoreError>;
 
     /// Every blob digest some version refers to, as lowercase hex.
-    async fn artifact_blobs_in_use(&self) -> Result<Vec<String>, StoreError>;
+    async fn artifact_blob_list_in_use(&self) -> Result<Vec<String>, StoreError>;
 
     /// The models of the registry (artifacts of kind `model`), by name, with their aliases.
     async fn model_list(&self) -> Result<Vec<ModelRecord>, StoreError>;
 
     /// The version an alias of a model points at.
-    async fn model_alias(
+    async fn model_alias_get(
         &self,
         name: &str,
         alias: crate::dag::ModelAlias,
@@ -1134,7 +1143,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves an alias back to the newest older version that held it before (v3 → v2 → v1);
     /// answers `(from, to)`.
-    async fn model_rollback(
+    async fn model_alias_rollback(
         &self,
         name: &str,
         alias: crate::dag::ModelAlias,
@@ -1142,7 +1151,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(i64, i64), StoreError>;
 
     /// The alias moves of a model, oldest first.
-    async fn model_alias_events(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError>;
+    async fn model_alias_event_list(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError>;
 
     /// Switches the MLflow mirror on or off for this store (off by default). While on, run
     /// starts and ends, attempts of tracked tasks (see [`MLFLOW_TRACKED_KINDS`]) and alias moves
@@ -1205,7 +1214,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<String, StoreError>;
 
     /// Takes or renews the named leadership for `ttl`; true if `holder` is the leader now.
-    async fn leader_attempt(
+    async fn leader_attempt_elect(
         &self,
         name: &str,
         holder: &str,

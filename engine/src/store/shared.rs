@@ -1366,7 +1366,7 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            /// Claims queued tasks inside the caller's transaction (see `Store::task_claim`), with
+            /// Claims queued tasks inside the caller's transaction (see `Store::task_instance_claim`), with
             /// their inputs resolved to exact versions. A task whose input has no version fails at
             /// once instead of being handed out.
             async fn claim_in(&self, conn: &mut Conn, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
@@ -1933,7 +1933,7 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            async fn dag_file_errors(&self) -> Result<Vec<DagFileErrorRecord>, StoreError> {
+            async fn dag_file_error_list(&self) -> Result<Vec<DagFileErrorRecord>, StoreError> {
                 let rows: Vec<(String, Option<String>, String, i64)> =
                     sqlx::query_as("SELECT file_path, dag_id, errors, updated_at FROM dag_file_errors ORDER BY file_path")
                         .fetch_all(self.pool())
@@ -1978,7 +1978,7 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            async fn dag_version(&self, version_id: i64) -> Result<SharedArc<DagPlan>, StoreError> {
+            async fn dag_version_get(&self, version_id: i64) -> Result<SharedArc<DagPlan>, StoreError> {
                 if let Some(plan) = self.plans.get(version_id) {
                     return Ok(plan);
                 }
@@ -2049,7 +2049,7 @@ macro_rules! shared_store {
                 rows.iter().map(run_from_row).collect()
             }
 
-            async fn runs_start_queued(&self, now: Micros) -> Result<Vec<i64>, StoreError> {
+            async fn run_start_queued(&self, now: Micros) -> Result<Vec<i64>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let started = self.start_queued_in(&mut *tx, None, now).await?;
                 tx.commit().await?;
@@ -2102,7 +2102,7 @@ macro_rules! shared_store {
                 Ok(true)
             }
 
-            async fn task_instances(&self, run_id: i64) -> Result<Vec<TaskInstanceRecord>, StoreError> {
+            async fn task_instance_list(&self, run_id: i64) -> Result<Vec<TaskInstanceRecord>, StoreError> {
                 let mut conn = self.pool().acquire().await?;
                 let run = self.run_in(&mut conn, run_id).await?;
                 let plan = self.plan_in(&mut conn, run.dag_version_id).await?;
@@ -2117,7 +2117,7 @@ macro_rules! shared_store {
                 Ok(records)
             }
 
-            async fn task_attempts(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+            async fn attempt_list(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT id, try_number, worker_id, fence, state, started_at, ended_at, error, cache_hit_of FROM task_attempts \
                      WHERE task_instance_id = $1 ORDER BY try_number",
@@ -2142,7 +2142,7 @@ macro_rules! shared_store {
                     .collect()
             }
 
-            async fn task_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
+            async fn task_instance_claim(&self, params: &ClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
                 if params.limit == 0 || params.queues.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -2152,7 +2152,7 @@ macro_rules! shared_store {
                 Ok(claimed)
             }
 
-            async fn task_complete_and_claim(
+            async fn task_instance_complete_and_claim(
                 &self,
                 completions: &[Completion],
                 logs: &[LogUpload],
@@ -2160,11 +2160,11 @@ macro_rules! shared_store {
                 now: Micros,
             ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
                 let batch = CompletionBatch { completions, logs, claim };
-                let mut replies = self.task_complete_batches(std::slice::from_ref(&batch), now).await?;
+                let mut replies = self.task_instance_complete_batches(std::slice::from_ref(&batch), now).await?;
                 Ok(replies.pop().unwrap_or_default())
             }
 
-            async fn task_complete_batches(
+            async fn task_instance_complete_batches(
                 &self,
                 batches: &[CompletionBatch<'_>],
                 now: Micros,
@@ -2221,7 +2221,7 @@ macro_rules! shared_store {
                 Ok(replies)
             }
 
-            async fn task_heartbeat(&self, worker_id: &str, tasks: &[(i64, i64)], lease_expires_at: Micros) -> Result<Vec<i64>, StoreError> {
+            async fn task_instance_heartbeat(&self, worker_id: &str, tasks: &[(i64, i64)], lease_expires_at: Micros) -> Result<Vec<i64>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let mut lost = Vec::new();
                 // Task rows in id order, the order completions lock them in.
@@ -2251,7 +2251,7 @@ macro_rules! shared_store {
                 Ok(lost)
             }
 
-            async fn task_release(&self, worker_id: &str, tasks: &[(i64, i64)], now: Micros) -> Result<usize, StoreError> {
+            async fn task_instance_release(&self, worker_id: &str, tasks: &[(i64, i64)], now: Micros) -> Result<usize, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let mut kept = Vec::new();
                 // Task rows in id order, the order completions lock them in.
@@ -2293,7 +2293,7 @@ macro_rules! shared_store {
                 Ok(released)
             }
 
-            async fn task_unclaim(&self, worker_id: &str, tasks: &[(i64, i64)]) -> Result<usize, StoreError> {
+            async fn task_instance_unclaim(&self, worker_id: &str, tasks: &[(i64, i64)]) -> Result<usize, StoreError> {
                 let mut tx = self.begin_write().await?;
                 // Task rows in id order, the order completions lock them in.
                 let mut tasks = tasks.to_vec();
@@ -2336,7 +2336,7 @@ macro_rules! shared_store {
                 Ok(undone)
             }
 
-            async fn tasks_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError> {
+            async fn task_instance_rescue_worker(&self, worker_id: &str, now: Micros) -> Result<usize, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let running: Vec<(i64, i64)> =
                     sqlx::query_as("SELECT id, fence FROM task_instances WHERE state = 'running' AND worker_id = $1 ORDER BY id")
@@ -2357,7 +2357,7 @@ macro_rules! shared_store {
                 Ok(rescued)
             }
 
-            async fn tasks_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError> {
+            async fn task_instance_maintain(&self, now: Micros) -> Result<MaintenanceReport, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let mut report = MaintenanceReport::default();
                 let retried = sqlx::query(
@@ -2407,7 +2407,7 @@ macro_rules! shared_store {
                 Ok(report)
             }
 
-            async fn next_due(&self) -> Result<Option<Micros>, StoreError> {
+            async fn task_instance_next_due(&self) -> Result<Option<Micros>, StoreError> {
                 let due: Option<i64> = sqlx::query_scalar(
                     "SELECT MIN(due) FROM ( \
                        SELECT MIN(next_retry_at) AS due FROM task_instances WHERE state = 'up_for_retry' \
@@ -2420,7 +2420,7 @@ macro_rules! shared_store {
                 Ok(due)
             }
 
-            async fn task_clear(&self, run_id: i64, task_id: &str, downstream: bool, now: Micros) -> Result<Vec<String>, StoreError> {
+            async fn task_instance_clear(&self, run_id: i64, task_id: &str, downstream: bool, now: Micros) -> Result<Vec<String>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let run = self.run_in(&mut *tx, run_id).await?;
                 if run.state == RunState::Cancelled || run.state == RunState::Queued {
@@ -2456,7 +2456,7 @@ macro_rules! shared_store {
                 Ok(targets)
             }
 
-            async fn task_mark(&self, run_id: i64, task_id: &str, state: TaskState, now: Micros) -> Result<(), StoreError> {
+            async fn task_instance_mark(&self, run_id: i64, task_id: &str, state: TaskState, now: Micros) -> Result<(), StoreError> {
                 if !matches!(state, TaskState::Success | TaskState::Failed) {
                     return Err(StoreError::Conflict(format!("a task can be marked success or failed, not {state}")));
                 }
@@ -2513,7 +2513,7 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            async fn task_instances_missing(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+            async fn task_instance_list_missing(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -2535,7 +2535,7 @@ macro_rules! shared_store {
                 Ok(rows.into_iter().map(|(seq, chunk, created_at)| LogChunk { seq, chunk, created_at }).collect())
             }
 
-            async fn task_instances_for_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstanceRecord>, StoreError> {
+            async fn task_instance_list_for_runs(&self, run_ids: &[i64]) -> Result<Vec<TaskInstanceRecord>, StoreError> {
                 // Sorted and without repeats, so chunks cannot overlap and their results come
                 // out in run order one after the other.
                 let run_ids: Vec<i64> = run_ids.iter().copied().collect::<std::collections::BTreeSet<i64>>().into_iter().collect();
@@ -2559,7 +2559,7 @@ macro_rules! shared_store {
                 Ok(records)
             }
 
-            async fn runs_latest_per_dag(&self, per_dag: u32) -> Result<Vec<RunRecord>, StoreError> {
+            async fn run_list_latest_per_dag(&self, per_dag: u32) -> Result<Vec<RunRecord>, StoreError> {
                 // One pass over `runs_by_dag` (dag_id, id) instead of one query per DAG.
                 let rows = sqlx::query(concat!(
                     "SELECT ",
@@ -2575,7 +2575,7 @@ macro_rules! shared_store {
                 rows.iter().map(run_from_row).collect()
             }
 
-            async fn task_instances_running(&self) -> Result<Vec<(String, TaskInstanceRecord)>, StoreError> {
+            async fn task_instance_list_running(&self) -> Result<Vec<(String, TaskInstanceRecord)>, StoreError> {
                 // The inner filter is exactly the predicate of the partial index
                 // `task_instances_running`, so only running rows are read, however many finished
                 // ones the table holds.
@@ -2598,7 +2598,7 @@ macro_rules! shared_store {
                 row.as_ref().map(task_instance_from_row).transpose()
             }
 
-            async fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionRecord>, StoreError> {
+            async fn dag_version_list(&self, dag_id: &str) -> Result<Vec<DagVersionRecord>, StoreError> {
                 let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
                     "SELECT id, version, source_hash, created_at FROM dag_versions WHERE dag_id = $1 ORDER BY version DESC",
                 )
@@ -2611,7 +2611,7 @@ macro_rules! shared_store {
                     .collect())
             }
 
-            async fn dag_version_source(&self, version_id: i64) -> Result<Option<String>, StoreError> {
+            async fn dag_version_get_source(&self, version_id: i64) -> Result<Option<String>, StoreError> {
                 Ok(sqlx::query_scalar("SELECT source FROM dag_versions WHERE id = $1")
                     .bind(version_id)
                     .fetch_optional(self.pool())
@@ -2639,7 +2639,7 @@ macro_rules! shared_store {
                 row.as_ref().map(artifact_from_row).transpose()
             }
 
-            async fn artifact_versions(&self, name: &str, limit: u32) -> Result<Vec<ArtifactVersionRecord>, StoreError> {
+            async fn artifact_version_list(&self, name: &str, limit: u32) -> Result<Vec<ArtifactVersionRecord>, StoreError> {
                 let rows = sqlx::query(concat!("SELECT ", version_columns!(), version_from!(), "WHERE av.name = $1 ORDER BY av.version DESC LIMIT $2"))
                     .bind(name)
                     .bind(i64::from(limit))
@@ -2648,7 +2648,7 @@ macro_rules! shared_store {
                 rows.iter().map(version_from_row).collect()
             }
 
-            async fn artifact_version(&self, name: &str, version: Option<i64>) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+            async fn artifact_version_get(&self, name: &str, version: Option<i64>) -> Result<Option<ArtifactVersionRecord>, StoreError> {
                 let row = sqlx::query(concat!(
                     "SELECT ",
                     version_columns!(),
@@ -2662,7 +2662,7 @@ macro_rules! shared_store {
                 row.as_ref().map(version_from_row).transpose()
             }
 
-            async fn artifact_version_by_id(&self, id: i64) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+            async fn artifact_version_get_by_id(&self, id: i64) -> Result<Option<ArtifactVersionRecord>, StoreError> {
                 let mut conn = self.pool().acquire().await?;
                 self.version_by_id_in(&mut conn, id).await
             }
@@ -2678,7 +2678,7 @@ macro_rules! shared_store {
                 Ok((version, reused))
             }
 
-            async fn artifact_lineage(&self, version_id: i64, direction: LineageDirection) -> Result<LineageGraph, StoreError> {
+            async fn lineage_get_by_version(&self, version_id: i64, direction: LineageDirection) -> Result<LineageGraph, StoreError> {
                 // Walk attempts: from a version to the attempts that wrote it and on to what they
                 // read (upstream), or to the attempts that read it and on to what they wrote
                 // (downstream). UNION, not UNION ALL, so shared ancestors are visited once.
@@ -2706,7 +2706,7 @@ macro_rules! shared_store {
                 self.lineage_graph_in(&mut conn, &ids, None).await
             }
 
-            async fn run_lineage(&self, run_id: i64) -> Result<LineageGraph, StoreError> {
+            async fn lineage_get_by_run(&self, run_id: i64) -> Result<LineageGraph, StoreError> {
                 let mut conn = self.pool().acquire().await?;
                 let ids: Vec<i64> = sqlx::query_scalar(
                     "SELECT DISTINCT aa.artifact_version_id FROM attempt_artifacts aa \
@@ -2718,7 +2718,7 @@ macro_rules! shared_store {
                 self.lineage_graph_in(&mut conn, &ids, Some(run_id)).await
             }
 
-            async fn attempt_artifacts(&self, task_instance_id: i64) -> Result<Vec<AttemptArtifact>, StoreError> {
+            async fn attempt_artifact_list(&self, task_instance_id: i64) -> Result<Vec<AttemptArtifact>, StoreError> {
                 let rows = sqlx::query(concat!(
                     "SELECT aa.try_number AS slot_try, aa.direction, aa.slot, aa.reused, ",
                     version_columns!(),
@@ -2772,7 +2772,7 @@ macro_rules! shared_store {
                 Ok(Some(CacheHit { attempt_id: row.try_get("attempt_id")?, attempt, outputs: resolved, summary }))
             }
 
-            async fn artifact_blobs_in_use(&self) -> Result<Vec<String>, StoreError> {
+            async fn artifact_blob_list_in_use(&self) -> Result<Vec<String>, StoreError> {
                 Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM artifact_versions ORDER BY sha256")
                     .fetch_all(self.pool())
                     .await?)
@@ -2800,7 +2800,7 @@ macro_rules! shared_store {
                     .collect()
             }
 
-            async fn model_alias(&self, name: &str, alias: $crate::dag::ModelAlias) -> Result<Option<ArtifactVersionRecord>, StoreError> {
+            async fn model_alias_get(&self, name: &str, alias: $crate::dag::ModelAlias) -> Result<Option<ArtifactVersionRecord>, StoreError> {
                 let row = sqlx::query(concat!(
                     "SELECT ",
                     version_columns!(),
@@ -2828,7 +2828,7 @@ macro_rules! shared_store {
                 Ok(previous)
             }
 
-            async fn model_rollback(&self, name: &str, alias: $crate::dag::ModelAlias, now: Micros) -> Result<(i64, i64), StoreError> {
+            async fn model_alias_rollback(&self, name: &str, alias: $crate::dag::ModelAlias, now: Micros) -> Result<(i64, i64), StoreError> {
                 let mut tx = self.begin_write().await?;
                 let current: Option<i64> = sqlx::query_scalar("SELECT version FROM model_aliases WHERE name = $1 AND alias = $2")
                     .bind(name)
@@ -2860,7 +2860,7 @@ macro_rules! shared_store {
                 Ok((current, target))
             }
 
-            async fn model_alias_events(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError> {
+            async fn model_alias_event_list(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT name, alias, version, previous, reason, created_at FROM model_alias_events WHERE name = $1 ORDER BY id",
                 )
@@ -2988,7 +2988,7 @@ macro_rules! shared_store {
                 Ok(stored)
             }
 
-            async fn leader_attempt(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {
+            async fn leader_attempt_elect(&self, name: &str, holder: &str, ttl: std::time::Duration, now: Micros) -> Result<bool, StoreError> {
                 // Through the writer queue like every write, so a busy SQLite never leaves the
                 // leader waiting out the busy handler's sleeps and losing its lease.
                 let mut tx = self.begin_write().await?;

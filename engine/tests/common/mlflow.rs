@@ -151,13 +151,13 @@ pub async fn new_run(store: &dyn Store, dag_id: &str, at: i64) -> RunRecord {
         .await
         .unwrap()
         .unwrap();
-    store.runs_start_queued(at).await.unwrap();
+    store.run_start_queued(at).await.unwrap();
     run
 }
 
 pub async fn claim(store: &dyn Store, task_id: &str, at: i64) -> ClaimedTask {
     let task = store
-        .task_claim(&ClaimParams {
+        .task_instance_claim(&ClaimParams {
             worker_id: "worker-1".to_owned(),
             queues: vec!["default".to_owned()],
             limit: 1,
@@ -183,7 +183,10 @@ pub async fn complete(
         fence: task.fence,
         result,
     };
-    store.task_complete(&[completion], at).await.unwrap()[0]
+    store
+        .task_instance_complete(&[completion], at)
+        .await
+        .unwrap()[0]
         .clone()
         .unwrap()
 }
@@ -231,7 +234,10 @@ pub async fn run_pipeline(
         complete(store, &train, failure, at).await,
         CompletionOutcome::WillRetry { .. }
     ));
-    store.tasks_maintain(at + 3600 * SECOND).await.unwrap();
+    store
+        .task_instance_maintain(at + 3600 * SECOND)
+        .await
+        .unwrap();
     let train = claim(store, "train", at + 3600 * SECOND).await;
     let success = AttemptResult::Success {
         summary: train_summary(accuracy),

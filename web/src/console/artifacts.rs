@@ -160,7 +160,7 @@ pub(crate) async fn artifact_page(
         .artifact_get(&name)
         .await?
         .ok_or_else(|| not_found(&name))?;
-    let versions = store.artifact_versions(&name, VERSIONS_SHOWN).await?;
+    let versions = store.artifact_version_list(&name, VERSIONS_SHOWN).await?;
     let kind = artifact.kind.as_str();
     let body = html! {
         p.crumbs { a href="/artifacts" { "Artifacts" } " / " (artifact.name) }
@@ -228,7 +228,7 @@ async fn resolve_version(
             }
         },
     };
-    if let Some(record) = store.artifact_version(name, number).await? {
+    if let Some(record) = store.artifact_version_get(name, number).await? {
         return Ok(record);
     }
     let artifact = store
@@ -259,7 +259,7 @@ pub(crate) async fn version_page(
     };
     let record = resolve_version(&state, &name, &version).await?;
     let store = state.scheduler().store();
-    let graph = store.artifact_lineage(record.id, direction).await?;
+    let graph = store.lineage_get_by_version(record.id, direction).await?;
     let preview = preview(&state, &record).await;
     // A version alone, with no attempt recorded around it, is not worth a drawing.
     let drawing =

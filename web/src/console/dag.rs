@@ -57,7 +57,7 @@ pub(crate) async fn page(
         .dag_get(&dag_id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("DAG `{dag_id}` not found")))?;
-    let plan = store.dag_version(record.current_version_id).await?;
+    let plan = store.dag_version_get(record.current_version_id).await?;
     let limit = match query.view {
         View::Graph => 10,
         View::Grid => GRID_RUNS,
@@ -114,7 +114,7 @@ async fn graph_view(
     latest: Option<&RunRecord>,
 ) -> Result<Markup, ConsoleError> {
     let instances = match latest {
-        Some(run) => state.scheduler().store().task_instances(run.id).await?,
+        Some(run) => state.scheduler().store().task_instance_list(run.id).await?,
         None => Vec::new(),
     };
     let states: HashMap<&str, TaskState> = instances
@@ -148,7 +148,7 @@ async fn grid_view(
     for instance in state
         .scheduler()
         .store()
-        .task_instances_for_runs(&run_ids)
+        .task_instance_list_for_runs(&run_ids)
         .await?
     {
         by_run
@@ -226,7 +226,7 @@ async fn source_view(
     wanted: Option<i64>,
 ) -> Result<Markup, ConsoleError> {
     let store = state.scheduler().store();
-    let versions = store.dag_versions(&record.id).await?;
+    let versions = store.dag_version_list(&record.id).await?;
     let number = wanted.unwrap_or(record.current_version);
     let shown: &DagVersionRecord = versions
         .iter()
@@ -234,8 +234,8 @@ async fn source_view(
         .ok_or_else(|| {
             ConsoleError::NotFound(format!("DAG `{}` has no version {number}", record.id))
         })?;
-    let source = store.dag_version_source(shown.id).await?;
-    let plan = store.dag_version(shown.id).await?;
+    let source = store.dag_version_get_source(shown.id).await?;
+    let plan = store.dag_version_get(shown.id).await?;
     let mut by_version: HashMap<i64, usize> = HashMap::new();
     for run in runs {
         *by_version.entry(run.dag_version_id).or_default() += 1;

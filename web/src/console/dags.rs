@@ -160,11 +160,11 @@ pub(crate) async fn list(
     let records = store.dag_list().await?;
     let total = records.len();
     let mut latest: HashMap<String, Vec<RunRecord>> = HashMap::new();
-    for run in store.runs_latest_per_dag(RECENT_RUNS).await? {
+    for run in store.run_list_latest_per_dag(RECENT_RUNS).await? {
         latest.entry(run.dag_id.clone()).or_default().push(run);
     }
     for record in records {
-        let plan = store.dag_version(record.current_version_id).await?;
+        let plan = store.dag_version_get(record.current_version_id).await?;
         all_tags.extend(plan.dag.tags.iter().cloned());
         if !matches(&plan.dag, &query) {
             continue;
@@ -172,7 +172,7 @@ pub(crate) async fn list(
         let runs = latest.remove(&record.id).unwrap_or_default();
         rows.push(Row { record, plan, runs });
     }
-    let file_errors = store.dag_file_errors().await?;
+    let file_errors = store.dag_file_error_list().await?;
     let q = query.q.clone().unwrap_or_default();
     let selected_tag = query.tag.clone().unwrap_or_default();
     let return_to = "/dags";
@@ -241,7 +241,7 @@ async fn dag_plan(state: &AppState, dag_id: &str) -> Result<Arc<DagPlan>, Consol
         .dag_get(dag_id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("DAG `{dag_id}` not found")))?;
-    Ok(store.dag_version(record.current_version_id).await?)
+    Ok(store.dag_version_get(record.current_version_id).await?)
 }
 
 fn trigger_page_body(

@@ -362,8 +362,8 @@ async fn detail_page(
 ) -> Result<Markup, ConsoleError> {
     let record = model_or_404(state, name).await?;
     let store = state.scheduler().store();
-    let versions = store.artifact_versions(name, VERSIONS_SHOWN).await?;
-    let events = store.model_alias_events(name).await?;
+    let versions = store.artifact_version_list(name, VERSIONS_SHOWN).await?;
+    let events = store.model_alias_event_list(name).await?;
     let metrics = metric_names(&versions);
     let chosen = match view.metric.as_deref().filter(|metric| !metric.is_empty()) {
         Some(metric) if metrics.iter().any(|known| known == metric) => Some(metric.to_owned()),
@@ -626,7 +626,7 @@ pub(crate) async fn rollback(
     let moved = state
         .scheduler()
         .store()
-        .model_rollback(&name, ModelAlias::Production, now_micros())
+        .model_alias_rollback(&name, ModelAlias::Production, now_micros())
         .await;
     match moved {
         Ok((from, to)) => {

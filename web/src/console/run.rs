@@ -145,7 +145,7 @@ pub(crate) async fn page(
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Markup, ConsoleError> {
     let run = run_or_404(&state, run_id).await?;
-    let tasks = state.scheduler().store().task_instances(run_id).await?;
+    let tasks = state.scheduler().store().task_instance_list(run_id).await?;
     let task_ids: Vec<&str> = tasks.iter().map(|task| task.task_id.as_str()).collect();
     // Runs of DAGs without a tracked task never reach MLflow: no link, and no "not yet".
     let tracked = match &state.mlflow {
@@ -153,7 +153,7 @@ pub(crate) async fn page(
             &state
                 .scheduler()
                 .store()
-                .dag_version(run.dag_version_id)
+                .dag_version_get(run.dag_version_id)
                 .await?
                 .dag,
         ),
@@ -203,7 +203,7 @@ pub(crate) async fn live(
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Markup, ConsoleError> {
     let run = run_or_404(&state, run_id).await?;
-    let tasks = state.scheduler().store().task_instances(run_id).await?;
+    let tasks = state.scheduler().store().task_instance_list(run_id).await?;
     Ok(live_fragment(&viewer, &run, &tasks))
 }
 
@@ -215,7 +215,7 @@ pub(crate) async fn lineage(
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Markup, ConsoleError> {
     let run = run_or_404(&state, run_id).await?;
-    let graph = state.scheduler().store().run_lineage(run_id).await?;
+    let graph = state.scheduler().store().lineage_get_by_run(run_id).await?;
     let title = format!("Lineage of run {run_id}");
     let body = html! {
         p.crumbs {

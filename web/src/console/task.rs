@@ -136,9 +136,9 @@ pub(crate) async fn page(
     let store = state.scheduler().store();
     let run = run_or_404(&state, run_id).await?;
     let instance = instance_or_404(&state, run_id, &task_id).await?;
-    let attempts = store.task_attempts(instance.id).await?;
-    let recorded = store.attempt_artifacts(instance.id).await?;
-    let plan = store.dag_version(run.dag_version_id).await?;
+    let attempts = store.attempt_list(instance.id).await?;
+    let recorded = store.attempt_artifact_list(instance.id).await?;
+    let plan = store.dag_version_get(run.dag_version_id).await?;
     let definition = plan.task(&task_id);
     let latest = instance.try_number.max(1);
     let try_number = query.try_number.unwrap_or(latest);

@@ -25,7 +25,11 @@ struct RunningTask {
 async fn running_tasks(
     state: &AppState,
 ) -> Result<BTreeMap<String, Vec<RunningTask>>, ConsoleError> {
-    let running = state.scheduler().store().task_instances_running().await?;
+    let running = state
+        .scheduler()
+        .store()
+        .task_instance_list_running()
+        .await?;
     let mut by_worker: BTreeMap<String, Vec<RunningTask>> = BTreeMap::new();
     for (dag_id, instance) in running {
         let worker = instance.worker_id.clone().unwrap_or_default();

@@ -287,7 +287,7 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
-        self.store.runs_start_queued(now).await.unwrap();
+        self.store.run_start_queued(now).await.unwrap();
         run
     }
 
@@ -295,7 +295,7 @@ impl Harness {
     pub async fn claim(&self, task_id: &str, now: i64) -> ClaimedTask {
         let task = self
             .store
-            .task_claim(&ClaimParams {
+            .task_instance_claim(&ClaimParams {
                 worker_id: "w".to_owned(),
                 queues: vec!["default".to_owned()],
                 limit: 1,
@@ -321,7 +321,10 @@ impl Harness {
                 cache: None,
             },
         };
-        self.store.task_complete(&[completion], now).await.unwrap()[0]
+        self.store
+            .task_instance_complete(&[completion], now)
+            .await
+            .unwrap()[0]
             .clone()
             .unwrap();
     }
