@@ -4,7 +4,7 @@
 
 mod common;
 
-use kiln_engine::store::PostgresStore;
+use kiln_engine::store::postgres_pool_options;
 use sqlx::Connection;
 
 use common::TestDb;
@@ -15,7 +15,7 @@ async fn a_connection_given_back_inside_a_transaction_is_closed_not_reused() {
         return;
     };
     // One connection, so that a reused one would be the very one given back.
-    let pool = PostgresStore::pool_options()
+    let pool = postgres_pool_options()
         .max_connections(1)
         .connect(&db.url)
         .await
