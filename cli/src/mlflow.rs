@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use kiln_engine::scheduler::to_datetime;
-use kiln_engine::store::{MlflowOutboxEvent, now_micros};
+use kiln_engine::store::{OutboxEntry, now_micros};
 
 use crate::ops::DatabaseConfig;
 
@@ -26,7 +26,7 @@ fn when(micros: i64) -> String {
         .to_string()
 }
 
-fn print_event(event: &MlflowOutboxEvent) {
+fn print_event(event: &OutboxEntry) {
     let state = if event.parked {
         "parked".to_owned()
     } else if event.attempts > 0 {
@@ -52,7 +52,7 @@ pub(crate) async fn run(command: MlflowCommand, database: &DatabaseConfig) -> an
     match command {
         MlflowCommand::Status { limit } => {
             let events = store
-                .mlflow_outbox_list(limit)
+                .outbox_list(limit)
                 .await
                 .context("failed to read the MLflow outbox")?;
             if events.is_empty() {
@@ -79,7 +79,7 @@ pub(crate) async fn run(command: MlflowCommand, database: &DatabaseConfig) -> an
         }
         MlflowCommand::Retry => {
             let count = store
-                .mlflow_outbox_unpark(now_micros())
+                .outbox_unpark(now_micros())
                 .await
                 .context("failed to retry the parked MLflow events")?;
             println!("{count} parked event(s) put back in line");

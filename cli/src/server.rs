@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kiln_engine::duties;
 use kiln_engine::execution::ExecutionService;
-use kiln_engine::mlflow::{MlflowClient, MlflowConfig, MlflowLinks, Sender};
+use kiln_engine::mlflow::{MLFLOW_TRACKING, MlflowClient, MlflowConfig, MlflowLinks, Sender};
 use kiln_engine::scheduler::Scheduler;
 use kiln_engine::worker::{WorkerConfig, hostname, run_worker};
 use kiln_web::client::ExecutionClient;
@@ -73,7 +73,7 @@ pub(crate) async fn start_server(
                 "failed to configure MLflow tracking (--mlflow-tracking-uri, MLFLOW_TRACKING_URI)",
             )?;
             // On before the scheduler starts anything, so no run of this server goes unmirrored.
-            store.mlflow_set_enabled(true);
+            store.outbox_set_tracking(Some(MLFLOW_TRACKING));
             Some(Sender::new(
                 store.clone(),
                 MlflowClient::new(&config),

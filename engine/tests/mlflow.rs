@@ -15,8 +15,8 @@ use common::mlflow::{
     run_pipeline, unique_dag_id,
 };
 use kiln_engine::dag::ModelAlias;
-use kiln_engine::mlflow::{MlflowClient, MlflowConfig, Sender, SenderConfig};
-use kiln_engine::store::{MlflowCall, Store};
+use kiln_engine::mlflow::{MLFLOW_TRACKING, MlflowClient, MlflowConfig, Sender, SenderConfig};
+use kiln_engine::store::{OutboxEvent, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T0: i64 = 1_800_000_000 * SECOND;
@@ -38,9 +38,9 @@ fn sender(store: &Arc<dyn Store>, uri: &str) -> Sender {
     Sender::new(store.clone(), client, "test".to_owned()).with_config(fast())
 }
 
-async fn calls(store: &dyn Store) -> Vec<MlflowCall> {
+async fn calls(store: &dyn Store) -> Vec<OutboxEvent> {
     store
-        .mlflow_outbox_list(1000)
+        .outbox_list(1000)
         .await
         .unwrap()
         .into_iter()
@@ -51,7 +51,7 @@ async fn calls(store: &dyn Store) -> Vec<MlflowCall> {
 /// A DAG with its pipeline synced and its dataset published, the mirror on.
 async fn prepared(db: &TestDb, prefix: &str) -> String {
     let store = &*db.store;
-    store.mlflow_set_enabled(true);
+    store.outbox_set_tracking(Some(MLFLOW_TRACKING));
     let dag_id = unique_dag_id(prefix);
     store
         .dag_sync(&ml_dag(&pipeline(&dag_id)), T0)
@@ -241,7 +241,7 @@ async fn everything_reaches_mlflow_once() {
     // Every answer lost: the same events again from a database that recorded no MLflow id.
     // The sender finds what exists instead of creating it twice.
     let replay = TestDb::sqlite().await;
-    replay.store.mlflow_outbox_append(&owed, T0).await.unwrap();
+    replay.store.outbox_append(&owed, T0).await.unwrap();
     let report = sender(&replay.store, &uri).drain(LATER).await.unwrap();
     assert_eq!((report.sent, report.parked), (owed.len(), 0));
     let again = reader.runs(&experiment).await;
@@ -286,7 +286,7 @@ async fn mlflow_down_fails_nothing_and_loses_nothing() {
     let down = Sender::new(store.clone(), client, "test".to_owned());
     let report = down.drain(T0).await.unwrap();
     assert_eq!((report.sent, report.retried, report.parked), (0, 1, 0));
-    let waiting = store.mlflow_outbox_list(1000).await.unwrap();
+    let waiting = store.outbox_list(1000).await.unwrap();
     assert_eq!(
         waiting
             .iter()
@@ -402,7 +402,7 @@ async fn errors_and_garbage_are_retried_then_parked_and_nothing_is_lost() {
         "three retries before each event is parked"
     );
     assert!(seen.load(Ordering::SeqCst) >= owed.len() * 4);
-    let parked = store.mlflow_outbox_list(1000).await.unwrap();
+    let parked = store.outbox_list(1000).await.unwrap();
     assert_eq!(
         parked
             .iter()
@@ -423,13 +423,13 @@ async fn errors_and_garbage_are_retried_then_parked_and_nothing_is_lost() {
         );
     }
     assert_eq!(
-        store.mlflow_outbox_due(LATER, 100).await.unwrap(),
+        store.outbox_due(LATER, 100).await.unwrap(),
         Vec::new(),
         "parked events wait for an operator"
     );
 
     // The operator puts them back; the real MLflow gets everything.
-    assert_eq!(store.mlflow_outbox_unpark(T0).await.unwrap(), owed.len());
+    assert_eq!(store.outbox_unpark(T0).await.unwrap(), owed.len());
     let report = sender(&store, &uri).drain(LATER).await.unwrap();
     assert_eq!((report.sent, report.parked), (owed.len(), 0));
     let reader = MlflowReader::new(&uri);

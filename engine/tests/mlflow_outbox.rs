@@ -11,18 +11,18 @@ use common::mlflow::{
     SECOND, claim, complete, ml_dag, new_run, pipeline, publish_dataset, run_pipeline,
 };
 use kiln_engine::dag::ModelAlias;
+use kiln_engine::mlflow::{MLFLOW_TRACKING, MlflowIdKind};
 use kiln_engine::store::{
-    AttemptResult, MlflowAliasSet, MlflowCall, MlflowEventKind, MlflowIdKind, MlflowOutboxEvent,
-    Store,
+    AttemptResult, OutboxAliasSet, OutboxEntry, OutboxEvent, OutboxEventKind, Store,
 };
 
 const T0: i64 = 1_800_000_000 * SECOND;
 
-async fn outbox(store: &dyn Store) -> Vec<MlflowOutboxEvent> {
-    store.mlflow_outbox_list(1000).await.unwrap()
+async fn outbox(store: &dyn Store) -> Vec<OutboxEntry> {
+    store.outbox_list(1000).await.unwrap()
 }
 
-fn kinds(events: &[MlflowOutboxEvent]) -> Vec<(MlflowEventKind, String)> {
+fn kinds(events: &[OutboxEntry]) -> Vec<(OutboxEventKind, String)> {
     events
         .iter()
         .map(|event| (event.call.kind(), event.stream.clone()))
@@ -31,7 +31,7 @@ fn kinds(events: &[MlflowOutboxEvent]) -> Vec<(MlflowEventKind, String)> {
 
 async fn nothing_is_written_while_the_mirror_is_off(db: &TestDb) {
     let store = &*db.store;
-    assert!(!store.mlflow_enabled(), "off by default");
+    assert!(store.outbox_tracking().is_none(), "off by default");
     store.dag_sync(&ml_dag(&pipeline("ml")), T0).await.unwrap();
     publish_dataset(store, "ml_data", "a,b\n1,2\n", T0).await;
     run_pipeline(store, "ml", T0, "weights", 0.8).await;
@@ -44,8 +44,8 @@ async fn nothing_is_written_while_the_mirror_is_off(db: &TestDb) {
 
 async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
     let store = &*db.store;
-    store.mlflow_set_enabled(true);
-    assert!(store.mlflow_enabled());
+    store.outbox_set_tracking(Some(MLFLOW_TRACKING));
+    assert_eq!(store.outbox_tracking(), Some(MLFLOW_TRACKING));
     store.dag_sync(&ml_dag(&pipeline("ml")), T0).await.unwrap();
     publish_dataset(store, "ml_data", "a,b\n1,2\n", T0).await;
     let run = run_pipeline(store, "ml", T0, "weights", 0.8).await;
@@ -55,14 +55,14 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
     assert_eq!(
         kinds(&events),
         vec![
-            (MlflowEventKind::RunStart, stream.clone()),
-            (MlflowEventKind::TaskAttempt, stream.clone()),
-            (MlflowEventKind::TaskAttempt, stream.clone()),
-            (MlflowEventKind::TaskAttempt, stream.clone()),
-            (MlflowEventKind::ModelVersion, model.clone()),
-            (MlflowEventKind::AliasSet, model.clone()),
-            (MlflowEventKind::TaskAttempt, stream.clone()),
-            (MlflowEventKind::RunEnd, stream.clone()),
+            (OutboxEventKind::RunStart, stream.clone()),
+            (OutboxEventKind::TaskAttempt, stream.clone()),
+            (OutboxEventKind::TaskAttempt, stream.clone()),
+            (OutboxEventKind::TaskAttempt, stream.clone()),
+            (OutboxEventKind::ModelVersion, model.clone()),
+            (OutboxEventKind::AliasSet, model.clone()),
+            (OutboxEventKind::TaskAttempt, stream.clone()),
+            (OutboxEventKind::RunEnd, stream.clone()),
         ]
     );
     assert!(
@@ -71,7 +71,7 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
             .all(|event| event.attempts == 0 && !event.parked && event.last_error.is_none())
     );
 
-    let MlflowCall::RunStart(started) = &events[0].call else {
+    let OutboxEvent::RunStart(started) = &events[0].call else {
         panic!("{:?}", events[0])
     };
     assert_eq!((started.dag_id.as_str(), started.run_id), ("ml", run.id));
@@ -80,7 +80,7 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
     assert_eq!(started.dag_version, 1);
 
     // The failed first try, then the success with its summary, inputs and outputs.
-    let MlflowCall::TaskAttempt(failed) = &events[1].call else {
+    let OutboxEvent::TaskAttempt(failed) = &events[1].call else {
         panic!("{:?}", events[1])
     };
     assert_eq!(
@@ -93,7 +93,7 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
     );
     assert_eq!(failed.error.as_deref(), Some("out of memory"));
     assert_eq!(failed.summary, None);
-    let MlflowCall::TaskAttempt(trained) = &events[2].call else {
+    let OutboxEvent::TaskAttempt(trained) = &events[2].call else {
         panic!("{:?}", events[2])
     };
     assert_eq!(
@@ -132,7 +132,7 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
         ("ml.train.model", 1)
     );
 
-    let MlflowCall::ModelVersion(deployed) = &events[4].call else {
+    let OutboxEvent::ModelVersion(deployed) = &events[4].call else {
         panic!("{:?}", events[4])
     };
     assert_eq!(
@@ -147,14 +147,14 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
         deployed.metadata,
         Some(serde_json::json!({ "metrics": { "accuracy": 0.8 } }))
     );
-    let MlflowCall::AliasSet(alias) = &events[5].call else {
+    let OutboxEvent::AliasSet(alias) = &events[5].call else {
         panic!("{:?}", events[5])
     };
     assert_eq!(
         (alias.alias.as_str(), alias.version, alias.previous),
         ("production", 1, None)
     );
-    let MlflowCall::RunEnd(end) = &events[7].call else {
+    let OutboxEvent::RunEnd(end) = &events[7].call else {
         panic!("{:?}", events[7])
     };
     assert_eq!(end.state, "success");
@@ -162,7 +162,7 @@ async fn a_run_writes_its_events_in_order_with_its_changes(db: &TestDb) {
 
 async fn alias_moves_by_hand_and_rollbacks_are_written(db: &TestDb) {
     let store = &*db.store;
-    store.mlflow_set_enabled(true);
+    store.outbox_set_tracking(Some(MLFLOW_TRACKING));
     store.dag_sync(&ml_dag(&pipeline("ml")), T0).await.unwrap();
     publish_dataset(store, "ml_data", "a,b\n1,2\n", T0).await;
     run_pipeline(store, "ml", T0, "weights one", 0.8).await;
@@ -188,7 +188,7 @@ async fn alias_moves_by_hand_and_rollbacks_are_written(db: &TestDb) {
     let moves: Vec<(String, i64, Option<i64>)> = events[before..]
         .iter()
         .map(|event| match &event.call {
-            MlflowCall::AliasSet(alias) => (alias.alias.clone(), alias.version, alias.previous),
+            OutboxEvent::AliasSet(alias) => (alias.alias.clone(), alias.version, alias.previous),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -203,7 +203,7 @@ async fn alias_moves_by_hand_and_rollbacks_are_written(db: &TestDb) {
 
 async fn untracked_dags_and_cancelled_runs(db: &TestDb) {
     let store = &*db.store;
-    store.mlflow_set_enabled(true);
+    store.outbox_set_tracking(Some(MLFLOW_TRACKING));
     let plain = r#"
 id = "plain"
 [[tasks]]
@@ -238,11 +238,11 @@ kind = "command"
     assert_eq!(
         kinds(&events),
         vec![
-            (MlflowEventKind::RunStart, format!("run:{}", run.id)),
-            (MlflowEventKind::RunEnd, format!("run:{}", run.id)),
+            (OutboxEventKind::RunStart, format!("run:{}", run.id)),
+            (OutboxEventKind::RunEnd, format!("run:{}", run.id)),
         ]
     );
-    let MlflowCall::RunEnd(end) = &events[1].call else {
+    let OutboxEvent::RunEnd(end) = &events[1].call else {
         panic!()
     };
     assert_eq!(
@@ -251,8 +251,8 @@ kind = "command"
     );
 }
 
-fn alias(name: &str, version: i64) -> MlflowCall {
-    MlflowCall::AliasSet(MlflowAliasSet {
+fn alias(name: &str, version: i64) -> OutboxEvent {
+    OutboxEvent::AliasSet(OutboxAliasSet {
         name: name.to_owned(),
         alias: "production".to_owned(),
         version,
@@ -261,7 +261,7 @@ fn alias(name: &str, version: i64) -> MlflowCall {
     })
 }
 
-fn ids(events: &[MlflowOutboxEvent]) -> Vec<i64> {
+fn ids(events: &[OutboxEntry]) -> Vec<i64> {
     events.iter().map(|event| event.id).collect()
 }
 
@@ -269,46 +269,40 @@ async fn the_sender_sees_the_due_head_of_each_stream(db: &TestDb) {
     let store = &*db.store;
     // Appending works whatever the switch says: the caller asked for it.
     store
-        .mlflow_outbox_append(&[alias("a", 1), alias("a", 2), alias("b", 1)], T0)
+        .outbox_append(&[alias("a", 1), alias("a", 2), alias("b", 1)], T0)
         .await
         .unwrap();
     store
-        .mlflow_outbox_append(&[alias("c", 1)], T0 + SECOND)
+        .outbox_append(&[alias("c", 1)], T0 + SECOND)
         .await
         .unwrap();
     let all = ids(&outbox(store).await);
     let [a1, a2, b1, c1] = all[..] else {
         panic!("{all:?}")
     };
+    assert_eq!(ids(&store.outbox_due(T0, 100).await.unwrap()), vec![a1, b1]);
     assert_eq!(
-        ids(&store.mlflow_outbox_due(T0, 100).await.unwrap()),
-        vec![a1, b1]
-    );
-    assert_eq!(
-        ids(&store.mlflow_outbox_due(T0 + SECOND, 100).await.unwrap()),
+        ids(&store.outbox_due(T0 + SECOND, 100).await.unwrap()),
         vec![a1, b1, c1]
     );
     assert_eq!(
-        ids(&store.mlflow_outbox_due(T0 + SECOND, 2).await.unwrap()),
+        ids(&store.outbox_due(T0 + SECOND, 2).await.unwrap()),
         vec![a1, b1]
     );
 
     // A failure holds its stream back until its retry time; other streams go on.
     assert!(
         store
-            .mlflow_outbox_fail(a1, "attempt 1: HTTP 500", Some(T0 + 10 * SECOND))
+            .outbox_fail(a1, "attempt 1: HTTP 500", Some(T0 + 10 * SECOND))
             .await
             .unwrap()
     );
     assert_eq!(
-        ids(&store.mlflow_outbox_due(T0 + SECOND, 100).await.unwrap()),
+        ids(&store.outbox_due(T0 + SECOND, 100).await.unwrap()),
         vec![b1, c1]
     );
     assert_eq!(
-        ids(&store
-            .mlflow_outbox_due(T0 + 10 * SECOND, 100)
-            .await
-            .unwrap()),
+        ids(&store.outbox_due(T0 + 10 * SECOND, 100).await.unwrap()),
         vec![a1, b1, c1]
     );
     let failed = &outbox(store).await[0];
@@ -323,31 +317,28 @@ async fn the_sender_sees_the_due_head_of_each_stream(db: &TestDb) {
     );
 
     // A sent event leaves; the next of its stream is the head.
-    assert!(store.mlflow_outbox_done(a1).await.unwrap());
-    assert!(!store.mlflow_outbox_done(a1).await.unwrap());
+    assert!(store.outbox_done(a1).await.unwrap());
+    assert!(!store.outbox_done(a1).await.unwrap());
     assert_eq!(
-        ids(&store.mlflow_outbox_due(T0 + SECOND, 100).await.unwrap()),
+        ids(&store.outbox_due(T0 + SECOND, 100).await.unwrap()),
         vec![a2, b1, c1]
     );
 
     // A parked event stays, with its error, but no longer holds its stream back.
     assert!(
         store
-            .mlflow_outbox_fail(a2, "attempt 2: garbage", None)
+            .outbox_fail(a2, "attempt 2: garbage", None)
             .await
             .unwrap()
     );
     assert_eq!(
-        ids(&store.mlflow_outbox_due(T0 + SECOND, 100).await.unwrap()),
+        ids(&store.outbox_due(T0 + SECOND, 100).await.unwrap()),
         vec![b1, c1]
     );
-    store
-        .mlflow_outbox_append(&[alias("a", 3)], T0)
-        .await
-        .unwrap();
+    store.outbox_append(&[alias("a", 3)], T0).await.unwrap();
     let a3 = outbox(store).await.last().unwrap().id;
     assert_eq!(
-        ids(&store.mlflow_outbox_due(T0 + SECOND, 100).await.unwrap()),
+        ids(&store.outbox_due(T0 + SECOND, 100).await.unwrap()),
         vec![b1, c1, a3]
     );
     let parked = outbox(store)
@@ -362,15 +353,9 @@ async fn the_sender_sees_the_due_head_of_each_stream(db: &TestDb) {
     assert_eq!(parked.call, alias("a", 2), "nothing of the call is lost");
 
     // An operator puts parked events back in line.
+    assert_eq!(store.outbox_unpark(T0 + 20 * SECOND).await.unwrap(), 1);
     assert_eq!(
-        store.mlflow_outbox_unpark(T0 + 20 * SECOND).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        ids(&store
-            .mlflow_outbox_due(T0 + 20 * SECOND, 100)
-            .await
-            .unwrap()),
+        ids(&store.outbox_due(T0 + 20 * SECOND, 100).await.unwrap()),
         vec![a2, b1, c1]
     );
     let back = outbox(store)
@@ -379,32 +364,35 @@ async fn the_sender_sees_the_due_head_of_each_stream(db: &TestDb) {
         .find(|event| event.id == a2)
         .unwrap();
     assert_eq!((back.attempts, back.parked), (0, false));
-    assert!(!store.mlflow_outbox_fail(9999, "x", None).await.unwrap());
+    assert!(!store.outbox_fail(9999, "x", None).await.unwrap());
 }
 
 async fn the_first_recorded_id_wins(db: &TestDb) {
     let store = &*db.store;
     assert_eq!(
-        store.mlflow_id_get(MlflowIdKind::Run, "1").await.unwrap(),
+        store
+            .mirror_id_get(MlflowIdKind::Run.as_str(), "1")
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
         store
-            .mlflow_id_record(MlflowIdKind::Run, "1", "abc", T0)
+            .mirror_id_record(MlflowIdKind::Run.as_str(), "1", "abc", T0)
             .await
             .unwrap(),
         "abc"
     );
     assert_eq!(
         store
-            .mlflow_id_record(MlflowIdKind::Run, "1", "def", T0)
+            .mirror_id_record(MlflowIdKind::Run.as_str(), "1", "def", T0)
             .await
             .unwrap(),
         "abc"
     );
     assert_eq!(
         store
-            .mlflow_id_get(MlflowIdKind::Run, "1")
+            .mirror_id_get(MlflowIdKind::Run.as_str(), "1")
             .await
             .unwrap()
             .as_deref(),
@@ -413,22 +401,22 @@ async fn the_first_recorded_id_wins(db: &TestDb) {
     // Kinds are separate namespaces.
     assert_eq!(
         store
-            .mlflow_id_get(MlflowIdKind::Attempt, "1")
+            .mirror_id_get(MlflowIdKind::Attempt.as_str(), "1")
             .await
             .unwrap(),
         None
     );
     store
-        .mlflow_id_record(MlflowIdKind::Experiment, "wine", "7", T0)
+        .mirror_id_record(MlflowIdKind::Experiment.as_str(), "wine", "7", T0)
         .await
         .unwrap();
     store
-        .mlflow_id_record(MlflowIdKind::ModelVersion, "wq@1", "1", T0)
+        .mirror_id_record(MlflowIdKind::ModelVersion.as_str(), "wq@1", "1", T0)
         .await
         .unwrap();
     assert_eq!(
         store
-            .mlflow_id_get(MlflowIdKind::Experiment, "wine")
+            .mirror_id_get(MlflowIdKind::Experiment.as_str(), "wine")
             .await
             .unwrap()
             .as_deref(),

@@ -9,9 +9,8 @@ use axum::http::StatusCode;
 use common::{Browser, Harness, Setup};
 use kiln_engine::dag::{ArtifactKind, ModelAlias};
 use kiln_engine::mlflow::MlflowLinks;
-use kiln_engine::store::{
-    MlflowIdKind, OutputContent, ProducedOutput, PublishParams, RunRecord, TriggerKind,
-};
+use kiln_engine::mlflow::{MLFLOW_TRACKING, MlflowIdKind};
+use kiln_engine::store::{OutputContent, ProducedOutput, PublishParams, RunRecord, TriggerKind};
 use kiln_web::ConsoleConfig;
 
 const SAVED: &[u8] = include_bytes!("../../tasks/tests/fixtures/logistic-v1.kiln-model.json");
@@ -539,7 +538,7 @@ async fn runs_and_model_versions_link_to_mlflow_once_mirrored() {
     ] {
         harness
             .store
-            .mlflow_id_record(kind, key, id, T0)
+            .mirror_id_record(kind.as_str(), key, id, T0)
             .await
             .unwrap();
     }
@@ -590,21 +589,21 @@ async fn the_mirror_page_shows_waiting_and_parked_events_and_retries_them() {
         Some(MlflowLinks::new(MLFLOW)),
     )
     .await;
-    harness.store.mlflow_set_enabled(true);
+    harness.store.outbox_set_tracking(Some(MLFLOW_TRACKING));
     harness.registry().await;
     // The run of a tracked DAG (start, its deploy's attempt and model version, end) and the
     // alias moves.
-    let events = harness.store.mlflow_outbox_list(100).await.unwrap();
+    let events = harness.store.outbox_list(100).await.unwrap();
     assert!(events.len() >= 3, "{events:#?}");
     // The first given up on, the second failing and waiting for its next try.
     harness
         .store
-        .mlflow_outbox_fail(events[0].id, "attempt 20: MLflow answered 500: boom", None)
+        .outbox_fail(events[0].id, "attempt 20: MLflow answered 500: boom", None)
         .await
         .unwrap();
     harness
         .store
-        .mlflow_outbox_fail(
+        .outbox_fail(
             events[1].id,
             "attempt 1: cannot reach MLflow",
             Some(T0 + 5_000_000),
@@ -644,11 +643,11 @@ async fn the_mirror_page_shows_waiting_and_parked_events_and_retries_them() {
         .post("/mlflow/retry", Some("not-the-token"), &[])
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    assert!(harness.store.mlflow_outbox_list(100).await.unwrap()[0].parked);
+    assert!(harness.store.outbox_list(100).await.unwrap()[0].parked);
     let retried = admin.post("/mlflow/retry", Some(&page.csrf()), &[]).await;
     assert_eq!(retried.status, StatusCode::SEE_OTHER);
     assert_eq!(retried.location(), "/mlflow");
-    let after = harness.store.mlflow_outbox_list(100).await.unwrap();
+    let after = harness.store.outbox_list(100).await.unwrap();
     assert_eq!(after.len(), events.len(), "nothing is lost");
     assert!(after.iter().all(|event| !event.parked));
     assert!(!admin.get("/mlflow").await.has("Retry parked events"));

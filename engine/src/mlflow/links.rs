@@ -4,7 +4,8 @@
 //! A link exists only once the sender has recorded the MLflow id (`mlflow_ids`); until then (or
 //! while MLflow is down) there is nothing to link to, and callers show none.
 
-use crate::store::{MlflowIdKind, Store, StoreError};
+use super::MlflowIdKind;
+use crate::store::{Store, StoreError};
 
 use super::experiment_name_for;
 
@@ -88,12 +89,12 @@ impl MlflowLinks {
         kind: MlflowIdKind,
         key: &str,
     ) -> Result<Option<MlflowRunLink>, StoreError> {
-        let Some(run_id) = store.mlflow_id_get(kind, key).await? else {
+        let Some(run_id) = store.mirror_id_get(kind.as_str(), key).await? else {
             return Ok(None);
         };
         let experiment = experiment_name_for(dag_id, params);
         let Some(experiment_id) = store
-            .mlflow_id_get(MlflowIdKind::Experiment, &experiment)
+            .mirror_id_get(MlflowIdKind::Experiment.as_str(), &experiment)
             .await?
         else {
             return Ok(None);
@@ -115,7 +116,7 @@ impl MlflowLinks {
     ) -> Result<Option<String>, StoreError> {
         let key = format!("{name}@{version}");
         Ok(store
-            .mlflow_id_get(MlflowIdKind::ModelVersion, &key)
+            .mirror_id_get(MlflowIdKind::ModelVersion.as_str(), &key)
             .await?
             .map(|mlflow_version| {
                 format!("{}/#/models/{name}/versions/{mlflow_version}", self.base)
@@ -144,7 +145,7 @@ mod tests {
             None
         );
         store
-            .mlflow_id_record(MlflowIdKind::Run, "7", "abc123", 1)
+            .mirror_id_record(MlflowIdKind::Run.as_str(), "7", "abc123", 1)
             .await
             .unwrap();
         // The run alone is not enough: its page lives under its experiment.
@@ -153,7 +154,7 @@ mod tests {
             None
         );
         store
-            .mlflow_id_record(MlflowIdKind::Experiment, "wine", "4", 1)
+            .mirror_id_record(MlflowIdKind::Experiment.as_str(), "wine", "4", 1)
             .await
             .unwrap();
         let link = links
@@ -175,7 +176,7 @@ mod tests {
             None
         );
         store
-            .mlflow_id_record(MlflowIdKind::Attempt, "12:2", "def456", 1)
+            .mirror_id_record(MlflowIdKind::Attempt.as_str(), "12:2", "def456", 1)
             .await
             .unwrap();
         let nested = links
@@ -192,7 +193,12 @@ mod tests {
             None
         );
         store
-            .mlflow_id_record(MlflowIdKind::ModelVersion, "wine_quality@3", "2", 1)
+            .mirror_id_record(
+                MlflowIdKind::ModelVersion.as_str(),
+                "wine_quality@3",
+                "2",
+                1,
+            )
             .await
             .unwrap();
         assert_eq!(

@@ -36,7 +36,7 @@ pub use client::{
 pub use links::{MlflowLinks, MlflowRunLink};
 pub use sender::{DrainReport, Sender, SenderConfig};
 
-use crate::store::{MlflowAttempt, MlflowCall, MlflowRun};
+use crate::store::{OutboxAttempt, OutboxEvent, OutboxRun, OutboxTracking};
 
 /// The most characters MLflow keeps in a param value (its limit since 2.x is 6,000).
 const PARAM_VALUE_LIMIT: usize = 6000;
@@ -44,12 +44,12 @@ const PARAM_VALUE_LIMIT: usize = 6000;
 const TAG_VALUE_LIMIT: usize = 5000;
 
 // Here rather than beside the type: it is the mirror's wording, not the store's.
-impl MlflowCall {
+impl OutboxEvent {
     /// What it tells MLflow, in a few words, for operators (the console, `kiln mlflow status`).
     pub fn describe(&self) -> String {
         match self {
-            MlflowCall::RunStart(run) => format!("{} run {} started", run.dag_id, run.run_id),
-            MlflowCall::TaskAttempt(attempt) => format!(
+            OutboxEvent::RunStart(run) => format!("{} run {} started", run.dag_id, run.run_id),
+            OutboxEvent::TaskAttempt(attempt) => format!(
                 "{} run {}: {} try {} ended ({})",
                 attempt.run.dag_id,
                 attempt.run.run_id,
@@ -57,15 +57,15 @@ impl MlflowCall {
                 attempt.try_number,
                 attempt.state
             ),
-            MlflowCall::RunEnd(end) => format!(
+            OutboxEvent::RunEnd(end) => format!(
                 "{} run {} ended ({})",
                 end.run.dag_id, end.run.run_id, end.state
             ),
-            MlflowCall::ModelVersion(version) => format!(
+            OutboxEvent::ModelVersion(version) => format!(
                 "model {} version {} registered",
                 version.name, version.version
             ),
-            MlflowCall::AliasSet(alias) => format!(
+            OutboxEvent::AliasSet(alias) => format!(
                 "model {}: alias {} moved to version {}",
                 alias.name, alias.alias, alias.version
             ),
@@ -82,16 +82,51 @@ pub fn artifact_uri(name: &str, version: i64) -> String {
     format!("kiln-artifact:///{name}@{version}")
 }
 
-/// Whether runs of this DAG are mirrored: it has a task of a tracked kind
-/// ([`MLFLOW_TRACKED_KINDS`](crate::store::MLFLOW_TRACKED_KINDS)).
+/// The plugin kinds whose attempts the MLflow mirror records: their summaries have a documented
+/// shape (`train`: algorithm and training info; `evaluate`: candidates and their metrics;
+/// `deploy`: the model it registers) that this module maps to params and metrics. The engine
+/// reads only these names, never the plugins themselves.
+pub const MLFLOW_TRACKED_KINDS: [&str; 3] = ["train", "evaluate", "deploy"];
+
+/// What the store's outbox follows for the MLflow mirror: the tracked kinds' attempts, and the
+/// model versions `deploy` (the registry step) writes.
+pub const MLFLOW_TRACKING: OutboxTracking = OutboxTracking {
+    task_kinds: &MLFLOW_TRACKED_KINDS,
+    model_publisher_kinds: &["deploy"],
+};
+
+/// Whether runs of this DAG are mirrored: it has a task of a kind in [`MLFLOW_TRACKED_KINDS`].
 pub fn tracks(dag: &crate::dag::Dag) -> bool {
-    dag.tasks
-        .iter()
-        .any(|task| crate::store::MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()))
+    MLFLOW_TRACKING.tracks_dag(dag)
+}
+
+/// What a mirror id (an `mlflow_ids` row) maps; stored by its [`MlflowIdKind::as_str`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlflowIdKind {
+    /// An experiment, by name.
+    Experiment,
+    /// A kiln run (by run id) to its MLflow run.
+    Run,
+    /// An attempt (`TASK_INSTANCE:TRY`) to its nested MLflow run.
+    Attempt,
+    /// A model version (`NAME@VERSION`) to MLflow's version number.
+    ModelVersion,
+}
+
+impl MlflowIdKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MlflowIdKind::Experiment => "experiment",
+            MlflowIdKind::Run => "run",
+            MlflowIdKind::Attempt => "attempt",
+            MlflowIdKind::ModelVersion => "model_version",
+        }
+    }
 }
 
 /// The experiment a run is recorded in: the run's `mlflow_experiment` param, or the DAG id.
-pub fn experiment_name(run: &MlflowRun) -> String {
+pub fn experiment_name(run: &OutboxRun) -> String {
     experiment_name_for(&run.dag_id, &run.params)
 }
 
@@ -106,12 +141,12 @@ pub fn experiment_name_for(dag_id: &str, params: &serde_json::Value) -> String {
 
 /// A kiln run's name across databases: its DAG, id and creation time. The MLflow run carries it
 /// as the tag `kiln.run_uid`, which is what a retry searches for before creating.
-pub fn run_uid(run: &MlflowRun) -> String {
+pub fn run_uid(run: &OutboxRun) -> String {
     format!("{}/{}/{}", run.dag_id, run.run_id, run.created_at)
 }
 
 /// An attempt's name across databases (tag `kiln.attempt_uid`).
-pub fn attempt_uid(attempt: &MlflowAttempt) -> String {
+pub fn attempt_uid(attempt: &OutboxAttempt) -> String {
     format!(
         "{}/{}/{}",
         run_uid(&attempt.run),
@@ -145,7 +180,7 @@ pub struct AttemptData {
 }
 
 /// Maps an attempt's summary, params and artifacts to what its nested run records.
-pub fn attempt_data(attempt: &MlflowAttempt) -> AttemptData {
+pub fn attempt_data(attempt: &OutboxAttempt) -> AttemptData {
     let mut data = AttemptData::default();
     let timestamp = attempt.ended_at / 1000;
     let metric = |key: &str, value: f64, step: i64| Metric {
@@ -308,7 +343,7 @@ pub fn attempt_data(attempt: &MlflowAttempt) -> AttemptData {
 }
 
 /// What a parent run records for its kiln run: the run's params and kiln's ids.
-pub fn run_data(run: &MlflowRun, git_commit: Option<&str>) -> (Vec<KeyValue>, Vec<KeyValue>) {
+pub fn run_data(run: &OutboxRun, git_commit: Option<&str>) -> (Vec<KeyValue>, Vec<KeyValue>) {
     let mut params = Vec::new();
     if let Some(object) = run.params.as_object() {
         for (key, value) in object {
@@ -445,10 +480,10 @@ mod tests {
     use expect_test::{Expect, expect};
 
     use super::*;
-    use crate::store::MlflowArtifact;
+    use crate::store::OutboxArtifact;
 
-    fn run() -> MlflowRun {
-        MlflowRun {
+    fn run() -> OutboxRun {
+        OutboxRun {
             dag_id: "wine".to_owned(),
             run_id: 7,
             created_at: 1_800_000_000_000_000,
@@ -466,8 +501,8 @@ mod tests {
         kind: &str,
         summary: serde_json::Value,
         task_params: serde_json::Value,
-    ) -> MlflowAttempt {
-        MlflowAttempt {
+    ) -> OutboxAttempt {
+        OutboxAttempt {
             run: run(),
             task_id: kind.to_owned(),
             kind: kind.to_owned(),
@@ -480,13 +515,13 @@ mod tests {
             summary: Some(summary),
             started_at: 1_800_000_001_000_000,
             ended_at: 1_800_000_002_000_000,
-            inputs: vec![MlflowArtifact {
+            inputs: vec![OutboxArtifact {
                 slot: "train".to_owned(),
                 name: "wine.process.train".to_owned(),
                 version: 4,
                 sha256: "cd".repeat(32),
             }],
-            outputs: vec![MlflowArtifact {
+            outputs: vec![OutboxArtifact {
                 slot: "model".to_owned(),
                 name: "wine.train.model".to_owned(),
                 version: 5,
@@ -495,7 +530,7 @@ mod tests {
         }
     }
 
-    fn check(attempt: &MlflowAttempt, expect: Expect) {
+    fn check(attempt: &OutboxAttempt, expect: Expect) {
         let data = attempt_data(attempt);
         let mut text = String::new();
         for param in &data.params {

@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::MlflowIdKind;
 use super::client::{CreateRun, KeyValue, MlflowClient, MlflowError};
 use super::{
     artifact_uri, attempt_data, attempt_uid, experiment_name, git_commit, run_data, run_status,
     run_uid,
 };
 use crate::store::{
-    Micros, MlflowAliasSet, MlflowAttempt, MlflowCall, MlflowIdKind, MlflowModelVersion,
-    MlflowOutboxEvent, MlflowRun, MlflowRunEnd, Store, StoreError, micros, now_micros,
+    Micros, OutboxAliasSet, OutboxAttempt, OutboxEntry, OutboxEvent, OutboxModelVersion, OutboxRun,
+    OutboxRunEnd, Store, StoreError, micros, now_micros,
 };
 
 /// The leadership the sender holds, so that one server of several sends.
@@ -93,9 +94,9 @@ impl DrainReport {
 ///
 /// ```no_run
 /// # async fn demo(store: std::sync::Arc<dyn kiln_engine::store::Store>) -> Result<(), kiln_engine::mlflow::MlflowError> {
-/// use kiln_engine::mlflow::{MlflowClient, MlflowConfig, Sender};
+/// use kiln_engine::mlflow::{MLFLOW_TRACKING, MlflowClient, MlflowConfig, Sender};
 /// let client = MlflowClient::new(&MlflowConfig::from_env("http://127.0.0.1:5000")?);
-/// store.mlflow_set_enabled(true);
+/// store.outbox_set_tracking(Some(MLFLOW_TRACKING));
 /// let sender = Sender::new(store, client, "server-1".to_owned());
 /// sender.run(tokio_util::sync::CancellationToken::new()).await;
 /// # Ok(()) }
@@ -202,10 +203,10 @@ impl Sender {
     /// the pass stops after that failure rather than knocking once per stream.
     pub async fn send_due(&self, now: Micros) -> Result<DrainReport, StoreError> {
         let mut report = DrainReport::default();
-        for event in self.store.mlflow_outbox_due(now, self.config.batch).await? {
+        for event in self.store.outbox_due(now, self.config.batch).await? {
             match self.send(&event.call).await {
                 Ok(()) => {
-                    self.store.mlflow_outbox_done(event.id).await?;
+                    self.store.outbox_done(event.id).await?;
                     report.sent += 1;
                 }
                 Err(MlflowError::Store(error)) => return Err(error),
@@ -223,7 +224,7 @@ impl Sender {
 
     async fn failed(
         &self,
-        event: &MlflowOutboxEvent,
+        event: &OutboxEntry,
         error: &MlflowError,
         now: Micros,
         report: &mut DrainReport,
@@ -232,16 +233,14 @@ impl Sender {
         let message = format!("attempt {failures}: {error}");
         if failures >= self.config.max_attempts {
             tracing::warn!(
-                message = "MLflow event parked after repeated failures; `Store::mlflow_outbox_unpark` puts it back in line.",
+                message = "MLflow event parked after repeated failures; `Store::outbox_unpark` puts it back in line.",
                 event_id = event.id,
                 kind = event.call.kind().as_str(),
                 stream = %event.stream,
                 failures,
                 %error
             );
-            self.store
-                .mlflow_outbox_fail(event.id, &message, None)
-                .await?;
+            self.store.outbox_fail(event.id, &message, None).await?;
             report.parked += 1;
         } else {
             let retry_at = now + micros(self.config.backoff(failures));
@@ -253,7 +252,7 @@ impl Sender {
                 %error
             );
             self.store
-                .mlflow_outbox_fail(event.id, &message, Some(retry_at))
+                .outbox_fail(event.id, &message, Some(retry_at))
                 .await?;
             report.retried += 1;
         }
@@ -261,16 +260,16 @@ impl Sender {
     }
 
     /// Makes MLflow reflect one event.
-    async fn send(&self, call: &MlflowCall) -> Result<(), MlflowError> {
+    async fn send(&self, call: &OutboxEvent) -> Result<(), MlflowError> {
         match call {
-            MlflowCall::RunStart(run) => {
+            OutboxEvent::RunStart(run) => {
                 self.parent_run(run).await?;
                 Ok(())
             }
-            MlflowCall::TaskAttempt(attempt) => self.attempt(attempt).await,
-            MlflowCall::RunEnd(end) => self.run_end(end).await,
-            MlflowCall::ModelVersion(version) => self.deployed_version(version).await,
-            MlflowCall::AliasSet(alias) => self.alias(alias).await,
+            OutboxEvent::TaskAttempt(attempt) => self.attempt(attempt).await,
+            OutboxEvent::RunEnd(end) => self.run_end(end).await,
+            OutboxEvent::ModelVersion(version) => self.deployed_version(version).await,
+            OutboxEvent::AliasSet(alias) => self.alias(alias).await,
         }
     }
 
@@ -278,7 +277,7 @@ impl Sender {
     async fn experiment(&self, name: &str) -> Result<String, MlflowError> {
         if let Some(id) = self
             .store
-            .mlflow_id_get(MlflowIdKind::Experiment, name)
+            .mirror_id_get(MlflowIdKind::Experiment.as_str(), name)
             .await?
         {
             return Ok(id);
@@ -291,7 +290,12 @@ impl Sender {
                     Ok(id) => {
                         return Ok(self
                             .store
-                            .mlflow_id_record(MlflowIdKind::Experiment, name, &id, now_micros())
+                            .mirror_id_record(
+                                MlflowIdKind::Experiment.as_str(),
+                                name,
+                                &id,
+                                now_micros(),
+                            )
                             .await?);
                     }
                     // Created by an earlier try whose answer was lost, or by someone else.
@@ -315,8 +319,8 @@ impl Sender {
         }
         Ok(self
             .store
-            .mlflow_id_record(
-                MlflowIdKind::Experiment,
+            .mirror_id_record(
+                MlflowIdKind::Experiment.as_str(),
                 name,
                 &experiment.experiment_id,
                 now_micros(),
@@ -325,9 +329,13 @@ impl Sender {
     }
 
     /// The MLflow run of a kiln run, created (with its params and tags) when missing.
-    async fn parent_run(&self, run: &MlflowRun) -> Result<String, MlflowError> {
+    async fn parent_run(&self, run: &OutboxRun) -> Result<String, MlflowError> {
         let key = run.run_id.to_string();
-        if let Some(id) = self.store.mlflow_id_get(MlflowIdKind::Run, &key).await? {
+        if let Some(id) = self
+            .store
+            .mirror_id_get(MlflowIdKind::Run.as_str(), &key)
+            .await?
+        {
             return Ok(id);
         }
         let experiment = self.experiment(&experiment_name(run)).await?;
@@ -357,7 +365,7 @@ impl Sender {
         self.client.run_log_batch(&id, &[], &params, &tags).await?;
         Ok(self
             .store
-            .mlflow_id_record(MlflowIdKind::Run, &key, &id, now_micros())
+            .mirror_id_record(MlflowIdKind::Run.as_str(), &key, &id, now_micros())
             .await?)
     }
 
@@ -378,12 +386,12 @@ impl Sender {
         self.client.run_create(&create).await
     }
 
-    async fn attempt(&self, attempt: &MlflowAttempt) -> Result<(), MlflowError> {
+    async fn attempt(&self, attempt: &OutboxAttempt) -> Result<(), MlflowError> {
         let parent = self.parent_run(&attempt.run).await?;
         let key = format!("{}:{}", attempt.task_instance_id, attempt.try_number);
         let nested = match self
             .store
-            .mlflow_id_get(MlflowIdKind::Attempt, &key)
+            .mirror_id_get(MlflowIdKind::Attempt.as_str(), &key)
             .await?
         {
             Some(id) => id,
@@ -407,7 +415,7 @@ impl Sender {
                     )
                     .await?;
                 self.store
-                    .mlflow_id_record(MlflowIdKind::Attempt, &key, &id, now_micros())
+                    .mirror_id_record(MlflowIdKind::Attempt.as_str(), &key, &id, now_micros())
                     .await?
             }
         };
@@ -429,7 +437,7 @@ impl Sender {
             .await
     }
 
-    async fn run_end(&self, end: &MlflowRunEnd) -> Result<(), MlflowError> {
+    async fn run_end(&self, end: &OutboxRunEnd) -> Result<(), MlflowError> {
         let parent = self.parent_run(&end.run).await?;
         self.client
             .run_update(&parent, run_status(&end.state), Some(end.ended_at / 1000))
@@ -447,7 +455,7 @@ impl Sender {
         let key = format!("{name}@{version}");
         if let Some(id) = self
             .store
-            .mlflow_id_get(MlflowIdKind::ModelVersion, &key)
+            .mirror_id_get(MlflowIdKind::ModelVersion.as_str(), &key)
             .await?
         {
             return Ok(id);
@@ -470,11 +478,11 @@ impl Sender {
         };
         Ok(self
             .store
-            .mlflow_id_record(MlflowIdKind::ModelVersion, &key, &id, now_micros())
+            .mirror_id_record(MlflowIdKind::ModelVersion.as_str(), &key, &id, now_micros())
             .await?)
     }
 
-    async fn deployed_version(&self, version: &MlflowModelVersion) -> Result<(), MlflowError> {
+    async fn deployed_version(&self, version: &OutboxModelVersion) -> Result<(), MlflowError> {
         let parent = self.parent_run(&version.run).await?;
         let mut tags = vec![
             KeyValue::new("kiln.version", version.version.to_string()),
@@ -507,7 +515,7 @@ impl Sender {
             .await
     }
 
-    async fn alias(&self, alias: &MlflowAliasSet) -> Result<(), MlflowError> {
+    async fn alias(&self, alias: &OutboxAliasSet) -> Result<(), MlflowError> {
         // A version promoted by hand may never have been deployed: register it first.
         let tags = [KeyValue::new("kiln.version", alias.version.to_string())];
         let version = self

@@ -3,9 +3,9 @@
 
 use super::db::{Conn, QueryBuilder, query, query_as, query_scalar};
 use super::{
-    Backend, CacheRecord, ClaimParams, ClaimedTask, DagPlan, DatasetStats, LogUpload,
-    MLFLOW_TRACKED_KINDS, Micros, MlflowCall, MlflowModelVersion, PublishParams, SqlStore,
-    StoreError, micros, parse_json, parse_state,
+    Backend, CacheRecord, ClaimParams, ClaimedTask, DagPlan, DatasetStats, LogUpload, Micros,
+    OutboxEvent, OutboxModelVersion, PublishParams, SqlStore, StoreError, micros, parse_json,
+    parse_state,
 };
 use crate::artifacts::BlobRef;
 use crate::dag::ArtifactKind;
@@ -320,7 +320,7 @@ impl SqlStore {
     /// its outcome and the task it moved to a final state, if any, so a batch settles
     /// each run once for all its completions. Each report comes with its task instance
     /// as read (and, on PostgreSQL, locked) at the start of the batch (`None`: unknown).
-    /// A handful of statements serve the whole batch; only outputs, lineage and MLflow
+    /// A handful of statements serve the whole batch; only outputs, lineage and outbox
     /// events are written per report.
     pub(super) async fn complete_many_in(
         &self,
@@ -578,7 +578,7 @@ impl SqlStore {
             update.build().execute(&mut *conn).await?;
         }
 
-        // Last, what only some attempts have: outputs, lineage, MLflow events.
+        // Last, what only some attempts have: outputs, lineage, outbox events.
         for item in applied {
             self.record_outputs_in(&mut *conn, &item, now).await?;
             let Prepared {
@@ -603,7 +603,7 @@ impl SqlStore {
     }
 
     /// Publishes an applied success's outputs (moving a `promote`d alias), records what
-    /// the attempt read and wrote, and appends its MLflow event, in the completion's
+    /// the attempt read and wrote, and appends its outbox event, in the completion's
     /// transaction.
     pub(super) async fn record_outputs_in(
         &self,
@@ -646,29 +646,33 @@ impl SqlStore {
                     } => (*artifact_version_id, true),
                 };
                 written.push((output.slot.clone(), version_id, reused));
-                // `deploy` is the registry step: its model outputs are the versions
-                // MLflow's registry mirrors (a trained model is linked from its run).
-                if self.mlflow_on() && task.kind == "deploy" && spec.kind == ArtifactKind::Model {
+                // Only a publisher's model outputs (`deploy`'s, for MLflow) are registry
+                // versions; a trained model is linked from its run instead.
+                if spec.kind == ArtifactKind::Model
+                    && self
+                        .tracking()
+                        .is_some_and(|tracking| tracking.publishes_models(&task.kind))
+                {
                     let artifact = self
-                        .mlflow_artifact_in(&mut *conn, &output.slot, version_id)
+                        .outbox_artifact_in(&mut *conn, &output.slot, version_id)
                         .await?;
                     let metadata: Option<String> =
                         query_scalar("SELECT metadata FROM artifact_versions WHERE id = $1")
                             .bind(version_id)
                             .fetch_one(&mut *conn)
                             .await?;
-                    let version = MlflowModelVersion {
+                    let version = OutboxModelVersion {
                         name: artifact.name,
                         version: artifact.version,
                         sha256: artifact.sha256,
                         metadata: metadata.as_deref().map(parse_json).transpose()?,
-                        run: self.mlflow_run_in(&mut *conn, run_id).await?,
+                        run: self.outbox_run_in(&mut *conn, run_id).await?,
                         task_id: task_id.clone(),
                         try_number,
                     };
-                    self.mlflow_append_in(
+                    self.outbox_append_in(
                         &mut *conn,
-                        &MlflowCall::ModelVersion(Box::new(version)),
+                        &OutboxEvent::ModelVersion(Box::new(version)),
                         now,
                     )
                     .await?;
@@ -695,11 +699,11 @@ impl SqlStore {
             self.record_lineage_in(&mut *conn, id, try_number, &written)
                 .await?;
         }
-        if self.mlflow_on()
+        if let Some(tracking) = self.tracking()
             && let Some(task) = plan.task(task_id)
-            && MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str())
+            && tracking.tracks_task(&task.kind)
         {
-            self.mlflow_attempt_in(
+            self.outbox_attempt_in(
                 &mut *conn,
                 run_id,
                 task,

@@ -74,7 +74,6 @@ macro_rules! dag_columns {
     };
 }
 
-
 /// Parsed DAG versions by id. Versions are immutable, so entries never go stale.
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache(Mutex<HashMap<i64, Arc<DagPlan>>>);

@@ -659,7 +659,8 @@ impl<'q> QueryBuilder<'q> {
             sql: AssertSqlSafe(self.sql).into_sql_str(),
             values: self.values,
         }
-    }}
+    }
+}
 
 /// Items of a [`QueryBuilder`] with a separator between them.
 #[derive(Debug)]

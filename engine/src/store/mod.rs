@@ -50,8 +50,8 @@ pub use logs::{LogChunk, LogUpload};
 pub use maintenance::MaintenanceReport;
 pub use models::{AliasEvent, ModelRecord};
 pub use outbox::{
-    MlflowAliasSet, MlflowArtifact, MlflowAttempt, MlflowCall,
-    MlflowEventKind, MlflowIdKind, MlflowModelVersion, MlflowOutboxEvent, MlflowRun, MlflowRunEnd,
+    OutboxAliasSet, OutboxArtifact, OutboxAttempt, OutboxEntry, OutboxEvent, OutboxEventKind,
+    OutboxModelVersion, OutboxRun, OutboxRunEnd, OutboxTracking,
 };
 pub use plan::DagPlan;
 pub use postgres::postgres_pool_options;
@@ -125,12 +125,6 @@ pub enum StoreError {
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
 }
-
-/// The plugin kinds whose attempts the MLflow mirror records: their summaries have a documented
-/// shape (`train`: algorithm and training info; `evaluate`: candidates and their metrics;
-/// `deploy`: the model it registers) that `crate::mlflow` maps to params and metrics. The
-/// engine reads only these names, never the plugins themselves.
-pub const MLFLOW_TRACKED_KINDS: [&str; 3] = ["train", "evaluate", "deploy"];
 
 /// Durable state, on PostgreSQL or SQLite. Every method is one transaction.
 ///
@@ -483,40 +477,34 @@ pub trait Store: Send + Sync + 'static {
     /// The alias moves of a model, oldest first.
     async fn model_alias_event_list(&self, name: &str) -> Result<Vec<AliasEvent>, StoreError>;
 
-    /// Switches the MLflow mirror on or off for this store (off by default). While on, run
-    /// starts and ends, attempts of tracked tasks (see [`MLFLOW_TRACKED_KINDS`]) and alias moves
-    /// append MLflow events in the same transaction; while off, nothing is written.
-    fn mlflow_set_enabled(&self, enabled: bool);
+    /// Switches the outbox on (with what it follows) or off for this store (off by default).
+    /// While on, the starts and ends of runs of DAGs with a tracked task, the ended attempts of
+    /// tracked tasks, the model versions their publishers write and alias moves append events
+    /// in the same transaction as the change; while off, nothing is written. The mirror that
+    /// reads the outbox decides what it follows.
+    fn outbox_set_tracking(&self, tracking: Option<OutboxTracking>);
 
-    /// Whether the MLflow mirror is on.
-    fn mlflow_enabled(&self) -> bool;
+    /// What the outbox follows; `None` while it is off.
+    fn outbox_tracking(&self) -> Option<OutboxTracking>;
 
-    /// Appends calls to the MLflow outbox, due at once (whatever the switch says: the caller
+    /// Appends events to the outbox, due at once (whatever the switch says: the caller
     /// asked for them).
-    async fn mlflow_outbox_append(
-        &self,
-        calls: &[MlflowCall],
-        now: Micros,
-    ) -> Result<(), StoreError>;
+    async fn outbox_append(&self, calls: &[OutboxEvent], now: Micros) -> Result<(), StoreError>;
 
     /// The events to send now: the oldest unparked event of each stream, if it is due, oldest
     /// first, at most `limit`. An event is never handed out while an older one of its stream
-    /// waits, so a run's events reach MLflow in the order they happened.
-    async fn mlflow_outbox_due(
-        &self,
-        now: Micros,
-        limit: u32,
-    ) -> Result<Vec<MlflowOutboxEvent>, StoreError>;
+    /// waits, so a run's events reach the mirror in the order they happened.
+    async fn outbox_due(&self, now: Micros, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
 
     /// Every event in the outbox, parked ones included, oldest first, at most `limit`.
-    async fn mlflow_outbox_list(&self, limit: u32) -> Result<Vec<MlflowOutboxEvent>, StoreError>;
+    async fn outbox_list(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
 
     /// Removes a sent event; false if it was not there.
-    async fn mlflow_outbox_done(&self, id: i64) -> Result<bool, StoreError>;
+    async fn outbox_done(&self, id: i64) -> Result<bool, StoreError>;
 
     /// Records a failed send: counts it and keeps the error; the event waits until `retry_at`,
     /// or is parked when that is `None`. False if the event was not there.
-    async fn mlflow_outbox_fail(
+    async fn outbox_fail(
         &self,
         id: i64,
         error: &str,
@@ -524,20 +512,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Puts every parked event back in line, due at `now` with its failures forgotten (after
-    /// an operator fixed what MLflow refused). Answers how many.
-    async fn mlflow_outbox_unpark(&self, now: Micros) -> Result<usize, StoreError>;
+    /// an operator fixed what the mirror refused). Answers how many.
+    async fn outbox_unpark(&self, now: Micros) -> Result<usize, StoreError>;
 
-    /// The MLflow id recorded for a kiln entity.
-    async fn mlflow_id_get(
-        &self,
-        kind: MlflowIdKind,
-        key: &str,
-    ) -> Result<Option<String>, StoreError>;
+    /// The mirror's id recorded for a kiln entity.
+    async fn mirror_id_get(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError>;
 
-    /// Records the MLflow id of a kiln entity; the first one recorded wins, and is answered.
-    async fn mlflow_id_record(
+    /// Records the mirror's id of a kiln entity; the first one recorded wins, and is answered.
+    async fn mirror_id_record(
         &self,
-        kind: MlflowIdKind,
+        kind: &str,
         key: &str,
         mlflow_id: &str,
         now: Micros,

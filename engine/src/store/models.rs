@@ -5,7 +5,7 @@ use super::artifacts::version_from;
 use super::artifacts::version_from_row;
 use super::db::{Conn, query, query_scalar};
 use super::{
-    ArtifactVersionRecord, Micros, MlflowAliasSet, MlflowCall, SqlStore, StoreError, parse_state,
+    ArtifactVersionRecord, Micros, OutboxAliasSet, OutboxEvent, SqlStore, StoreError, parse_state,
 };
 use crate::dag::ModelAlias;
 use serde::{Deserialize, Serialize};
@@ -109,15 +109,15 @@ impl SqlStore {
             .bind(now)
             .execute(&mut *conn)
             .await?;
-        if self.mlflow_on() {
-            let moved = MlflowAliasSet {
+        if self.tracking().is_some() {
+            let moved = OutboxAliasSet {
                 name: name.to_owned(),
                 alias: alias.as_str().to_owned(),
                 version,
                 previous,
                 reason: reason.to_owned(),
             };
-            self.mlflow_append_in(&mut *conn, &MlflowCall::AliasSet(moved), now)
+            self.outbox_append_in(&mut *conn, &OutboxEvent::AliasSet(moved), now)
                 .await?;
         }
         Ok(previous)

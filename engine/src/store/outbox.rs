@@ -1,4 +1,4 @@
-//! The MLflow outbox (`mlflow_outbox`, `mlflow_ids`): events written in the transaction of the
+//! The outbox (`mlflow_outbox`, `mlflow_ids`): events written in the transaction of the
 //! change they mirror, and handed to the sender in order per stream.
 
 use super::claims::StoredInputs;
@@ -7,55 +7,55 @@ use super::db::{Conn, Row, query, query_as, query_scalar};
 use super::{DagPlan, Micros, SqlStore, StoreError, parse_json, parse_state};
 use serde::{Deserialize, Serialize};
 
-/// What an MLflow outbox event asks the sender to do.
+/// What an outbox event asks the sender to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum MlflowEventKind {
-    /// A kiln run started: its MLflow run.
+pub enum OutboxEventKind {
+    /// A kiln run started: the run to mirror.
     RunStart,
     /// An attempt of a tracked task ended: its nested run, params and metrics.
     TaskAttempt,
-    /// A kiln run ended: its MLflow run's status.
+    /// A kiln run ended: its status.
     RunEnd,
     /// A deploy wrote a model version: the registered model and its version.
     ModelVersion,
-    /// A model alias moved (deploy, promote, rollback): the MLflow alias.
+    /// A model alias moved (deploy, promote, rollback): the alias to move.
     AliasSet,
 }
 
-impl MlflowEventKind {
+impl OutboxEventKind {
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
-            MlflowEventKind::RunStart => "run_start",
-            MlflowEventKind::TaskAttempt => "task_attempt",
-            MlflowEventKind::RunEnd => "run_end",
-            MlflowEventKind::ModelVersion => "model_version",
-            MlflowEventKind::AliasSet => "alias_set",
+            OutboxEventKind::RunStart => "run_start",
+            OutboxEventKind::TaskAttempt => "task_attempt",
+            OutboxEventKind::RunEnd => "run_end",
+            OutboxEventKind::ModelVersion => "model_version",
+            OutboxEventKind::AliasSet => "alias_set",
         }
     }
 }
 
-impl std::str::FromStr for MlflowEventKind {
+impl std::str::FromStr for OutboxEventKind {
     type Err = String;
 
-    fn from_str(text: &str) -> Result<MlflowEventKind, String> {
+    fn from_str(text: &str) -> Result<OutboxEventKind, String> {
         match text {
-            "run_start" => Ok(MlflowEventKind::RunStart),
-            "task_attempt" => Ok(MlflowEventKind::TaskAttempt),
-            "run_end" => Ok(MlflowEventKind::RunEnd),
-            "model_version" => Ok(MlflowEventKind::ModelVersion),
-            "alias_set" => Ok(MlflowEventKind::AliasSet),
-            other => Err(format!("MLflow event kind `{other}`")),
+            "run_start" => Ok(OutboxEventKind::RunStart),
+            "task_attempt" => Ok(OutboxEventKind::TaskAttempt),
+            "run_end" => Ok(OutboxEventKind::RunEnd),
+            "model_version" => Ok(OutboxEventKind::ModelVersion),
+            "alias_set" => Ok(OutboxEventKind::AliasSet),
+            other => Err(format!("outbox event kind `{other}`")),
         }
     }
 }
 
-/// A kiln run as the MLflow mirror describes it. Every event of a run carries it, so whichever
-/// reaches MLflow first can create the MLflow run (a run that started before MLflow tracking was
+/// A kiln run as the mirror describes it. Every event of a run carries it, so whichever
+/// reaches the mirror first can create its run there (a run that started before tracking was
 /// switched on has no start event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MlflowRun {
+pub struct OutboxRun {
     /// The DAG.
     pub dag_id: String,
     /// The kiln run.
@@ -78,9 +78,9 @@ pub struct MlflowRun {
     pub started_at: Option<Micros>,
 }
 
-/// An artifact version an attempt read or wrote, as the MLflow mirror links it.
+/// An artifact version an attempt read or wrote, as the mirror links it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MlflowArtifact {
+pub struct OutboxArtifact {
     /// The input or output name in the task.
     pub slot: String,
     /// The artifact name.
@@ -91,11 +91,11 @@ pub struct MlflowArtifact {
     pub sha256: String,
 }
 
-/// An ended attempt of a tracked task (see [`MLFLOW_TRACKED_KINDS`]).
+/// An ended attempt of a tracked task (see [`OutboxTracking::task_kinds`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MlflowAttempt {
+pub struct OutboxAttempt {
     /// The run it belongs to.
-    pub run: MlflowRun,
+    pub run: OutboxRun,
     /// The task's id.
     pub task_id: String,
     /// The plugin kind.
@@ -119,16 +119,16 @@ pub struct MlflowAttempt {
     /// When it ended.
     pub ended_at: Micros,
     /// The versions it read.
-    pub inputs: Vec<MlflowArtifact>,
+    pub inputs: Vec<OutboxArtifact>,
     /// The versions it wrote.
-    pub outputs: Vec<MlflowArtifact>,
+    pub outputs: Vec<OutboxArtifact>,
 }
 
 /// A kiln run that reached a final state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MlflowRunEnd {
+pub struct OutboxRunEnd {
     /// The run.
-    pub run: MlflowRun,
+    pub run: OutboxRun,
     /// `success`, `failed` or `cancelled`.
     pub state: String,
     /// When it ended.
@@ -137,7 +137,7 @@ pub struct MlflowRunEnd {
 
 /// A model version a deploy wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MlflowModelVersion {
+pub struct OutboxModelVersion {
     /// The model (artifact) name.
     pub name: String,
     /// kiln's version number.
@@ -147,7 +147,7 @@ pub struct MlflowModelVersion {
     /// What the deploy said about it (metrics, source model, training data).
     pub metadata: Option<serde_json::Value>,
     /// The run that deployed it.
-    pub run: MlflowRun,
+    pub run: OutboxRun,
     /// The deploying task.
     pub task_id: String,
     /// The deploying attempt.
@@ -156,7 +156,7 @@ pub struct MlflowModelVersion {
 
 /// A model alias that moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MlflowAliasSet {
+pub struct OutboxAliasSet {
     /// The model.
     pub name: String,
     /// `production` or `staging`.
@@ -169,30 +169,30 @@ pub struct MlflowAliasSet {
     pub reason: String,
 }
 
-/// One call the MLflow mirror owes MLflow.
+/// One event the outbox holds for the mirror.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MlflowCall {
-    /// See [`MlflowEventKind::RunStart`].
-    RunStart(MlflowRun),
-    /// See [`MlflowEventKind::TaskAttempt`].
-    TaskAttempt(Box<MlflowAttempt>),
-    /// See [`MlflowEventKind::RunEnd`].
-    RunEnd(MlflowRunEnd),
-    /// See [`MlflowEventKind::ModelVersion`].
-    ModelVersion(Box<MlflowModelVersion>),
-    /// See [`MlflowEventKind::AliasSet`].
-    AliasSet(MlflowAliasSet),
+pub enum OutboxEvent {
+    /// See [`OutboxEventKind::RunStart`].
+    RunStart(OutboxRun),
+    /// See [`OutboxEventKind::TaskAttempt`].
+    TaskAttempt(Box<OutboxAttempt>),
+    /// See [`OutboxEventKind::RunEnd`].
+    RunEnd(OutboxRunEnd),
+    /// See [`OutboxEventKind::ModelVersion`].
+    ModelVersion(Box<OutboxModelVersion>),
+    /// See [`OutboxEventKind::AliasSet`].
+    AliasSet(OutboxAliasSet),
 }
 
-impl MlflowCall {
+impl OutboxEvent {
     /// Its kind.
-    pub fn kind(&self) -> MlflowEventKind {
+    pub fn kind(&self) -> OutboxEventKind {
         match self {
-            MlflowCall::RunStart(_) => MlflowEventKind::RunStart,
-            MlflowCall::TaskAttempt(_) => MlflowEventKind::TaskAttempt,
-            MlflowCall::RunEnd(_) => MlflowEventKind::RunEnd,
-            MlflowCall::ModelVersion(_) => MlflowEventKind::ModelVersion,
-            MlflowCall::AliasSet(_) => MlflowEventKind::AliasSet,
+            OutboxEvent::RunStart(_) => OutboxEventKind::RunStart,
+            OutboxEvent::TaskAttempt(_) => OutboxEventKind::TaskAttempt,
+            OutboxEvent::RunEnd(_) => OutboxEventKind::RunEnd,
+            OutboxEvent::ModelVersion(_) => OutboxEventKind::ModelVersion,
+            OutboxEvent::AliasSet(_) => OutboxEventKind::AliasSet,
         }
     }
 
@@ -200,53 +200,55 @@ impl MlflowCall {
     /// and so are a model's (`model:NAME`).
     pub fn stream(&self) -> String {
         match self {
-            MlflowCall::RunStart(run) => format!("run:{}", run.run_id),
-            MlflowCall::TaskAttempt(attempt) => format!("run:{}", attempt.run.run_id),
-            MlflowCall::RunEnd(end) => format!("run:{}", end.run.run_id),
-            MlflowCall::ModelVersion(version) => format!("model:{}", version.name),
-            MlflowCall::AliasSet(alias) => format!("model:{}", alias.name),
+            OutboxEvent::RunStart(run) => format!("run:{}", run.run_id),
+            OutboxEvent::TaskAttempt(attempt) => format!("run:{}", attempt.run.run_id),
+            OutboxEvent::RunEnd(end) => format!("run:{}", end.run.run_id),
+            OutboxEvent::ModelVersion(version) => format!("model:{}", version.name),
+            OutboxEvent::AliasSet(alias) => format!("model:{}", alias.name),
         }
     }
 
     /// The payload as stored.
     pub fn payload(&self) -> Result<String, serde_json::Error> {
         match self {
-            MlflowCall::RunStart(run) => serde_json::to_string(run),
-            MlflowCall::TaskAttempt(attempt) => serde_json::to_string(attempt),
-            MlflowCall::RunEnd(end) => serde_json::to_string(end),
-            MlflowCall::ModelVersion(version) => serde_json::to_string(version),
-            MlflowCall::AliasSet(alias) => serde_json::to_string(alias),
+            OutboxEvent::RunStart(run) => serde_json::to_string(run),
+            OutboxEvent::TaskAttempt(attempt) => serde_json::to_string(attempt),
+            OutboxEvent::RunEnd(end) => serde_json::to_string(end),
+            OutboxEvent::ModelVersion(version) => serde_json::to_string(version),
+            OutboxEvent::AliasSet(alias) => serde_json::to_string(alias),
         }
     }
 
     /// Reads a stored payload back.
-    pub fn parse(kind: MlflowEventKind, payload: &str) -> Result<MlflowCall, serde_json::Error> {
+    pub fn parse(kind: OutboxEventKind, payload: &str) -> Result<OutboxEvent, serde_json::Error> {
         Ok(match kind {
-            MlflowEventKind::RunStart => MlflowCall::RunStart(serde_json::from_str(payload)?),
-            MlflowEventKind::TaskAttempt => MlflowCall::TaskAttempt(serde_json::from_str(payload)?),
-            MlflowEventKind::RunEnd => MlflowCall::RunEnd(serde_json::from_str(payload)?),
-            MlflowEventKind::ModelVersion => {
-                MlflowCall::ModelVersion(serde_json::from_str(payload)?)
+            OutboxEventKind::RunStart => OutboxEvent::RunStart(serde_json::from_str(payload)?),
+            OutboxEventKind::TaskAttempt => {
+                OutboxEvent::TaskAttempt(serde_json::from_str(payload)?)
             }
-            MlflowEventKind::AliasSet => MlflowCall::AliasSet(serde_json::from_str(payload)?),
+            OutboxEventKind::RunEnd => OutboxEvent::RunEnd(serde_json::from_str(payload)?),
+            OutboxEventKind::ModelVersion => {
+                OutboxEvent::ModelVersion(serde_json::from_str(payload)?)
+            }
+            OutboxEventKind::AliasSet => OutboxEvent::AliasSet(serde_json::from_str(payload)?),
         })
     }
 
     /// The kiln run it concerns, if any.
     pub fn run_id(&self) -> Option<i64> {
         match self {
-            MlflowCall::RunStart(run) => Some(run.run_id),
-            MlflowCall::TaskAttempt(attempt) => Some(attempt.run.run_id),
-            MlflowCall::RunEnd(end) => Some(end.run.run_id),
-            MlflowCall::ModelVersion(version) => Some(version.run.run_id),
-            MlflowCall::AliasSet(_) => None,
+            OutboxEvent::RunStart(run) => Some(run.run_id),
+            OutboxEvent::TaskAttempt(attempt) => Some(attempt.run.run_id),
+            OutboxEvent::RunEnd(end) => Some(end.run.run_id),
+            OutboxEvent::ModelVersion(version) => Some(version.run.run_id),
+            OutboxEvent::AliasSet(_) => None,
         }
     }
 
     /// The attempt it concerns (task instance, try), if any.
     pub fn attempt(&self) -> Option<(i64, i64)> {
         match self {
-            MlflowCall::TaskAttempt(attempt) => {
+            OutboxEvent::TaskAttempt(attempt) => {
                 Some((attempt.task_instance_id, attempt.try_number))
             }
             _ => None,
@@ -256,22 +258,22 @@ impl MlflowCall {
     /// The model version it concerns (name, kiln version), if any.
     pub fn model_version(&self) -> Option<(&str, i64)> {
         match self {
-            MlflowCall::ModelVersion(version) => Some((&version.name, version.version)),
-            MlflowCall::AliasSet(alias) => Some((&alias.name, alias.version)),
+            OutboxEvent::ModelVersion(version) => Some((&version.name, version.version)),
+            OutboxEvent::AliasSet(alias) => Some((&alias.name, alias.version)),
             _ => None,
         }
     }
 }
 
-/// An event in the MLflow outbox.
+/// An event in the outbox.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MlflowOutboxEvent {
+pub struct OutboxEntry {
     /// Its id: events are sent in id order within their stream.
     pub id: i64,
-    /// The stream it is ordered in (see [`MlflowCall::stream`]).
+    /// The stream it is ordered in (see [`OutboxEvent::stream`]).
     pub stream: String,
     /// What to send.
-    pub call: MlflowCall,
+    pub call: OutboxEvent,
     /// Failed sends so far.
     pub attempts: i64,
     /// Not sent before this time.
@@ -284,41 +286,16 @@ pub struct MlflowOutboxEvent {
     pub created_at: Micros,
 }
 
-/// What an `mlflow_ids` row maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MlflowIdKind {
-    /// An experiment, by name.
-    Experiment,
-    /// A kiln run (by run id) to its MLflow run.
-    Run,
-    /// An attempt (`TASK_INSTANCE:TRY`) to its nested MLflow run.
-    Attempt,
-    /// A model version (`NAME@VERSION`) to MLflow's version number.
-    ModelVersion,
-}
-
-impl MlflowIdKind {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MlflowIdKind::Experiment => "experiment",
-            MlflowIdKind::Run => "run",
-            MlflowIdKind::Attempt => "attempt",
-            MlflowIdKind::ModelVersion => "model_version",
-        }
-    }
-}
-
-pub(super) fn mlflow_event_from_row(row: &Row) -> Result<MlflowOutboxEvent, StoreError> {
-    let kind: MlflowEventKind = parse_state(&row.try_get::<String>("kind")?)?;
+pub(super) fn outbox_entry_from_row(row: &Row) -> Result<OutboxEntry, StoreError> {
+    let kind: OutboxEventKind = parse_state(&row.try_get::<String>("kind")?)?;
     let payload: String = row.try_get("payload")?;
-    let call = MlflowCall::parse(kind, &payload).map_err(|error| {
+    let call = OutboxEvent::parse(kind, &payload).map_err(|error| {
         StoreError::Corrupt(format!(
-            "payload of MLflow event {}: {error}",
+            "payload of outbox event {}: {error}",
             row.try_get::<i64>("id").unwrap_or(0)
         ))
     })?;
-    Ok(MlflowOutboxEvent {
+    Ok(OutboxEntry {
         id: row.try_get("id")?,
         stream: row.try_get("stream")?,
         call,
@@ -330,29 +307,61 @@ pub(super) fn mlflow_event_from_row(row: &Row) -> Result<MlflowOutboxEvent, Stor
     })
 }
 
-/// Whether the MLflow mirror follows this DAG's runs: only DAGs with a tracked task get
-/// an experiment, so a DAG of shell commands never shows up in MLflow.
-pub(super) fn mlflow_tracks(plan: &DagPlan) -> bool {
-    crate::mlflow::tracks(&plan.dag)
+/// What the outbox follows, chosen by the mirror that reads it: the store knows task kinds by
+/// name only, never what a mirror does with their events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxTracking {
+    /// The task kinds whose ended attempts append a `TaskAttempt` event. Only runs of a DAG
+    /// with at least one of them get run events, so a DAG of shell commands appends nothing.
+    pub task_kinds: &'static [&'static str],
+    /// The task kinds whose model outputs append a `ModelVersion` event.
+    pub model_publisher_kinds: &'static [&'static str],
+}
+
+impl OutboxTracking {
+    /// Whether runs of this DAG get run events.
+    pub fn tracks_dag(&self, dag: &crate::dag::Dag) -> bool {
+        dag.tasks.iter().any(|task| self.tracks_task(&task.kind))
+    }
+
+    /// Whether attempts of this kind get attempt events.
+    pub fn tracks_task(&self, kind: &str) -> bool {
+        self.task_kinds.contains(&kind)
+    }
+
+    /// Whether model versions written by this kind get model version events.
+    pub fn publishes_models(&self, kind: &str) -> bool {
+        self.model_publisher_kinds.contains(&kind)
+    }
 }
 
 impl SqlStore {
-    pub(super) fn mlflow_on(&self) -> bool {
-        self.mlflow_enabled
-            .load(std::sync::atomic::Ordering::Relaxed)
+    /// What the outbox follows now; `None` while it is off.
+    pub(super) fn tracking(&self) -> Option<OutboxTracking> {
+        // A poisoned lock still holds a whole value: it is only ever replaced, never edited.
+        *self
+            .outbox_tracking
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends one MLflow call to the outbox, in the caller's transaction: the change it
+    /// Whether this plan's runs get run events now.
+    pub(super) fn tracks_plan(&self, plan: &DagPlan) -> bool {
+        self.tracking()
+            .is_some_and(|tracking| tracking.tracks_dag(&plan.dag))
+    }
+
+    /// Appends one event to the outbox, in the caller's transaction: the change it
     /// mirrors and the event commit or roll back together.
-    pub(super) async fn mlflow_append_in(
+    pub(super) async fn outbox_append_in(
         &self,
         conn: &mut Conn<'_>,
-        call: &MlflowCall,
+        call: &OutboxEvent,
         now: Micros,
     ) -> Result<(), StoreError> {
         let payload = call
             .payload()
-            .map_err(|error| StoreError::Corrupt(format!("MLflow event payload: {error}")))?;
+            .map_err(|error| StoreError::Corrupt(format!("outbox event payload: {error}")))?;
         let attempt = call.attempt();
         let model = call.model_version();
         query(
@@ -373,12 +382,12 @@ impl SqlStore {
         Ok(())
     }
 
-    /// A run as the MLflow mirror describes it.
-    pub(super) async fn mlflow_run_in(
+    /// A run as the mirror describes it.
+    pub(super) async fn outbox_run_in(
         &self,
         conn: &mut Conn<'_>,
         run_id: i64,
-    ) -> Result<MlflowRun, StoreError> {
+    ) -> Result<OutboxRun, StoreError> {
         let row = query(
             "SELECT r.dag_id, r.created_at, r.logical_date, r.trigger_kind, r.params, r.started_at, d.file_path, \
              v.version, v.source_hash FROM runs r JOIN dags d ON d.id = r.dag_id JOIN dag_versions v ON v.id = r.dag_version_id \
@@ -388,7 +397,7 @@ impl SqlStore {
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
-        Ok(MlflowRun {
+        Ok(OutboxRun {
             dag_id: row.try_get("dag_id")?,
             run_id,
             created_at: row.try_get("created_at")?,
@@ -402,20 +411,20 @@ impl SqlStore {
         })
     }
 
-    /// An artifact version as the MLflow mirror links it.
-    pub(super) async fn mlflow_artifact_in(
+    /// An artifact version as the mirror links it.
+    pub(super) async fn outbox_artifact_in(
         &self,
         conn: &mut Conn<'_>,
         slot: &str,
         version_id: i64,
-    ) -> Result<MlflowArtifact, StoreError> {
+    ) -> Result<OutboxArtifact, StoreError> {
         let (name, version, sha256): (String, i64, String) =
             query_as("SELECT name, version, sha256 FROM artifact_versions WHERE id = $1")
                 .bind(version_id)
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("artifact version {version_id}")))?;
-        Ok(MlflowArtifact {
+        Ok(OutboxArtifact {
             slot: slot.to_owned(),
             name,
             version,
@@ -423,10 +432,10 @@ impl SqlStore {
         })
     }
 
-    /// Appends the MLflow event of an ended attempt of a tracked task: what it read
+    /// Appends the outbox event of an ended attempt of a tracked task: what it read
     /// (from its attempt row) and wrote, its worker, summary and outcome.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn mlflow_attempt_in(
+    pub(super) async fn outbox_attempt_in(
         &self,
         conn: &mut Conn<'_>,
         run_id: i64,
@@ -458,19 +467,19 @@ impl SqlStore {
         let mut inputs = Vec::with_capacity(stored_inputs.len());
         for (slot, version_id) in &stored_inputs {
             inputs.push(
-                self.mlflow_artifact_in(&mut *conn, slot, *version_id)
+                self.outbox_artifact_in(&mut *conn, slot, *version_id)
                     .await?,
             );
         }
         let mut outputs = Vec::with_capacity(written.len());
         for (slot, version_id, _) in written {
             outputs.push(
-                self.mlflow_artifact_in(&mut *conn, slot, *version_id)
+                self.outbox_artifact_in(&mut *conn, slot, *version_id)
                     .await?,
             );
         }
-        let attempt = MlflowAttempt {
-            run: self.mlflow_run_in(&mut *conn, run_id).await?,
+        let attempt = OutboxAttempt {
+            run: self.outbox_run_in(&mut *conn, run_id).await?,
             task_id: task.id.clone(),
             kind: task.kind.clone(),
             task_instance_id,
@@ -485,39 +494,40 @@ impl SqlStore {
             inputs,
             outputs,
         };
-        self.mlflow_append_in(&mut *conn, &MlflowCall::TaskAttempt(Box::new(attempt)), now)
-            .await
+        self.outbox_append_in(
+            &mut *conn,
+            &OutboxEvent::TaskAttempt(Box::new(attempt)),
+            now,
+        )
+        .await
     }
 }
 
-pub(super) fn mlflow_set_enabled(store: &SqlStore, enabled: bool) {
-    store
-        .mlflow_enabled
-        .store(enabled, std::sync::atomic::Ordering::Relaxed);
+pub(super) fn outbox_set_tracking(store: &SqlStore, tracking: Option<OutboxTracking>) {
+    *store
+        .outbox_tracking
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = tracking;
 }
 
-pub(super) fn mlflow_enabled(store: &SqlStore) -> bool {
-    store.mlflow_on()
-}
-
-pub(super) async fn mlflow_outbox_append(
+pub(super) async fn outbox_append(
     store: &SqlStore,
-    calls: &[MlflowCall],
+    calls: &[OutboxEvent],
     now: Micros,
 ) -> Result<(), StoreError> {
     let mut tx = store.pool.begin_write().await?;
     for call in calls {
-        store.mlflow_append_in(&mut tx, call, now).await?;
+        store.outbox_append_in(&mut tx, call, now).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-pub(super) async fn mlflow_outbox_due(
+pub(super) async fn outbox_due(
     store: &SqlStore,
     now: Micros,
     limit: u32,
-) -> Result<Vec<MlflowOutboxEvent>, StoreError> {
+) -> Result<Vec<OutboxEntry>, StoreError> {
     // Only the head of each stream: a later event of a run waits for the earlier ones
     // to be sent (or parked), however due it is itself.
     let rows = query(
@@ -530,13 +540,13 @@ pub(super) async fn mlflow_outbox_due(
     .bind(i64::from(limit))
     .fetch_all(&store.pool)
     .await?;
-    rows.iter().map(mlflow_event_from_row).collect()
+    rows.iter().map(outbox_entry_from_row).collect()
 }
 
-pub(super) async fn mlflow_outbox_list(
+pub(super) async fn outbox_list(
     store: &SqlStore,
     limit: u32,
-) -> Result<Vec<MlflowOutboxEvent>, StoreError> {
+) -> Result<Vec<OutboxEntry>, StoreError> {
     let rows = query(
         "SELECT id, kind, stream, payload, attempts, next_attempt_at, last_error, parked, created_at \
          FROM mlflow_outbox ORDER BY id LIMIT $1",
@@ -544,10 +554,10 @@ pub(super) async fn mlflow_outbox_list(
     .bind(i64::from(limit))
     .fetch_all(&store.pool)
     .await?;
-    rows.iter().map(mlflow_event_from_row).collect()
+    rows.iter().map(outbox_entry_from_row).collect()
 }
 
-pub(super) async fn mlflow_outbox_done(store: &SqlStore, id: i64) -> Result<bool, StoreError> {
+pub(super) async fn outbox_done(store: &SqlStore, id: i64) -> Result<bool, StoreError> {
     let mut tx = store.pool.begin_write().await?;
     let deleted = query("DELETE FROM mlflow_outbox WHERE id = $1")
         .bind(id)
@@ -557,7 +567,7 @@ pub(super) async fn mlflow_outbox_done(store: &SqlStore, id: i64) -> Result<bool
     Ok(deleted > 0)
 }
 
-pub(super) async fn mlflow_outbox_fail(
+pub(super) async fn outbox_fail(
     store: &SqlStore,
     id: i64,
     error: &str,
@@ -578,10 +588,7 @@ pub(super) async fn mlflow_outbox_fail(
     Ok(updated > 0)
 }
 
-pub(super) async fn mlflow_outbox_unpark(
-    store: &SqlStore,
-    now: Micros,
-) -> Result<usize, StoreError> {
+pub(super) async fn outbox_unpark(store: &SqlStore, now: Micros) -> Result<usize, StoreError> {
     let mut tx = store.pool.begin_write().await?;
     let updated = query("UPDATE mlflow_outbox SET parked = FALSE, attempts = 0, next_attempt_at = $1 WHERE parked = TRUE")
         .bind(now)
@@ -591,23 +598,23 @@ pub(super) async fn mlflow_outbox_unpark(
     Ok(usize::try_from(updated).unwrap_or(usize::MAX))
 }
 
-pub(super) async fn mlflow_id_get(
+pub(super) async fn mirror_id_get(
     store: &SqlStore,
-    kind: MlflowIdKind,
+    kind: &str,
     key: &str,
 ) -> Result<Option<String>, StoreError> {
     let id: Option<String> =
         query_scalar("SELECT mlflow_id FROM mlflow_ids WHERE kind = $1 AND kiln_key = $2")
-            .bind(kind.as_str())
+            .bind(kind)
             .bind(key)
             .fetch_optional(&store.pool)
             .await?;
     Ok(id)
 }
 
-pub(super) async fn mlflow_id_record(
+pub(super) async fn mirror_id_record(
     store: &SqlStore,
-    kind: MlflowIdKind,
+    kind: &str,
     key: &str,
     mlflow_id: &str,
     now: Micros,
@@ -617,7 +624,7 @@ pub(super) async fn mlflow_id_record(
         "INSERT INTO mlflow_ids (kind, kiln_key, mlflow_id, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (kind, kiln_key) DO NOTHING",
     )
-    .bind(kind.as_str())
+    .bind(kind)
     .bind(key)
     .bind(mlflow_id)
     .bind(now)
@@ -625,7 +632,7 @@ pub(super) async fn mlflow_id_record(
     .await?;
     let stored: String =
         query_scalar("SELECT mlflow_id FROM mlflow_ids WHERE kind = $1 AND kiln_key = $2")
-            .bind(kind.as_str())
+            .bind(kind)
             .bind(key)
             .fetch_one(&mut tx)
             .await?;

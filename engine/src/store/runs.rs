@@ -3,9 +3,8 @@
 
 use super::dags::lock_dag;
 use super::db::{Conn, QueryBuilder, Row, query, query_scalar};
-use super::outbox::mlflow_tracks;
 use super::{
-    ClaimParams, ClaimedTask, DagPlan, Micros, MlflowCall, MlflowRunEnd, SqlStore, StoreError,
+    ClaimParams, ClaimedTask, DagPlan, Micros, OutboxEvent, OutboxRunEnd, SqlStore, StoreError,
     micros, parse_json, parse_state,
 };
 use crate::state::RunState;
@@ -113,7 +112,6 @@ macro_rules! run_columns {
         "id, dag_id, dag_version_id, logical_date, data_interval_start, data_interval_end, trigger_kind, params, state, created_at, started_at, ended_at"
     };
 }
-
 
 pub(super) fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
@@ -274,9 +272,9 @@ impl SqlStore {
             });
             insert.build().execute(&mut *conn).await?;
         }
-        if self.mlflow_on() && mlflow_tracks(plan) {
-            let run = self.mlflow_run_in(&mut *conn, run_id).await?;
-            self.mlflow_append_in(&mut *conn, &MlflowCall::RunStart(run), now)
+        if self.tracks_plan(plan) {
+            let run = self.outbox_run_in(&mut *conn, run_id).await?;
+            self.outbox_append_in(&mut *conn, &OutboxEvent::RunStart(run), now)
                 .await?;
         }
         Ok(true)
@@ -376,19 +374,19 @@ pub(super) async fn run_cancel(
         tx.commit().await?;
         return Ok(false);
     };
-    if store.mlflow_on() {
+    if store.tracking().is_some() {
         let run = store.run_in(&mut tx, run_id).await?;
         let plan = store.plan_in(&mut tx, run.dag_version_id).await?;
-        // A run cancelled before it started never had an MLflow run to end.
-        if run.started_at.is_some() && mlflow_tracks(&plan) {
-            let run = store.mlflow_run_in(&mut tx, run_id).await?;
-            let end = MlflowRunEnd {
+        // A run cancelled before it started never had a run start event to end.
+        if run.started_at.is_some() && store.tracks_plan(&plan) {
+            let run = store.outbox_run_in(&mut tx, run_id).await?;
+            let end = OutboxRunEnd {
                 run,
                 state: "cancelled".to_owned(),
                 ended_at: now,
             };
             store
-                .mlflow_append_in(&mut tx, &MlflowCall::RunEnd(end), now)
+                .outbox_append_in(&mut tx, &OutboxEvent::RunEnd(end), now)
                 .await?;
         }
     }

@@ -2,9 +2,8 @@
 //! run's outcome, and re-deriving a run after an operator changed states by hand.
 
 use super::db::{Conn, QueryBuilder, query, query_scalar};
-use super::outbox::mlflow_tracks;
 use super::{
-    DagPlan, Micros, MlflowCall, MlflowRunEnd, RunRecord, SqlStore, StoreError, parse_state,
+    DagPlan, Micros, OutboxEvent, OutboxRunEnd, RunRecord, SqlStore, StoreError, parse_state,
 };
 use crate::state::{Readiness, TaskState, UpstreamCounts, UpstreamOutcome, evaluate, run_outcome};
 use std::collections::{BTreeMap, HashMap};
@@ -176,14 +175,14 @@ impl SqlStore {
                 .bind(run_id)
                 .execute(&mut *conn)
                 .await?;
-        if finished > 0 && self.mlflow_on() && mlflow_tracks(plan) {
-            let run = self.mlflow_run_in(&mut *conn, run_id).await?;
-            let end = MlflowRunEnd {
+        if finished > 0 && self.tracks_plan(plan) {
+            let run = self.outbox_run_in(&mut *conn, run_id).await?;
+            let end = OutboxRunEnd {
                 run,
                 state: outcome.as_str().to_owned(),
                 ended_at: now,
             };
-            self.mlflow_append_in(&mut *conn, &MlflowCall::RunEnd(end), now)
+            self.outbox_append_in(&mut *conn, &OutboxEvent::RunEnd(end), now)
                 .await?;
         }
         self.start_queued_in(&mut *conn, Some(&plan.dag.id), now)

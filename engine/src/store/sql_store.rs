@@ -2,8 +2,6 @@
 //! database. Each method's SQL is in the module of its table (`runs`, `task_instances`,
 //! `claims` …), written once for both backends; this file only routes the trait's methods there.
 
-use std::sync::atomic::AtomicBool;
-
 use sqlx::migrate::Migrator;
 
 use super::dags::PlanCache;
@@ -15,8 +13,8 @@ use super::*;
 pub struct SqlStore {
     pub(super) pool: Pool,
     pub(super) plans: PlanCache,
-    /// Whether the MLflow mirror writes outbox events (see `Store::mlflow_set_enabled`).
-    pub(super) mlflow_enabled: AtomicBool,
+    /// What the outbox follows, if anything (see `Store::outbox_set_tracking`).
+    pub(super) outbox_tracking: std::sync::RwLock<Option<OutboxTracking>>,
 }
 
 impl SqlStore {
@@ -24,7 +22,7 @@ impl SqlStore {
         SqlStore {
             pool,
             plans: PlanCache::default(),
-            mlflow_enabled: AtomicBool::new(false),
+            outbox_tracking: std::sync::RwLock::new(None),
         }
     }
 
@@ -417,67 +415,55 @@ impl Store for SqlStore {
         models::model_alias_event_list(self, name).await
     }
 
-    fn mlflow_set_enabled(&self, enabled: bool) {
-        outbox::mlflow_set_enabled(self, enabled)
+    fn outbox_set_tracking(&self, tracking: Option<OutboxTracking>) {
+        outbox::outbox_set_tracking(self, tracking)
     }
 
-    fn mlflow_enabled(&self) -> bool {
-        outbox::mlflow_enabled(self)
+    fn outbox_tracking(&self) -> Option<OutboxTracking> {
+        self.tracking()
     }
 
-    async fn mlflow_outbox_append(
-        &self,
-        calls: &[MlflowCall],
-        now: Micros,
-    ) -> Result<(), StoreError> {
-        outbox::mlflow_outbox_append(self, calls, now).await
+    async fn outbox_append(&self, calls: &[OutboxEvent], now: Micros) -> Result<(), StoreError> {
+        outbox::outbox_append(self, calls, now).await
     }
 
-    async fn mlflow_outbox_due(
-        &self,
-        now: Micros,
-        limit: u32,
-    ) -> Result<Vec<MlflowOutboxEvent>, StoreError> {
-        outbox::mlflow_outbox_due(self, now, limit).await
+    async fn outbox_due(&self, now: Micros, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        outbox::outbox_due(self, now, limit).await
     }
 
-    async fn mlflow_outbox_list(&self, limit: u32) -> Result<Vec<MlflowOutboxEvent>, StoreError> {
-        outbox::mlflow_outbox_list(self, limit).await
+    async fn outbox_list(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        outbox::outbox_list(self, limit).await
     }
 
-    async fn mlflow_outbox_done(&self, id: i64) -> Result<bool, StoreError> {
-        outbox::mlflow_outbox_done(self, id).await
+    async fn outbox_done(&self, id: i64) -> Result<bool, StoreError> {
+        outbox::outbox_done(self, id).await
     }
 
-    async fn mlflow_outbox_fail(
+    async fn outbox_fail(
         &self,
         id: i64,
         error: &str,
         retry_at: Option<Micros>,
     ) -> Result<bool, StoreError> {
-        outbox::mlflow_outbox_fail(self, id, error, retry_at).await
+        outbox::outbox_fail(self, id, error, retry_at).await
     }
 
-    async fn mlflow_outbox_unpark(&self, now: Micros) -> Result<usize, StoreError> {
-        outbox::mlflow_outbox_unpark(self, now).await
+    async fn outbox_unpark(&self, now: Micros) -> Result<usize, StoreError> {
+        outbox::outbox_unpark(self, now).await
     }
 
-    async fn mlflow_id_get(
+    async fn mirror_id_get(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        outbox::mirror_id_get(self, kind, key).await
+    }
+
+    async fn mirror_id_record(
         &self,
-        kind: MlflowIdKind,
-        key: &str,
-    ) -> Result<Option<String>, StoreError> {
-        outbox::mlflow_id_get(self, kind, key).await
-    }
-
-    async fn mlflow_id_record(
-        &self,
-        kind: MlflowIdKind,
+        kind: &str,
         key: &str,
         mlflow_id: &str,
         now: Micros,
     ) -> Result<String, StoreError> {
-        outbox::mlflow_id_record(self, kind, key, mlflow_id, now).await
+        outbox::mirror_id_record(self, kind, key, mlflow_id, now).await
     }
 
     async fn leader_attempt_elect(

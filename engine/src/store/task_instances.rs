@@ -81,7 +81,6 @@ macro_rules! task_instance_columns {
     };
 }
 
-
 pub(super) fn task_instance_from_row(row: &Row) -> Result<TaskInstanceRecord, StoreError> {
     Ok(TaskInstanceRecord {
         id: row.try_get("id")?,

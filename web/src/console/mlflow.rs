@@ -5,7 +5,7 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::response::Redirect;
-use kiln_engine::store::{MlflowOutboxEvent, now_micros};
+use kiln_engine::store::{OutboxEntry, now_micros};
 use maud::{Markup, html};
 
 use super::auth::Viewer;
@@ -16,7 +16,7 @@ use crate::AppState;
 /// The most events the page lists.
 const EVENTS_SHOWN: u32 = 200;
 
-fn event_state(event: &MlflowOutboxEvent) -> Markup {
+fn event_state(event: &OutboxEntry) -> Markup {
     html! {
         @if event.parked {
             span class={ "state " (state_class("failed")) } { "parked" }
@@ -35,13 +35,7 @@ pub(crate) async fn page(
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Markup, ConsoleError> {
     let events = match &state.mlflow {
-        Some(_) => {
-            state
-                .scheduler()
-                .store()
-                .mlflow_outbox_list(EVENTS_SHOWN)
-                .await?
-        }
+        Some(_) => state.scheduler().store().outbox_list(EVENTS_SHOWN).await?,
         None => Vec::new(),
     };
     let parked = events.iter().filter(|event| event.parked).count();
@@ -105,7 +99,7 @@ pub(crate) async fn retry(State(state): State<AppState>) -> Result<Redirect, Con
     let count = state
         .scheduler()
         .store()
-        .mlflow_outbox_unpark(now_micros())
+        .outbox_unpark(now_micros())
         .await?;
     tracing::info!(
         message = "Parked MLflow events retried from the console.",

@@ -162,7 +162,7 @@ pub(crate) async fn page(
     // only ever be empty for the others.
     let mlflow = match (&state.mlflow, definition) {
         (Some(links), Some(task))
-            if kiln_engine::store::MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()) =>
+            if kiln_engine::mlflow::MLFLOW_TRACKED_KINDS.contains(&task.kind.as_str()) =>
         {
             links
                 .attempt(
