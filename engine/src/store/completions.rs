@@ -1,16 +1,12 @@
 //! Completions: an attempt's end applied under its fence, in batches, with its outputs, lineage
 //! and the downstream reaction, in one transaction.
 
-use super::db::{Conn, QueryBuilder, query, query_as, query_scalar};
+use super::db::{Conn, QueryBuilder, query, query_as};
 use super::{
-    Backend, CacheRecord, ClaimParams, ClaimedTask, DagPlan, DatasetStats, LogUpload, Micros,
-    OutboxEvent, OutboxModelVersion, PublishParams, SqlStore, StoreError, micros, parse_json,
-    parse_state,
+    Backend, CacheRecord, ClaimParams, ClaimedTask, DagPlan, LogUpload, Micros, ProducedOutput,
+    SqlStore, StoreError, micros, parse_state,
 };
-use crate::artifacts::BlobRef;
-use crate::dag::ArtifactKind;
 use crate::state::{TaskState, retry_delay};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -105,37 +101,6 @@ pub enum Rejection {
     },
 }
 
-/// What an attempt wrote for one of its declared outputs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProducedOutput {
-    /// The output's name in the task's `outputs`.
-    pub slot: String,
-    /// New bytes, or an existing version reused.
-    pub content: OutputContent,
-}
-
-/// The content of a produced output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "source")]
-pub enum OutputContent {
-    /// Bytes the worker stored in the artifact store.
-    Blob {
-        /// The stored blob.
-        blob: BlobRef,
-        /// Its media type.
-        media_type: String,
-        /// For datasets, their shape when the plugin knew it.
-        dataset: Option<DatasetStats>,
-        /// What the plugin said about the output (a model's metrics, say).
-        metadata: Option<serde_json::Value>,
-    },
-    /// An existing version, reused by a cache hit.
-    Reused {
-        /// The version's id.
-        artifact_version_id: i64,
-    },
-}
-
 /// Locks runs' rows until the transaction ends, in ascending id order (the caller sorts).
 /// Every transaction that finishes tasks locks the runs involved first, so two of them touching
 /// the same runs serialize instead of deadlocking on the task rows in between. `NO KEY UPDATE`
@@ -156,11 +121,11 @@ pub(super) async fn lock_runs(conn: &mut Conn<'_>, run_ids: &[i64]) -> Result<()
 /// A task instance as a completion reads it.
 #[derive(Clone)]
 pub(super) struct CompletionRow {
-    run_id: i64,
-    task_id: String,
+    pub(super) run_id: i64,
+    pub(super) task_id: String,
     pub(super) state: TaskState,
     fence: i64,
-    try_number: i64,
+    pub(super) try_number: i64,
     max_tries: i64,
     lost_attempts: i64,
     max_lost_attempts: i64,
@@ -170,7 +135,7 @@ pub(super) struct CompletionRow {
 /// A task instance a completion moved to a final state, whose downstream must react.
 pub(super) struct Finished {
     run_id: i64,
-    plan: Arc<DagPlan>,
+    pub(super) plan: Arc<DagPlan>,
     task_id: String,
     state: TaskState,
 }
@@ -178,25 +143,25 @@ pub(super) struct Finished {
 /// A report that may apply, with what it will do.
 pub(super) struct Prepared<'a> {
     /// Its position among the reports of the batch.
-    index: usize,
-    completion: &'a Completion,
-    row: CompletionRow,
-    plan: Arc<DagPlan>,
+    pub(super) index: usize,
+    pub(super) completion: &'a Completion,
+    pub(super) row: CompletionRow,
+    pub(super) plan: Arc<DagPlan>,
     /// The failure a success with undeclared or missing outputs turns into.
-    refused: Option<AttemptResult>,
-    verdict: Verdict,
+    pub(super) refused: Option<AttemptResult>,
+    pub(super) verdict: Verdict,
 }
 
 impl Prepared<'_> {
     /// What the attempt is recorded as: its report, or the failure it was turned into.
-    fn result(&self) -> &AttemptResult {
+    pub(super) fn result(&self) -> &AttemptResult {
         self.refused.as_ref().unwrap_or(&self.completion.result)
     }
 }
 
 /// Where a finished attempt leaves its task instance.
 pub(super) struct Verdict {
-    state: TaskState,
+    pub(super) state: TaskState,
     pub(super) attempt_state: &'static str,
     pub(super) next_retry_at: Option<Micros>,
     /// The task instance's error.
@@ -600,122 +565,6 @@ impl SqlStore {
             .into_iter()
             .map(|answer| answer.unwrap_or((Err(Rejection::Unknown(0)), None)))
             .collect())
-    }
-
-    /// Publishes an applied success's outputs (moving a `promote`d alias), records what
-    /// the attempt read and wrote, and appends its outbox event, in the completion's
-    /// transaction.
-    pub(super) async fn record_outputs_in(
-        &self,
-        conn: &mut Conn<'_>,
-        item: &Prepared<'_>,
-        now: Micros,
-    ) -> Result<(), StoreError> {
-        let id = item.completion.task_instance_id;
-        let (run_id, task_id, try_number) =
-            (item.row.run_id, &item.row.task_id, item.row.try_number);
-        let plan = &item.plan;
-        let mut written = Vec::new();
-        if let (AttemptResult::Success { outputs, .. }, Some(task)) =
-            (item.result(), plan.task(task_id))
-        {
-            for output in outputs {
-                let Some(spec) = task.outputs.iter().find(|spec| spec.name == output.slot) else {
-                    continue;
-                };
-                let (version_id, reused) = match &output.content {
-                    OutputContent::Blob {
-                        blob,
-                        media_type,
-                        dataset,
-                        metadata,
-                    } => {
-                        let publish = PublishParams {
-                            name: spec.artifact_name(&plan.dag.id, task_id),
-                            kind: spec.kind,
-                            blob: *blob,
-                            media_type: media_type.clone(),
-                            dataset: dataset.clone(),
-                            metadata: metadata.clone(),
-                        };
-                        self.publish_in(&mut *conn, &publish, Some((id, try_number)), now)
-                            .await?
-                    }
-                    OutputContent::Reused {
-                        artifact_version_id,
-                    } => (*artifact_version_id, true),
-                };
-                written.push((output.slot.clone(), version_id, reused));
-                // Only a publisher's model outputs (`deploy`'s, for MLflow) are registry
-                // versions; a trained model is linked from its run instead.
-                if spec.kind == ArtifactKind::Model
-                    && self
-                        .tracking()
-                        .is_some_and(|tracking| tracking.publishes_models(&task.kind))
-                {
-                    let artifact = self
-                        .outbox_artifact_in(&mut *conn, &output.slot, version_id)
-                        .await?;
-                    let metadata: Option<String> =
-                        query_scalar("SELECT metadata FROM artifact_versions WHERE id = $1")
-                            .bind(version_id)
-                            .fetch_one(&mut *conn)
-                            .await?;
-                    let version = OutboxModelVersion {
-                        name: artifact.name,
-                        version: artifact.version,
-                        sha256: artifact.sha256,
-                        metadata: metadata.as_deref().map(parse_json).transpose()?,
-                        run: self.outbox_run_in(&mut *conn, run_id).await?,
-                        task_id: task_id.clone(),
-                        try_number,
-                    };
-                    self.outbox_append_in(
-                        &mut *conn,
-                        &OutboxEvent::ModelVersion(Box::new(version)),
-                        now,
-                    )
-                    .await?;
-                }
-                if let Some(alias) = spec.promote {
-                    let version: (String, i64) =
-                        query_as("SELECT name, version FROM artifact_versions WHERE id = $1")
-                            .bind(version_id)
-                            .fetch_one(&mut *conn)
-                            .await?;
-                    let reason =
-                        format!("deployed by run {run_id} task `{task_id}` attempt {try_number}");
-                    self.alias_set_in(&mut *conn, &version.0, alias, version.1, &reason, now)
-                        .await?;
-                }
-            }
-        }
-        // Most tasks read and write no artifacts: skip the lookup of their inputs.
-        if !written.is_empty()
-            || plan
-                .task(task_id)
-                .is_some_and(|task| !task.inputs.is_empty())
-        {
-            self.record_lineage_in(&mut *conn, id, try_number, &written)
-                .await?;
-        }
-        if let Some(tracking) = self.tracking()
-            && let Some(task) = plan.task(task_id)
-            && tracking.tracks_task(&task.kind)
-        {
-            self.outbox_attempt_in(
-                &mut *conn,
-                run_id,
-                task,
-                id,
-                try_number,
-                &item.verdict,
-                &written,
-                now,
-            )
-            .await?;
-        }
-        Ok(())
     }
 
     /// The error of a task that has lost one attempt more than it may: how many it lost,

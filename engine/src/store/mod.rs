@@ -21,6 +21,7 @@ mod logs;
 mod maintenance;
 mod models;
 mod outbox;
+mod outputs;
 mod plan;
 mod postgres;
 mod runs;
@@ -40,10 +41,7 @@ pub use artifacts::{
 };
 pub use attempts::AttemptRecord;
 pub use claims::{ClaimParams, ClaimedTask, ResolvedInput};
-pub use completions::{
-    AttemptResult, Completion, CompletionBatch, CompletionOutcome, OutputContent, ProducedOutput,
-    Rejection,
-};
+pub use completions::{AttemptResult, Completion, CompletionBatch, CompletionOutcome, Rejection};
 pub use dags::{DagFileErrorRecord, DagRecord, DagVersionRecord};
 pub use lineage::{AttemptArtifact, AttemptRef, LineageDirection, LineageEdge, LineageGraph};
 pub use logs::{LogChunk, LogUpload};
@@ -53,6 +51,7 @@ pub use outbox::{
     OutboxAliasSet, OutboxArtifact, OutboxAttempt, OutboxEntry, OutboxEvent, OutboxEventKind,
     OutboxModelVersion, OutboxRun, OutboxRunEnd, OutboxTracking,
 };
+pub use outputs::{OutputContent, ProducedOutput};
 pub use plan::DagPlan;
 pub use postgres::postgres_pool_options;
 pub use runs::{RunCreateParams, RunFilter, RunRecord, TriggerKind};
