@@ -134,9 +134,8 @@ impl SqlStore {
             let task_id: String = row.try_get("task_id")?;
             let try_number: i64 = row.try_get("try_number")?;
             let fence: i64 = row.try_get("fence")?;
-            if !runs.contains_key(&run_id) {
-                let run = self.run_in(&mut *conn, run_id).await?;
-                runs.insert(run_id, run);
+            if let std::collections::hash_map::Entry::Vacant(slot) = runs.entry(run_id) {
+                slot.insert(self.run_in(&mut *conn, run_id).await?);
             }
             let run = &runs[&run_id];
             let plan = self.plan_in(&mut *conn, run.dag_version_id).await?;

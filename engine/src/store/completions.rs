@@ -294,8 +294,10 @@ impl SqlStore {
         ending: Ending,
         now: Micros,
     ) -> Result<Vec<(Result<CompletionOutcome, Rejection>, Option<Finished>)>, StoreError> {
-        let mut answers: Vec<Option<(Result<CompletionOutcome, Rejection>, Option<Finished>)>> =
-            (0..items.len()).map(|_| None).collect();
+        #[allow(clippy::type_complexity)] // An answer per completion, in order, once known.
+        let mut answers: Vec<
+            Option<(Result<CompletionOutcome, Rejection>, Option<Finished>)>,
+        > = (0..items.len()).map(|_| None).collect();
         // First, without writing: the verdict of every report that may apply.
         let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(items.len());
         for (index, (completion, row)) in items.into_iter().enumerate() {
@@ -734,6 +736,7 @@ pub(super) async fn task_instance_complete_batches(
         .collect();
     // Downstream reactions wait until every completion is applied, then run once per
     // run, in run id order: a join after 500 tasks gets one counter update per batch.
+    #[allow(clippy::type_complexity)] // Per run: its plan, and the tasks that finished.
     let mut finished: BTreeMap<i64, (Arc<DagPlan>, Vec<(String, TaskState)>)> = BTreeMap::new();
     for (&(_, batch, index), (outcome, done)) in order.iter().zip(answers) {
         outcomes[batch][index] = Some(outcome);

@@ -162,10 +162,10 @@ impl<'e> From<&'e Pool> for Target<'e> {
 impl<'e, 'p> From<&'e mut Conn<'p>> for Target<'e> {
     fn from(conn: &'e mut Conn<'p>) -> Target<'e> {
         match conn {
-            Conn::PostgresTransaction(transaction) => Target::Postgres(&mut **transaction),
-            Conn::SqliteTransaction { transaction, .. } => Target::Sqlite(&mut **transaction),
-            Conn::Postgres(conn) => Target::Postgres(&mut **conn),
-            Conn::Sqlite(conn) => Target::Sqlite(&mut **conn),
+            Conn::PostgresTransaction(transaction) => Target::Postgres(transaction),
+            Conn::SqliteTransaction { transaction, .. } => Target::Sqlite(transaction),
+            Conn::Postgres(conn) => Target::Postgres(conn),
+            Conn::Sqlite(conn) => Target::Sqlite(conn),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod artifacts;
 mod attempts;
+mod catalogue;
 mod claims;
 mod completions;
 mod dags;
@@ -40,6 +41,7 @@ pub use artifacts::{
     PublishParams,
 };
 pub use attempts::AttemptRecord;
+pub use catalogue::{SchemaDescription, TableDescription};
 pub use claims::{ClaimParams, ClaimedTask, ResolvedInput};
 pub use completions::{AttemptResult, Completion, CompletionBatch, CompletionOutcome, Rejection};
 pub use dags::{DagFileErrorRecord, DagRecord, DagVersionRecord};

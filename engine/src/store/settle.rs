@@ -206,6 +206,8 @@ impl SqlStore {
         .bind(run.id)
         .fetch_all(&mut *conn)
         .await?;
+        #[allow(clippy::type_complexity)]
+        // Per task: id, state, upstream (success, failed, skipped).
         let mut current: HashMap<String, (i64, TaskState, (i64, i64, i64))> = HashMap::new();
         for row in &rows {
             current.insert(
