@@ -628,11 +628,46 @@ async fn a_cache_key_finds_the_newest_successful_attempt(db: &TestDb) {
     assert_eq!(newest.outputs[0].version.id, hit.outputs[0].version.id);
 }
 
+/// A name is got with its kind and newest version; an unknown name is `None`, not an error.
+async fn an_artifact_is_got_by_name_with_its_newest_version(db: &TestDb) {
+    let store = &*db.store;
+    assert!(store.artifact_get("reference").await.unwrap().is_none());
+    publish_reference(store).await;
+    let (second, reused) = store
+        .artifact_publish(
+            &PublishParams {
+                name: "reference".to_owned(),
+                kind: ArtifactKind::Dataset,
+                blob: blob("more reference rows"),
+                media_type: "text/csv".to_owned(),
+                dataset: None,
+                metadata: None,
+            },
+            T0 + 5,
+        )
+        .await
+        .unwrap();
+    assert_eq!((second.version, reused), (2, false));
+    let artifact = store.artifact_get("reference").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            artifact.name.as_str(),
+            artifact.kind,
+            artifact.latest_version,
+            artifact.created_at,
+            artifact.updated_at
+        ),
+        ("reference", ArtifactKind::Dataset, 2, T0, T0 + 5)
+    );
+    assert!(store.artifact_get("Reference").await.unwrap().is_none());
+}
+
 conformance!(
     outputs_become_versions_with_their_producer,
     lineage_goes_up_to_the_raw_input_and_down_to_the_model,
     identical_bytes_reuse_the_newest_version_and_changed_bytes_add_one,
     a_name_keeps_its_kind,
+    an_artifact_is_got_by_name_with_its_newest_version,
     outputs_must_match_the_declaration,
     an_input_without_a_version_fails_its_task_at_claim,
     a_cache_key_finds_the_newest_successful_attempt,

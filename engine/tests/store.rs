@@ -1016,6 +1016,140 @@ async fn concurrent_claimers_never_share_a_task(db: &TestDb) {
     );
 }
 
+/// A chain step's report, its last log chunk and the claim of the next task go through in one
+/// call; a replayed report is refused and its claim finds nothing, and a report without a claim
+/// claims nothing.
+async fn a_completion_claims_the_next_task_in_the_same_call(db: &TestDb) {
+    let store = &*db.store;
+    let run = started_run(store, CHAIN).await;
+    let first = claim(store, "w1", 1, T0).await;
+    assert_eq!(first[0].task_id, "a");
+    let logs = vec![LogUpload {
+        task_instance_id: first[0].task_instance_id,
+        try_number: 1,
+        seq: 0,
+        chunk: "a done\n".to_owned(),
+    }];
+    let next_claim = claim_params("w1", 4, T0 + 1);
+    let (outcomes, mut claimed) = store
+        .task_instance_complete_and_claim(&[success(&first[0])], &logs, Some(&next_claim), T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Ok(CompletionOutcome::Succeeded)]);
+    assert_eq!(claimed.len(), 1, "b became ready in the same transaction");
+    let b = claimed.remove(0);
+    assert_eq!((b.task_id.as_str(), b.try_number), ("b", 1));
+    assert_eq!(
+        states(store, run.id).await,
+        "a=success b=running c=scheduled"
+    );
+    let read = store
+        .log_read(first[0].task_instance_id, 1, -1, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+
+    let (outcomes, claimed) = store
+        .task_instance_complete_and_claim(&[success(&first[0])], &[], Some(&next_claim), T0 + 2)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[..], [Err(Rejection::Stale { .. })]),
+        "{outcomes:?}"
+    );
+    assert!(claimed.is_empty(), "c still waits on b");
+
+    let (outcomes, claimed) = store
+        .task_instance_complete_and_claim(&[success(&b)], &[], None, T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Ok(CompletionOutcome::Succeeded)]);
+    assert!(claimed.is_empty(), "no claim was asked for");
+    assert_eq!(
+        states(store, run.id).await,
+        "a=success b=success c=queued",
+        "c is ready and waits for a claim"
+    );
+}
+
+async fn last_scheduled(store: &dyn Store) -> Option<i64> {
+    store
+        .dag_get("chain")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_scheduled_at
+}
+
+/// The newest scheduled logical date only moves forward, and an unknown DAG changes nothing.
+async fn the_last_scheduled_date_only_moves_forward(db: &TestDb) {
+    let store = &*db.store;
+    assert_eq!(store.backend(), db.backend);
+    store.dag_sync(&dag(CHAIN), T0).await.unwrap();
+    assert_eq!(last_scheduled(store).await, None);
+    store
+        .dag_set_last_scheduled("chain", T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(last_scheduled(store).await, Some(T0 + 10));
+    store.dag_set_last_scheduled("chain", T0 + 5).await.unwrap();
+    assert_eq!(
+        last_scheduled(store).await,
+        Some(T0 + 10),
+        "never backwards"
+    );
+    store
+        .dag_set_last_scheduled("chain", T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(last_scheduled(store).await, Some(T0 + 20));
+    store.dag_set_last_scheduled("missing", T0).await.unwrap();
+    assert!(store.dag_get("missing").await.unwrap().is_none());
+}
+
+/// Every method of the `Store` trait is called by a check that runs on both backends (a file
+/// of `engine/tests` that defines its checks with `conformance!`), so a method cannot be added
+/// without one.
+#[test]
+fn every_store_method_has_a_conformance_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store_trait = std::fs::read_to_string(root.join("src/store/mod.rs")).unwrap();
+    let body = store_trait
+        .split_once("pub trait Store")
+        .and_then(|(_, rest)| rest.split_once("\n}\n"))
+        .map(|(body, _)| body)
+        .expect("engine/src/store/mod.rs declares `pub trait Store { … }`");
+    let methods: Vec<&str> = body
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let rest = line
+                .strip_prefix("async fn ")
+                .or_else(|| line.strip_prefix("fn "))?;
+            rest.split(['(', '<']).next()
+        })
+        .collect();
+    assert!(methods.len() > 60, "found only {methods:?}");
+    let mut suites = String::new();
+    for entry in std::fs::read_dir(root.join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("\nconformance!(") {
+                suites.push_str(&text);
+            }
+        }
+    }
+    let missing: Vec<&str> = methods
+        .into_iter()
+        .filter(|method| !suites.contains(&format!(".{method}(")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "store methods no conformance check calls: {missing:?}"
+    );
+}
+
 conformance!(
     migrations_are_idempotent_and_a_newer_schema_is_refused,
     dag_versions_follow_file_changes,
@@ -1037,6 +1171,8 @@ conformance!(
     crossing_completion_batches_do_not_deadlock,
     combined_completion_calls_share_one_transaction,
     a_trigger_claims_for_waiting_workers,
+    a_completion_claims_the_next_task_in_the_same_call,
+    the_last_scheduled_date_only_moves_forward,
 );
 
 /// Two batches finishing tasks of the same runs in opposite orders, at once, from two
