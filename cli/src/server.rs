@@ -91,6 +91,8 @@ pub(crate) async fn start_server(
     scheduler
         .health()
         .set_stall_limit(options.health_stall_limit);
+    // The outbox's duty is reported by the probes with the scheduler's.
+    let mlflow_sender = mlflow_sender.map(|sender| sender.with_health(scheduler.health().clone()));
     let report = scheduler
         .sync_dags()
         .await

@@ -1,6 +1,6 @@
 //! The health of a server's timed duties (leader election, DAG refresh, cron, maintenance, the
 //! MLflow outbox), shared between the loops that run them and the HTTP probes that report on
-//! them.
+//! them, and [`run_ticks`], the runner that gives a duty of its own timer the same error policy.
 //!
 //! A duty that fails logs at ERROR at once, is counted, and is tried again after a backoff; it
 //! never ends its loop. What a probe needs is whether the loop is still getting through its
@@ -225,6 +225,57 @@ impl DutyStatus {
     }
 }
 
+/// Runs one duty on its own timer until `cancel` fires, with the error policy every timed duty
+/// shares: a tick that succeeds is recorded and the next comes after the wait it answers; a
+/// tick that fails is logged at ERROR with `context`, counted in `health`, and tried again after
+/// [`backoff`]. Nothing but `cancel` ends it.
+///
+/// The scheduler's own loop applies the same policy to its duties inside one tick (they share
+/// the leader election); a duty that runs apart from it, such as the MLflow outbox's sender,
+/// runs here.
+///
+/// ```
+/// # async fn demo() {
+/// use std::time::Duration;
+/// use kiln_engine::duties::{DutyHealth, run_ticks};
+/// let health = DutyHealth::default();
+/// let cancel = tokio_util::sync::CancellationToken::new();
+/// cancel.cancel();
+/// run_ticks(&health, "example", "could not do the example", &cancel, || async {
+///     Ok::<_, std::io::Error>(Duration::from_secs(5))
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn run_ticks<F, Fut, E>(
+    health: &DutyHealth,
+    duty: &'static str,
+    context: &str,
+    cancel: &CancellationToken,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Duration, E>>,
+    E: std::fmt::Display,
+{
+    while !cancel.is_cancelled() {
+        let wait = tokio::select! {
+            result = tick() => match result {
+                Ok(wait) => {
+                    health.succeeded(duty);
+                    wait
+                }
+                Err(error) => backoff(health.failed(duty, context, &error).consecutive_failures),
+            },
+            () = cancel.cancelled() => return,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
 /// Runs the loop `start` makes until `cancel` fires, starting it again (after a second) if it
 /// panics: a bug in one tick must not leave the process answering HTTP with nothing scheduled.
 /// The loop itself returns only when cancelled.
@@ -288,6 +339,56 @@ mod tests {
         };
         supervise_restarting_after("test", cancel, start, Duration::from_millis(5)).await;
         assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failing_duty_is_counted_backed_off_and_tried_again_until_cancelled() {
+        let health = DutyHealth::default();
+        let cancel = CancellationToken::new();
+        let mut ticks = 0_u32;
+        let stopper = cancel.clone();
+        let started = Instant::now();
+        run_ticks(&health, "outbox", "could not send", &cancel, || {
+            ticks += 1;
+            let tick = ticks;
+            let stopper = stopper.clone();
+            async move {
+                match tick {
+                    1 | 2 => Err("connection refused"),
+                    3 => Ok(Duration::from_millis(20)),
+                    _ => {
+                        stopper.cancel();
+                        Ok(Duration::ZERO)
+                    }
+                }
+            }
+        })
+        .await;
+        assert_eq!(ticks, 4);
+        let status = &health.duties()["outbox"];
+        assert_eq!((status.consecutive_failures, status.failures_total), (0, 2));
+        // Two backoffs (200 ms and 400 ms, less up to a fifth) came before the third tick.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(480), "{elapsed:?}");
+
+        // A failure is recorded with its context, and a cancelled runner does not tick.
+        let health = DutyHealth::default();
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        run_ticks(&health, "outbox", "could not send", &cancel, || {
+            stopper.cancel();
+            async { Err::<Duration, _>("timed out") }
+        })
+        .await;
+        let status = &health.duties()["outbox"];
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("could not send: timed out")
+        );
+        run_ticks::<_, _, &str>(&health, "outbox", "could not send", &cancel, || async {
+            panic!("a cancelled runner ticks no more")
+        })
+        .await;
     }
 
     #[test]

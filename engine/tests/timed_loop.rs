@@ -1,7 +1,7 @@
 //! The scheduler's timed loop outlives its failures: with the DAG folder gone for 10 s (both
 //! backends), and with every connection of the server terminated in a loop for 20 s
-//! (PostgreSQL), retries, lease rescue, cron and leadership all go on or resume within
-//! seconds, and the loop never ends on its own.
+//! (PostgreSQL), retries, lease rescue, cron, leadership and the MLflow outbox's sender all go
+//! on or resume within seconds, and neither loop ends on its own.
 
 #[macro_use]
 mod common;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_engine::duties::LEADER_DUTY;
+use kiln_engine::mlflow::{MLFLOW_OUTBOX_DUTY, MlflowClient, MlflowConfig, Sender, SenderConfig};
 use kiln_engine::scheduler::Scheduler;
 use kiln_engine::state::TaskState;
 use kiln_engine::store::{
@@ -291,13 +292,28 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
     let database = db.url.rsplit('/').next().unwrap().to_owned();
     let (_folder, dir, scheduler, due) = steady_scheduler(&db, "storm-test").await;
     let (cancel, running) = start_loop(&scheduler);
-    // Leading before the storm.
+    // The outbox's sender runs apart from the loop, under the same error policy, and reports
+    // to the same health record. Nothing is tracked, so it only elects and reads the outbox.
+    let sender = Sender::new(
+        db.store.clone(),
+        MlflowClient::new(&MlflowConfig::new("http://127.0.0.1:9", None, None, None).unwrap()),
+        "storm-test".to_owned(),
+    )
+    .with_config(SenderConfig {
+        poll: Duration::from_millis(100),
+        ..SenderConfig::default()
+    })
+    .with_health(scheduler.health().clone());
+    let sender_cancel = cancel.clone();
+    let sending = tokio::spawn(async move { sender.run(sender_cancel).await });
+    // Leading (and sending) before the storm.
     let leading = within(Duration::from_secs(5), || async {
-        scheduler
-            .health()
-            .duties()
-            .get(LEADER_DUTY)
-            .is_some_and(|status| status.last_success.is_some())
+        let duties = scheduler.health().duties();
+        [LEADER_DUTY, MLFLOW_OUTBOX_DUTY].iter().all(|duty| {
+            duties
+                .get(duty)
+                .is_some_and(|status| status.last_success.is_some())
+        })
     })
     .await;
     assert!(leading.is_some());
@@ -317,6 +333,14 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
         failures > 0,
         "the storm never reached the loop ({terminated} terminated)"
     );
+    assert!(
+        !sending.is_finished(),
+        "the outbox's sender ended in the storm"
+    );
+    assert!(
+        scheduler.health().duties()[MLFLOW_OUTBOX_DUTY].failures_total > 0,
+        "the storm never reached the sender"
+    );
 
     // Within seconds of the storm: retries, lease rescue, DAG sync and cron have happened,
     // and the loop leads again.
@@ -324,6 +348,7 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
         retried_and_rescued(&*db.store, &due).await
             && run_count(&*db.store, "every_minute").await >= 3
             && scheduler.health().ready().is_ok()
+            && scheduler.health().duties()[MLFLOW_OUTBOX_DUTY].consecutive_failures == 0
     })
     .await;
     assert!(
@@ -348,6 +373,10 @@ async fn the_loop_outlives_a_storm_of_terminated_connections_on_postgres() {
     tokio::time::timeout(Duration::from_secs(5), running)
         .await
         .expect("the loop stops when cancelled")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), sending)
+        .await
+        .expect("the sender stops when cancelled")
         .unwrap();
     db.cleanup().await;
 }

@@ -34,7 +34,7 @@ pub use client::{
     ModelVersion, RunInfo,
 };
 pub use links::{MlflowLinks, MlflowRunLink};
-pub use sender::{DrainReport, Sender, SenderConfig};
+pub use sender::{DrainReport, MLFLOW_OUTBOX_DUTY, Sender, SenderConfig};
 
 use crate::store::{OutboxAttempt, OutboxEvent, OutboxRun, OutboxTracking};
 

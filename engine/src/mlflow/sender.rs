@@ -19,10 +19,14 @@ use super::{
     artifact_uri, attempt_data, attempt_uid, experiment_name, git_commit, run_data, run_status,
     run_uid,
 };
+use crate::duties::{DutyHealth, run_ticks};
 use crate::store::{
     Micros, OutboxAliasSet, OutboxAttempt, OutboxEntry, OutboxEvent, OutboxModelVersion, OutboxRun,
     OutboxRunEnd, Store, StoreError, micros, now_micros,
 };
+
+/// The sender's name among the server's duties (in `/readyz`).
+pub const MLFLOW_OUTBOX_DUTY: &str = "mlflow_outbox";
 
 /// The leadership the sender holds, so that one server of several sends.
 const LEADERSHIP: &str = "mlflow-sender";
@@ -107,6 +111,7 @@ pub struct Sender {
     client: MlflowClient,
     config: SenderConfig,
     holder: String,
+    health: DutyHealth,
 }
 
 impl std::fmt::Debug for Sender {
@@ -117,7 +122,7 @@ impl std::fmt::Debug for Sender {
             .field("client", &self.client)
             .field("config", &self.config)
             .field("holder", &self.holder)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +134,15 @@ impl Sender {
             client,
             config: SenderConfig::default(),
             holder,
+            health: DutyHealth::default(),
         }
+    }
+
+    /// The same sender, recording how its duty fares in `health` (the server passes the
+    /// scheduler's, so that the probes report the outbox with the other duties).
+    pub fn with_health(mut self, health: DutyHealth) -> Sender {
+        self.health = health;
+        self
     }
 
     /// The same sender with other pacing.
@@ -139,30 +152,33 @@ impl Sender {
     }
 
     /// Sends until `cancel` fires: while this process holds the sender's leadership, every due
-    /// event, then a pause of `poll`. Failures are logged and retried, never returned.
+    /// event, then a pause of `poll`. A round that cannot reach the store is logged, counted in
+    /// the sender's [`DutyHealth`] and tried again after a backoff (the shared policy of
+    /// [`run_ticks`]); failed sends are retried per event, never returned.
     pub async fn run(&self, cancel: CancellationToken) {
         tracing::info!(
             message = "MLflow sender started.",
             tracking_uri = self.client.tracking_uri()
         );
-        loop {
-            match self.lead_and_send().await {
-                Ok(report) if report.handled() > 0 => tracing::info!(
-                    message = "MLflow outbox drained.",
-                    sent = report.sent,
-                    retried = report.retried,
-                    parked = report.parked
-                ),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(message = "The MLflow sender could not read its outbox.", %error)
+        run_ticks(
+            &self.health,
+            MLFLOW_OUTBOX_DUTY,
+            "the MLflow sender could not read or update its outbox",
+            &cancel,
+            || async {
+                let report = self.lead_and_send().await?;
+                if report.handled() > 0 {
+                    tracing::info!(
+                        message = "MLflow outbox drained.",
+                        sent = report.sent,
+                        retried = report.retried,
+                        parked = report.parked
+                    );
                 }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.config.poll) => {}
-                () = cancel.cancelled() => return,
-            }
-        }
+                Ok::<_, StoreError>(self.config.poll)
+            },
+        )
+        .await;
     }
 
     /// One round of `run`: pass after pass while this process leads (renewed each pass).
