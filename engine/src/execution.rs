@@ -276,17 +276,11 @@ impl ExecutionService {
     /// Ends the attempts of a worker known to be dead as lost, at once, without waiting for its
     /// lease: their tasks run again elsewhere without using one of their retries.
     pub async fn worker_died(&self, worker_id: &str) -> Result<usize, SchedulerError> {
-        let rescued = self
-            .scheduler
-            .store()
-            .task_instance_rescue_worker(worker_id, now_micros())
-            .await?;
+        let rescued = self.scheduler.worker_lost(worker_id).await?;
         self.workers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(worker_id);
-        self.scheduler.wake();
-        self.scheduler.work_available().notify_waiters();
         Ok(rescued)
     }
 

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::dag::ArtifactKind;
+use crate::dag::{ArtifactKind, KindCheck, TaskKinds};
 use crate::store::{ArtifactVersionRecord, DatasetStats};
 
 /// A task plugin: what a `kind = "..."` in a DAG file runs.
@@ -419,6 +419,21 @@ impl PluginRegistry {
     /// The registered kinds, sorted.
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.plugins.keys().copied()
+    }
+}
+
+impl TaskKinds for PluginRegistry {
+    fn check_params(&self, kind: &str, params: &serde_json::Value) -> KindCheck {
+        match self.get(kind) {
+            Some(plugin) => match plugin.check_params(params) {
+                Ok(()) => KindCheck::Fits,
+                Err(error) => KindCheck::BadParams(error.to_string()),
+            },
+            None => match self.planned_note(kind) {
+                Some(note) => KindCheck::Planned(note),
+                None => KindCheck::Unknown(self.kinds().collect()),
+            },
+        }
     }
 }
 

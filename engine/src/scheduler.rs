@@ -352,7 +352,7 @@ impl Scheduler {
                 })
             })
             .await
-            .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))?;
+            .unwrap_or(Err(StoreError::Interrupted("the trigger's transaction")))?;
             if let Some(run) = created {
                 self.work_available.notify_waiters();
                 return Ok(run);
@@ -481,6 +481,23 @@ impl Scheduler {
         self.work_available.notify_waiters();
         self.wake.notify_one();
         Ok((outcomes, claimed))
+    }
+
+    /// Ends the attempts of a worker known to be dead as lost, at once, without waiting for its
+    /// lease (their tasks run again without using a retry), and wakes the loop and the waiting
+    /// workers for what became ready. Answers how many attempts ended.
+    ///
+    /// With [`Scheduler::complete`] for reports and the timed loop's maintenance for expired
+    /// leases and timeouts, one of the three ways an attempt's end enters the scheduler; all
+    /// three end in the store's one compare-and-set on (running, fence).
+    pub async fn worker_lost(&self, worker_id: &str) -> Result<usize, SchedulerError> {
+        let rescued = self
+            .store
+            .task_instance_rescue_worker(worker_id, now_micros())
+            .await?;
+        self.wake.notify_one();
+        self.work_available.notify_waiters();
+        Ok(rescued)
     }
 
     /// Registers a worker's claim that found no work, so that the next trigger can claim for

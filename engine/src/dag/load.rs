@@ -19,11 +19,10 @@ use super::error::{DagFileError, LineIndex, Problem, Severity};
 use super::graph::{dependency_cycles, topological_order};
 use super::spec::{DefaultsSpec, InputSpec, OutputsSpec, ParamSpecSpec, TaskSpec, toml_to_json};
 use super::{
-    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, OutputSpec, ParamSpec, Task,
-    TriggerRule,
+    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, KindCheck, OutputSpec, ParamSpec, Task,
+    TaskKinds, TriggerRule,
 };
 use crate::duration;
-use crate::plugin::PluginRegistry;
 use crate::schedule::{Schedule, parse_timezone};
 
 /// DAG files larger than this are refused before parsing; 100,000 tasks of a few lines each fit
@@ -100,7 +99,7 @@ impl DagSet {
 ///
 /// Only a folder that cannot be read is an error; problems inside files are reported per file in
 /// [`DagSet::errors`]. Two files declaring the same DAG id are both refused.
-pub fn load_dir(dir: &Path, registry: &PluginRegistry) -> std::io::Result<DagSet> {
+pub fn load_dir(dir: &Path, registry: &dyn TaskKinds) -> std::io::Result<DagSet> {
     let mut files = Vec::new();
     collect_toml_files(dir, &mut files)?;
     files.sort();
@@ -226,7 +225,7 @@ fn collect_toml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<(
 pub fn parse_dag(
     path: &Path,
     bytes: &[u8],
-    registry: &PluginRegistry,
+    registry: &dyn TaskKinds,
 ) -> Result<LoadedDag, DagFileError> {
     let fail = |message: String| DagFileError {
         path: path.to_owned(),
@@ -439,7 +438,7 @@ impl<'t> Checker<'t> {
         }
     }
 
-    fn dag(&mut self, registry: &PluginRegistry) -> Option<Dag> {
+    fn dag(&mut self, registry: &dyn TaskKinds) -> Option<Dag> {
         let root = match DeTable::parse(self.text) {
             Ok(root) => root,
             Err(error) => {
@@ -753,7 +752,7 @@ impl<'t> Checker<'t> {
         &mut self,
         offset: usize,
         value: Spanned<DeValue<'t>>,
-        registry: &PluginRegistry,
+        registry: &dyn TaskKinds,
         defaults: &Defaults,
         dag_queue: Option<&str>,
     ) -> Vec<Task> {
@@ -874,7 +873,7 @@ impl<'t> Checker<'t> {
     fn task(
         &mut self,
         task: &ParsedTask,
-        registry: &PluginRegistry,
+        registry: &dyn TaskKinds,
         defaults: &Defaults,
         dag_queue: Option<&str>,
         outputs_of: &HashMap<&str, Vec<String>>,
@@ -887,28 +886,22 @@ impl<'t> Checker<'t> {
             .params
             .clone()
             .map_or_else(|| serde_json::json!({}), toml_to_json);
-        match registry.get(&spec.kind) {
-            Some(plugin) => {
-                if let Err(error) = plugin.check_params(&params) {
-                    let at = if spec.params.is_some() { task.offset("params") } else { task.start };
-                    self.error(item.clone(), Some(at), format!("params for `{}`: {error}", spec.kind));
-                }
+        match registry.check_params(&spec.kind, &params) {
+            KindCheck::Fits => {}
+            KindCheck::BadParams(error) => {
+                let at = if spec.params.is_some() { task.offset("params") } else { task.start };
+                self.error(item.clone(), Some(at), format!("params for `{}`: {error}", spec.kind));
             }
-            None => match registry.planned_note(&spec.kind) {
-                Some(note) => self.warning(
-                    item.clone(),
-                    Some(task.offset("kind")),
-                    format!("plugin kind `{}` is not available in this build yet ({note}); runs fail at this task", spec.kind),
-                ),
-                None => {
-                    let known: Vec<&str> = registry.kinds().collect();
-                    self.error(
-                        item.clone(),
-                        Some(task.offset("kind")),
-                        format!("unknown plugin kind `{}`; known kinds: {}", spec.kind, known.join(", ")),
-                    );
-                }
-            },
+            KindCheck::Planned(note) => self.warning(
+                item.clone(),
+                Some(task.offset("kind")),
+                format!("plugin kind `{}` is not available in this build yet ({note}); runs fail at this task", spec.kind),
+            ),
+            KindCheck::Unknown(known) => self.error(
+                item.clone(),
+                Some(task.offset("kind")),
+                format!("unknown plugin kind `{}`; known kinds: {}", spec.kind, known.join(", ")),
+            ),
         }
 
         let mut depends_on: BTreeSet<String> = BTreeSet::new();

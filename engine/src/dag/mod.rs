@@ -27,6 +27,28 @@ pub use load::{
 use crate::duration::{serde_human, serde_human_option};
 use crate::schedule::Schedule;
 
+/// What the loader must know of the task kinds a build can run, so that a task's params are
+/// checked against its plugin's type when its file loads. `plugin::PluginRegistry` implements
+/// it: the loader sees kinds through this and nothing else of plugins, so `dag` depends on no
+/// other part of kiln but durations and schedules.
+pub trait TaskKinds {
+    /// Whether `params` fit the plugin of `kind`, and whether there is one.
+    fn check_params(&self, kind: &str, params: &serde_json::Value) -> KindCheck;
+}
+
+/// What [`TaskKinds::check_params`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindCheck {
+    /// The kind exists and the params deserialize into its type.
+    Fits,
+    /// The kind exists; its params do not fit, for this reason.
+    BadParams(String),
+    /// The kind is known but not in this build; the note says when it arrives.
+    Planned(&'static str),
+    /// No such kind; these are the ones there are, sorted.
+    Unknown(Vec<&'static str>),
+}
+
 /// A validated DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dag {

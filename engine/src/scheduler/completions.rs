@@ -16,6 +16,9 @@ use crate::store::{
     Store, StoreError, now_micros,
 };
 
+/// What an unanswered call's [`StoreError::Interrupted`] names.
+const COMPLETION_TRANSACTION: &str = "the completion transaction carrying this call";
+
 /// What one call gets back: an outcome per completion, and the tasks claimed for it.
 pub(crate) type Answer = (Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>);
 
@@ -62,7 +65,7 @@ impl CompletionQueue {
             match answer.try_recv() {
                 Ok(result) => return result,
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(StoreError::Database(sqlx::Error::WorkerCrashed));
+                    return Err(StoreError::Interrupted(COMPLETION_TRANSACTION));
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
@@ -101,7 +104,7 @@ impl CompletionQueue {
 fn answered(
     answer: Result<Result<Answer, StoreError>, oneshot::error::RecvError>,
 ) -> Result<Answer, StoreError> {
-    answer.unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))
+    answer.unwrap_or(Err(StoreError::Interrupted(COMPLETION_TRANSACTION)))
 }
 
 /// Applies the waiting calls in one transaction and answers each. If the shared transaction

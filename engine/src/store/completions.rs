@@ -175,6 +175,15 @@ pub(super) struct Verdict {
     pub(super) lost: bool,
 }
 
+/// Which running attempts [`SqlStore::close_attempts_in`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attempts {
+    /// The running attempt of one task instance.
+    OfTaskInstance(i64),
+    /// The running attempts of a run's running tasks.
+    OfRun(i64),
+}
+
 /// How an attempt came to its end, which decides what its failure costs the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ending {
@@ -616,22 +625,35 @@ impl SqlStore {
         ))
     }
 
-    /// Ends the running attempt of a task instance that an operator or a cancel moved on.
-    pub(super) async fn close_attempt_in(
+    /// Ends running attempts that an operator or a cancel moved on, as `cancelled` with
+    /// `reason`: the one way besides [`SqlStore::complete_in`] that an attempt ends, for
+    /// attempts that did not end on their own.
+    pub(super) async fn close_attempts_in(
         &self,
         conn: &mut Conn<'_>,
-        task_instance_id: i64,
+        attempts: Attempts,
         reason: &str,
         now: Micros,
     ) -> Result<(), StoreError> {
-        query(
-            "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = $2 WHERE task_instance_id = $3 AND state = 'running'",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(task_instance_id)
-        .execute(&mut *conn)
-        .await?;
+        let (sql, id) = match attempts {
+            Attempts::OfTaskInstance(id) => (
+                "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = $2 \
+                 WHERE state = 'running' AND task_instance_id = $3",
+                id,
+            ),
+            Attempts::OfRun(run_id) => (
+                "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = $2 \
+                 WHERE state = 'running' AND task_instance_id IN \
+                 (SELECT id FROM task_instances WHERE run_id = $3 AND state = 'running')",
+                run_id,
+            ),
+        };
+        query(sql)
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 
@@ -665,23 +687,6 @@ impl SqlStore {
         lock_runs(&mut *conn, &runs).await?;
         Ok(())
     }
-}
-
-pub(super) async fn task_instance_complete_and_claim(
-    store: &SqlStore,
-    completions: &[Completion],
-    logs: &[LogUpload],
-    claim: Option<&ClaimParams>,
-    now: Micros,
-) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
-    let batch = CompletionBatch {
-        completions,
-        logs,
-        claim,
-    };
-    let mut replies =
-        task_instance_complete_batches(store, std::slice::from_ref(&batch), now).await?;
-    Ok(replies.pop().unwrap_or_default())
 }
 
 pub(super) async fn task_instance_complete_batches(

@@ -1,7 +1,7 @@
 //! Periodic maintenance of task instances: due retries, timeouts, expired leases, dead workers.
 
 use super::completions::Ending;
-use super::db::{query, query_as, query_scalar};
+use super::db::{Conn, query, query_as, query_scalar};
 use super::{AttemptResult, Completion, Micros, SqlStore, StoreError};
 
 /// What periodic maintenance did.
@@ -29,25 +29,11 @@ pub(super) async fn task_instance_rescue_worker(
             .await?;
     let ids: Vec<i64> = running.iter().map(|(id, _)| *id).collect();
     store.lock_runs_of(&mut tx, &ids).await?;
-    let mut rescued = 0;
-    for (task_instance_id, fence) in running {
-        let error = format!("worker `{worker_id}` died while running the attempt");
-        let completion = Completion {
-            task_instance_id,
-            fence,
-            result: AttemptResult::Failure {
-                error,
-                retryable: true,
-            },
-        };
-        if store
-            .complete_in(&mut tx, &completion, Ending::Lost, now)
-            .await?
-            .is_ok()
-        {
-            rescued += 1;
-        }
-    }
+    let error = format!("worker `{worker_id}` died while running the attempt");
+    let ended = running
+        .into_iter()
+        .map(|(task_instance_id, fence)| (task_instance_id, fence, error.clone()));
+    let rescued = end_attempts_in(store, &mut tx, ended, Ending::Lost, now).await?;
     tx.commit().await?;
     Ok(rescued)
 }
@@ -86,51 +72,60 @@ pub(super) async fn task_instance_maintain(
         .chain(timed_out.iter().map(|(id, ..)| *id))
         .collect();
     store.lock_runs_of(&mut tx, &involved).await?;
-    for (task_instance_id, fence, worker_id) in expired {
-        let error = format!(
-            "worker `{}` stopped heartbeating: its lease expired",
-            worker_id.unwrap_or_default()
-        );
-        let completion = Completion {
-            task_instance_id,
-            fence,
-            result: AttemptResult::Failure {
-                error,
-                retryable: true,
-            },
-        };
-        if store
-            .complete_in(&mut tx, &completion, Ending::Lost, now)
-            .await?
-            .is_ok()
-        {
-            report.rescued += 1;
-        }
-    }
-
-    for (task_instance_id, fence, _started_at, timeout_micros) in timed_out {
-        let limit = std::time::Duration::from_micros(
-            u64::try_from(timeout_micros.unwrap_or(0)).unwrap_or(0),
-        );
-        let error = format!("timed out after {}", crate::duration::format(limit));
-        let completion = Completion {
-            task_instance_id,
-            fence,
-            result: AttemptResult::Failure {
-                error,
-                retryable: true,
-            },
-        };
-        if store
-            .complete_in(&mut tx, &completion, Ending::TimedOut, now)
-            .await?
-            .is_ok()
-        {
-            report.timed_out += 1;
-        }
-    }
+    let lost = expired
+        .into_iter()
+        .map(|(task_instance_id, fence, worker_id)| {
+            let error = format!(
+                "worker `{}` stopped heartbeating: its lease expired",
+                worker_id.unwrap_or_default()
+            );
+            (task_instance_id, fence, error)
+        });
+    report.rescued = end_attempts_in(store, &mut tx, lost, Ending::Lost, now).await?;
+    let late =
+        timed_out
+            .into_iter()
+            .map(|(task_instance_id, fence, _started_at, timeout_micros)| {
+                let limit = std::time::Duration::from_micros(
+                    u64::try_from(timeout_micros.unwrap_or(0)).unwrap_or(0),
+                );
+                let error = format!("timed out after {}", crate::duration::format(limit));
+                (task_instance_id, fence, error)
+            });
+    report.timed_out = end_attempts_in(store, &mut tx, late, Ending::TimedOut, now).await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// Ends attempts the server decided are over (their worker died, their lease expired, they ran
+/// too long) as retryable failures of `ending`, each through the same compare-and-set as a
+/// worker's report. Answers how many ended; one whose fence moved on meanwhile is left alone.
+async fn end_attempts_in(
+    store: &SqlStore,
+    conn: &mut Conn<'_>,
+    attempts: impl Iterator<Item = (i64, i64, String)>,
+    ending: Ending,
+    now: Micros,
+) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for (task_instance_id, fence, error) in attempts {
+        let completion = Completion {
+            task_instance_id,
+            fence,
+            result: AttemptResult::Failure {
+                error,
+                retryable: true,
+            },
+        };
+        if store
+            .complete_in(&mut *conn, &completion, ending, now)
+            .await?
+            .is_ok()
+        {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 pub(super) async fn task_instance_next_due(store: &SqlStore) -> Result<Option<Micros>, StoreError> {

@@ -125,6 +125,11 @@ pub enum StoreError {
     /// A stored value is not one the schema allows.
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    /// The task running the call (which names it) panicked before it answered: whether its
+    /// transaction committed is unknown. Repeating the call is safe, since a report already
+    /// applied is refused as stale and a trigger already made finds its run taken.
+    #[error("{0} ended without an answer; repeating the call is safe")]
+    Interrupted(&'static str),
 }
 
 /// Durable state, on PostgreSQL or SQLite. Every method is one transaction.
@@ -253,18 +258,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores log chunks, applies reports and, in the same transaction, claims the worker's next
     /// tasks: one commit (and one round trip) per step instead of two, which is what a chain of
-    /// tasks waits on.
+    /// tasks waits on. One call of [`Store::task_instance_complete_batches`].
     async fn task_instance_complete_and_claim(
         &self,
         completions: &[Completion],
         logs: &[LogUpload],
         claim: Option<&ClaimParams>,
         now: Micros,
-    ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError>;
+    ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
+        let batch = CompletionBatch {
+            completions,
+            logs,
+            claim,
+        };
+        let mut replies = self
+            .task_instance_complete_batches(std::slice::from_ref(&batch), now)
+            .await?;
+        Ok(replies.pop().unwrap_or_default())
+    }
 
     /// Applies several workers' completion calls in one transaction (one commit, so one wait for
     /// the disk, for all of them): their log chunks, their reports, then each one's claim, in
     /// order. Answers each call's outcomes and claimed tasks, in order.
+    ///
+    /// The one way a report enters the store: the other `task_instance_complete*` methods are
+    /// this with one call. Reports, claim-time failures, lost and timed-out attempts all end
+    /// in the same compare-and-set on (running, fence) inside it.
     async fn task_instance_complete_batches(
         &self,
         batches: &[CompletionBatch<'_>],

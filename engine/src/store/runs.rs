@@ -1,6 +1,7 @@
 //! Runs (`runs`): creating, triggering, admitting queued runs under `max_active_runs`, cancelling,
 //! listing.
 
+use super::completions::Attempts;
 use super::dags::lock_dag;
 use super::db::{Conn, QueryBuilder, Row, query, query_scalar};
 use super::{
@@ -390,14 +391,14 @@ pub(super) async fn run_cancel(
                 .await?;
         }
     }
-    query(
-        "UPDATE task_attempts SET state = 'cancelled', ended_at = $1, error = 'the run was cancelled' \
-         WHERE state = 'running' AND task_instance_id IN (SELECT id FROM task_instances WHERE run_id = $2 AND state = 'running')",
-    )
-    .bind(now)
-    .bind(run_id)
-    .execute(&mut tx)
-    .await?;
+    store
+        .close_attempts_in(
+            &mut tx,
+            Attempts::OfRun(run_id),
+            "the run was cancelled",
+            now,
+        )
+        .await?;
     query(
         "UPDATE task_instances SET state = 'cancelled', ended_at = $1, fence = fence + 1, worker_id = NULL, \
          lease_expires_at = NULL, timeout_at = NULL, next_retry_at = NULL \

@@ -178,16 +178,6 @@ impl Store for SqlStore {
         claims::task_instance_claim(self, params).await
     }
 
-    async fn task_instance_complete_and_claim(
-        &self,
-        completions: &[Completion],
-        logs: &[LogUpload],
-        claim: Option<&ClaimParams>,
-        now: Micros,
-    ) -> Result<(Vec<Result<CompletionOutcome, Rejection>>, Vec<ClaimedTask>), StoreError> {
-        completions::task_instance_complete_and_claim(self, completions, logs, claim, now).await
-    }
-
     async fn task_instance_complete_batches(
         &self,
         batches: &[CompletionBatch<'_>],

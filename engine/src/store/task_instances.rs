@@ -1,6 +1,7 @@
 //! Task instances (`task_instances`): reading them, and an operator's clear and mark.
 
-use super::db::{Conn, QueryBuilder, Row, query};
+use super::completions::Attempts;
+use super::db::{Conn, QueryBuilder, Row, Target, query};
 use super::{Micros, SqlStore, StoreError, parse_json, parse_state};
 use crate::state::{RunState, TaskState};
 use serde::{Deserialize, Serialize};
@@ -165,18 +166,28 @@ impl SqlStore {
         run_id: i64,
         task_id: &str,
     ) -> Result<TaskInstanceRecord, StoreError> {
-        let row = query(concat!(
-            "SELECT ",
-            task_instance_columns!(),
-            " FROM task_instances WHERE run_id = $1 AND task_id = $2"
-        ))
-        .bind(run_id)
-        .bind(task_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("task `{task_id}` in run {run_id}")))?;
-        task_instance_from_row(&row)
+        task_instance_find(&mut *conn, run_id, task_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("task `{task_id}` in run {run_id}")))
     }
+}
+
+/// One task instance of a run, on the pool or inside a transaction.
+async fn task_instance_find<'e>(
+    target: impl Into<Target<'e>>,
+    run_id: i64,
+    task_id: &str,
+) -> Result<Option<TaskInstanceRecord>, StoreError> {
+    let row = query(concat!(
+        "SELECT ",
+        task_instance_columns!(),
+        " FROM task_instances WHERE run_id = $1 AND task_id = $2"
+    ))
+    .bind(run_id)
+    .bind(task_id)
+    .fetch_optional(target)
+    .await?;
+    row.as_ref().map(task_instance_from_row).transpose()
 }
 
 pub(super) async fn task_instance_list(
@@ -249,7 +260,12 @@ pub(super) async fn task_instance_clear(
         let instance = store.task_instance_in(&mut tx, run_id, target).await?;
         if instance.state == TaskState::Running {
             store
-                .close_attempt_in(&mut tx, instance.id, "cleared while running", now)
+                .close_attempts_in(
+                    &mut tx,
+                    Attempts::OfTaskInstance(instance.id),
+                    "cleared while running",
+                    now,
+                )
                 .await?;
         }
         let retries = plan.task(target).map_or(0, |task| i64::from(task.retries));
@@ -295,9 +311,9 @@ pub(super) async fn task_instance_mark(
     let instance = store.task_instance_in(&mut tx, run_id, task_id).await?;
     if instance.state == TaskState::Running {
         store
-            .close_attempt_in(
+            .close_attempts_in(
                 &mut tx,
-                instance.id,
+                Attempts::OfTaskInstance(instance.id),
                 &format!("marked {state} by hand"),
                 now,
             )
@@ -383,14 +399,5 @@ pub(super) async fn task_instance_get(
     run_id: i64,
     task_id: &str,
 ) -> Result<Option<TaskInstanceRecord>, StoreError> {
-    let row = query(concat!(
-        "SELECT ",
-        task_instance_columns!(),
-        " FROM task_instances WHERE run_id = $1 AND task_id = $2"
-    ))
-    .bind(run_id)
-    .bind(task_id)
-    .fetch_optional(&store.pool)
-    .await?;
-    row.as_ref().map(task_instance_from_row).transpose()
+    task_instance_find(&store.pool, run_id, task_id).await
 }
