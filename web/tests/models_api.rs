@@ -242,18 +242,25 @@ async fn a_promotion_during_a_stream_of_predictions_never_fails_a_request() {
     let harness = Arc::new(harness().await);
     harness.deploy(SAVED, 0.76).await;
     let row = serde_json::json!({ "rows": [{ "alcohol": 13.0, "colour": "white" }] });
+    // Each stream says when it has its first answer: the promotion waits for all of them, not
+    // for a time that a loaded machine may overrun.
+    let answered = Arc::new(tokio::sync::Semaphore::new(0));
     let streams: Vec<_> = (0..4)
         .map(|_| {
             let harness = Arc::clone(&harness);
             let row = row.clone();
+            let answered = Arc::clone(&answered);
             tokio::spawn(async move {
                 let mut versions = Vec::new();
                 let started = Instant::now();
                 // Until the new version has answered a while, or a generous deadline.
-                while started.elapsed() < Duration::from_secs(20) {
+                while started.elapsed() < Duration::from_secs(60) {
                     let (status, body) = harness.predict(row.clone()).await;
                     assert_eq!(status, StatusCode::OK, "{body}");
                     versions.push(body["version"].as_i64().unwrap());
+                    if versions.len() == 1 {
+                        answered.add_permits(1);
+                    }
                     if versions.iter().rev().take(50).all(|version| *version == 2)
                         && versions.len() > 50
                     {
@@ -264,7 +271,11 @@ async fn a_promotion_during_a_stream_of_predictions_never_fails_a_request() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all_answered = tokio::time::timeout(Duration::from_secs(60), answered.acquire_many(4))
+        .await
+        .expect("every stream got its first answer")
+        .unwrap();
+    all_answered.forget();
     harness.deploy(&second_version(), 0.70).await;
     for stream in streams {
         let versions = stream.await.unwrap();
