@@ -34,6 +34,7 @@ pub struct ServedModel {
 
 struct Entry {
     model: Arc<ServedModel>,
+    /// When the registry read that chose this model began.
     checked: Instant,
 }
 
@@ -74,17 +75,31 @@ impl ModelServer {
             .map(|entry| entry.model.clone())
     }
 
-    fn store_entry(&self, name: &str, model: Arc<ServedModel>) {
-        self.entries
+    /// Caches `model`, chosen by a registry read that began at `read_at`, and answers the model
+    /// to serve: an entry chosen by a later read is newer knowledge and stays (a slow request
+    /// that read the alias before a promotion must not swap the old version back in after a
+    /// faster one installed the new).
+    fn store_entry(
+        &self,
+        name: &str,
+        model: Arc<ServedModel>,
+        read_at: Instant,
+    ) -> Arc<ServedModel> {
+        let mut entries = self
+            .entries
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(
-                name.to_owned(),
-                Entry {
-                    model,
-                    checked: Instant::now(),
-                },
-            );
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(newer) = entries.get(name).filter(|entry| entry.checked > read_at) {
+            return newer.model.clone();
+        }
+        entries.insert(
+            name.to_owned(),
+            Entry {
+                model: model.clone(),
+                checked: read_at,
+            },
+        );
+        model
     }
 
     /// The production version of a model, loading or swapping it when the alias moved.
@@ -98,6 +113,7 @@ impl ModelServer {
             return Ok(model);
         }
         let stale = self.cached(name, false);
+        let read_at = Instant::now();
         let current = match store.model_alias_get(name, ModelAlias::Production).await {
             Ok(current) => current,
             Err(error) => {
@@ -123,8 +139,7 @@ impl ModelServer {
             )));
         };
         if let Some(model) = stale.filter(|model| model.version.id == current.id) {
-            self.store_entry(name, model.clone());
-            return Ok(model);
+            return Ok(self.store_entry(name, model, read_at));
         }
         match load(blobs, &current).await {
             Ok(envelope) => {
@@ -137,8 +152,7 @@ impl ModelServer {
                     version: current,
                     envelope,
                 });
-                self.store_entry(name, model.clone());
-                Ok(model)
+                Ok(self.store_entry(name, model, read_at))
             }
             Err(problem) => match self.cached(name, false) {
                 Some(old) => {
@@ -148,8 +162,7 @@ impl ModelServer {
                         version = current.version,
                         problem
                     );
-                    self.store_entry(name, old.clone());
-                    Ok(old)
+                    Ok(self.store_entry(name, old, read_at))
                 }
                 None => Err(ServeError::Unavailable(problem)),
             },
