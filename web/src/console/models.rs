@@ -17,6 +17,7 @@ use kiln_tasks::ml::preprocess::{Preprocessing, RawFeature};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::ConsoleState;
 use super::artifacts::producer;
 use super::auth::Viewer;
 use super::error::ConsoleError;
@@ -24,9 +25,8 @@ use super::extract::{HtmlForm, HtmlPath, HtmlQuery};
 use super::layout::{self, Section, csrf_field, time};
 use super::lineage::{path_segment, version_href};
 use super::metric_chart::{self, Point, figure};
-use crate::AppState;
-use crate::models_api::{PredictResponse, RowError, predict_rows, production_model};
-use crate::serving::{ServeError, ServedModel};
+use crate::serving::{RowError, ServeError, ServedModel, predict_rows};
+use crate::wire::PredictResponse;
 
 /// Versions listed and charted on a model's page, newest first.
 const VERSIONS_SHOWN: u32 = 100;
@@ -41,13 +41,13 @@ const PROMOTED_REASON: &str = "promoted in the console";
 
 /// The MLflow pages of these versions, where MLflow is configured and the version is mirrored.
 async fn mlflow_version_urls(
-    state: &AppState,
+    state: &ConsoleState,
     name: &str,
     versions: &[ArtifactVersionRecord],
 ) -> Result<Vec<Option<String>>, ConsoleError> {
     let mut urls = Vec::with_capacity(versions.len());
     if let Some(links) = &state.mlflow {
-        let store = state.scheduler().store();
+        let store = &state.store;
         for version in versions {
             urls.push(
                 links
@@ -70,10 +70,9 @@ fn model_href(name: &str) -> String {
 }
 
 /// The registry's record of a model, or a 404 naming it.
-async fn model_or_404(state: &AppState, name: &str) -> Result<ModelRecord, ConsoleError> {
+async fn model_or_404(state: &ConsoleState, name: &str) -> Result<ModelRecord, ConsoleError> {
     state
-        .scheduler()
-        .store()
+        .store
         .model_list()
         .await?
         .into_iter()
@@ -147,10 +146,10 @@ fn value_text(value: &serde_json::Value) -> String {
 
 /// The models page: every model with its newest, production and staging versions.
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Markup, ConsoleError> {
-    let models = state.scheduler().store().model_list().await?;
+    let models = state.store.model_list().await?;
     let body = html! {
         h1 { "Models" }
         @if state.mlflow.is_some() {
@@ -318,7 +317,7 @@ fn prediction_result(name: &str, outcome: Option<&Outcome>) -> Markup {
 
 /// The prediction section: the form and its result, or why a prediction cannot be tried.
 async fn prediction_section(
-    state: &AppState,
+    state: &ConsoleState,
     viewer: &Viewer,
     record: &ModelRecord,
     prediction: Option<&(BTreeMap<String, String>, Outcome)>,
@@ -332,7 +331,7 @@ async fn prediction_section(
             }
         };
     }
-    match production_model(state, name).await {
+    match state.production_model(name).await {
         Ok(model) => html! {
             (prediction_form(viewer, name, &model, prediction.map(|(values, _)| values)))
             (prediction_result(name, prediction.map(|(_, outcome)| outcome)))
@@ -355,13 +354,13 @@ fn rollback_target(events: &[AliasEvent], production: Option<i64>) -> Option<i64
 
 /// A model's page, with whatever an action or the prediction form has to add to it.
 async fn detail_page(
-    state: &AppState,
+    state: &ConsoleState,
     viewer: &Viewer,
     name: &str,
     view: DetailView,
 ) -> Result<Markup, ConsoleError> {
     let record = model_or_404(state, name).await?;
-    let store = state.scheduler().store();
+    let store = &state.store;
     let versions = store.artifact_version_list(name, VERSIONS_SHOWN).await?;
     let events = store.model_alias_event_list(name).await?;
     let metrics = metric_names(&versions);
@@ -533,7 +532,7 @@ async fn detail_page(
 
 /// A model's page.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
     HtmlQuery(query): HtmlQuery<ModelQuery>,
@@ -549,7 +548,7 @@ pub(crate) async fn page(
 /// An action the registry refused: the model's page again, naming the problem, with the
 /// refusal's status. Failures that are not the viewer's to fix stay error pages.
 async fn refused(
-    state: &AppState,
+    state: &ConsoleState,
     viewer: &Viewer,
     name: &str,
     error: ConsoleError,
@@ -586,14 +585,13 @@ pub(crate) struct PromoteForm {
 
 /// Points production at a version, then shows the model saying so.
 pub(crate) async fn promote(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
     HtmlForm(form): HtmlForm<PromoteForm>,
 ) -> Result<Response, ConsoleError> {
     let moved = state
-        .scheduler()
-        .store()
+        .store
         .model_alias_set(
             &name,
             ModelAlias::Production,
@@ -619,13 +617,12 @@ pub(crate) async fn promote(
 
 /// Moves production back to the version before, then shows the model saying so.
 pub(crate) async fn rollback(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
 ) -> Result<Response, ConsoleError> {
     let moved = state
-        .scheduler()
-        .store()
+        .store
         .model_alias_rollback(&name, ModelAlias::Production, now_micros())
         .await;
     match moved {
@@ -687,14 +684,15 @@ fn form_row(
 /// predict: a fragment for htmx, the whole page otherwise. Refused input is a 422 naming the
 /// feature. Open to read-only logins too, as a prediction changes nothing.
 pub(crate) async fn predict(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
     headers: HeaderMap,
     HtmlForm(form): HtmlForm<Vec<(String, String)>>,
 ) -> Result<Response, ConsoleError> {
     model_or_404(&state, &name).await?;
-    let model = production_model(&state, &name)
+    let model = state
+        .production_model(&name)
         .await
         .map_err(|error| match error {
             // The model exists, so what is missing is a production version.
