@@ -24,6 +24,7 @@ mod metric_chart;
 mod mlflow;
 mod models;
 mod params;
+mod prediction;
 mod run;
 mod schedule_words;
 mod task;
@@ -107,7 +108,7 @@ pub(crate) fn router(state: ConsoleState) -> Router {
         .route("/models", get(models::list))
         .route("/models/{name}", get(models::page))
         // A prediction changes nothing, so read-only logins may try one too (CSRF still applies).
-        .route("/models/{name}/predict", post(models::predict))
+        .route("/models/{name}/predict", post(prediction::predict))
         .route("/mlflow", get(mlflow::page))
         .route("/workers", get(workers::page))
         .route("/workers/live", get(workers::live))
