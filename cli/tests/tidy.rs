@@ -113,167 +113,264 @@ fn the_engine_serves_no_http() {
     }
 }
 
-/// The modules of a crate (`src/<module>.rs` or `src/<module>/…`) and the other modules each
-/// names through `crate::` paths (`use crate::{a, b::c}` included).
-fn module_graph(
-    src: &Path,
-) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+/// The files of `<crate_dir>/src`, with their text, as `(path below src, text)`.
+fn crate_sources(crate_dir: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let src = root.join(crate_dir).join("src");
     let mut files = Vec::new();
-    rust_files(src, &mut files);
-    let mut graph = std::collections::BTreeMap::new();
-    for path in files {
-        let relative = path.strip_prefix(src).unwrap();
-        let first = relative
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let module = first.trim_end_matches(".rs").to_owned();
-        if module == "lib" || module == "main" {
+    rust_files(&src, &mut files);
+    files.sort();
+    assert!(
+        files.len() > 10,
+        "found only {} files in {crate_dir}",
+        files.len()
+    );
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let relative = path.strip_prefix(&src).unwrap().to_string_lossy();
+            (relative.replace('\\', "/"), text)
+        })
+        .collect()
+}
+
+/// A file's code without its comments: every line from its first `//` on is dropped (a `//`
+/// inside a string literal cuts that line short, which only ever hides code from a check).
+fn code_of(text: &str) -> String {
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn web_handlers_take_sub_states_instead_of_walking_to_the_store() {
+    // `state.rs` draws each handler's part of `AppState` out by `FromRef`; a handler that
+    // walks `state.scheduler().store()` itself hides what it uses from its signature.
+    let offenders: Vec<String> = crate_sources("web")
+        .into_iter()
+        .filter(|(path, _)| path != "state.rs")
+        .flat_map(|(path, text)| {
+            code_of(&text)
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| line.contains(".store()"))
+                .map(|(index, line)| format!("web/src/{path}:{}: {}", index + 1, line.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "take `State<Arc<dyn Store>>` (or another part of `AppState`, see web/src/state.rs) \
+         instead of calling `.store()`:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// The names a `crate::` path starting at `rest` brings in: its first segment, or each first
+/// segment of a `crate::{a::b, c}` list.
+fn crate_path_heads(rest: &str) -> Vec<String> {
+    let identifier = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let Some(list) = rest.strip_prefix('{') else {
+        return vec![identifier(rest)];
+    };
+    // The list up to its closing brace, split at its own commas (not those of nested lists).
+    let mut heads = Vec::new();
+    let mut depth = 0;
+    let mut item = String::new();
+    for c in list.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                heads.push(identifier(&item));
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    heads.push(identifier(&item));
+    heads.retain(|head| !head.is_empty());
+    heads
+}
+
+/// The graph of a crate's top-level modules (`src/<module>.rs` or `src/<module>/…`): for each
+/// module, the others it names through `crate::` paths (a `crate::{a, b}` list included, and a
+/// name `lib.rs` re-exports standing for the module it comes from), each with the first file
+/// that does.
+fn module_graph(
+    crate_dir: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let sources = crate_sources(crate_dir);
+    // Each file belongs to its top-level module: `api/runs.rs` and `api/mod.rs` to `api`.
+    let module_of = |path: &str| -> String {
+        let first = path.split('/').next().unwrap_or_default();
+        first.strip_suffix(".rs").unwrap_or(first).to_owned()
+    };
+    let modules: BTreeSet<String> = sources
+        .iter()
+        .map(|(path, _)| module_of(path))
+        .filter(|module| module != "lib")
+        .collect();
+    // What `lib.rs` re-exports stands for the module it comes from (`crate::AppState` is
+    // `state`'s).
+    let mut reexports = BTreeMap::new();
+    let lib = &sources.iter().find(|(path, _)| path == "lib.rs").unwrap().1;
+    for statement in code_of(lib).split(';') {
+        let Some(path) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, items)) = path.split_once("::") else {
+            continue;
+        };
+        for item in crate_path_heads(items) {
+            reexports.insert(item, module.to_owned());
+        }
+        // `pub use routes::openapi;` and the like, one segment deeper.
+        if let Some((_, last)) = items.rsplit_once("::") {
+            reexports.insert(last.trim().to_owned(), module.to_owned());
+        }
+    }
+
+    let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (path, text) in &sources {
+        let from = module_of(path);
+        if from == "lib" {
             continue;
         }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let named: &mut std::collections::BTreeSet<String> =
-            graph.entry(module.clone()).or_default();
-        for (index, _) in text.match_indices("crate::") {
-            let rest = &text[index + "crate::".len()..];
-            let names: Vec<&str> = match rest.strip_prefix('{') {
-                // A group: its top-level names (`crate::{a, b::{c, d}}` names a and b).
-                Some(group) => {
-                    let mut depth = 0;
-                    let end = group
-                        .char_indices()
-                        .find(|&(_, char)| {
-                            match char {
-                                '{' => depth += 1,
-                                '}' if depth == 0 => return true,
-                                '}' => depth -= 1,
-                                _ => {}
-                            }
-                            false
-                        })
-                        .map_or(group.len(), |(end, _)| end);
-                    let mut names = Vec::new();
-                    let mut depth = 0;
-                    let mut start = true;
-                    for (offset, char) in group[..end].char_indices() {
-                        match char {
-                            '{' => depth += 1,
-                            '}' => depth -= 1,
-                            ',' if depth == 0 => start = true,
-                            char if start && depth == 0 && !char.is_whitespace() => {
-                                let name = &group[offset..];
-                                let len = name
-                                    .find(|char: char| !(char.is_alphanumeric() || char == '_'))
-                                    .unwrap_or(name.len());
-                                names.push(&name[..len]);
-                                start = false;
-                            }
-                            _ => {}
-                        }
-                    }
-                    names
-                }
-                None => {
-                    let len = rest
-                        .find(|char: char| !(char.is_alphanumeric() || char == '_'))
-                        .unwrap_or(rest.len());
-                    vec![&rest[..len]]
-                }
-            };
-            for name in names {
-                if !name.is_empty() && name != module {
-                    named.insert(name.to_owned());
+        graph.entry(from.clone()).or_default();
+        let code = code_of(text);
+        for (at, _) in code.match_indices("crate::") {
+            let preceded_by_word = code[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if preceded_by_word {
+                continue; // `kiln_crate::…`, not ours.
+            }
+            for head in crate_path_heads(&code[at + "crate::".len()..]) {
+                let to = if modules.contains(&head) {
+                    Some(head)
+                } else {
+                    reexports.get(&head).cloned()
+                };
+                if let Some(to) = to
+                    && to != from
+                {
+                    graph
+                        .entry(from.clone())
+                        .or_default()
+                        .entry(to)
+                        .or_insert_with(|| format!("{crate_dir}/src/{path}"));
                 }
             }
         }
-    }
-    // Names that are not modules (items re-exported at the crate root) are no edges.
-    let modules: std::collections::BTreeSet<String> = graph.keys().cloned().collect();
-    for named in graph.values_mut() {
-        named.retain(|name| modules.contains(name));
     }
     graph
 }
 
-/// A circle in `graph`, if it has one, as the modules along it.
+/// A circle in a module graph, if there is one: each step with the file that takes it.
 fn module_circle(
-    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 ) -> Option<Vec<String>> {
-    // Depth-first with an explicit stack: white (unseen), grey (on the path), black (done).
-    let mut colour: std::collections::BTreeMap<&str, u8> = std::collections::BTreeMap::new();
+    // Depth-first, with an explicit stack of (module, its next neighbours): a module met again
+    // while still on the path closes a circle.
+    let mut done: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for start in graph.keys() {
-        if colour.contains_key(start.as_str()) {
+        if done.contains(start.as_str()) {
             continue;
         }
-        let mut path: Vec<(&str, Vec<&str>)> = Vec::new();
-        let next_of = |module: &str| -> Vec<&str> {
+        let neighbours = |module: &str| -> Vec<&str> {
             graph
                 .get(module)
-                .map_or_else(Vec::new, |named| named.iter().map(String::as_str).collect())
+                .map(|uses| uses.keys().map(String::as_str).rev().collect())
+                .unwrap_or_default()
         };
-        colour.insert(start, 1);
-        path.push((start, next_of(start)));
+        let mut path: Vec<(&str, Vec<&str>)> = vec![(start.as_str(), neighbours(start))];
         while let Some((module, pending)) = path.last_mut() {
             let module = *module;
-            match pending.pop() {
-                Some(next) => match colour.get(next) {
-                    Some(1) => {
-                        let at = path.iter().position(|(on, _)| *on == next).unwrap();
-                        let mut circle: Vec<String> =
-                            path[at..].iter().map(|(on, _)| (*on).to_owned()).collect();
-                        circle.push(next.to_owned());
-                        return Some(circle);
-                    }
-                    Some(_) => {}
-                    None => {
-                        colour.insert(next, 1);
-                        path.push((next, next_of(next)));
-                    }
-                },
-                None => {
-                    colour.insert(module, 2);
-                    path.pop();
-                }
+            let Some(next) = pending.pop() else {
+                done.insert(module);
+                path.pop();
+                continue;
+            };
+            if done.contains(next) {
+                continue;
             }
+            if let Some(index) = path.iter().position(|(on_path, _)| *on_path == next) {
+                let circle: Vec<&str> = path[index..].iter().map(|(name, _)| *name).collect();
+                return Some(
+                    circle
+                        .iter()
+                        .zip(circle.iter().skip(1).chain([&next]))
+                        .map(|(from, to)| format!("{from} -> {to} ({})", graph[*from][*to]))
+                        .collect(),
+                );
+            }
+            path.push((next, neighbours(next)));
         }
     }
     None
 }
 
-/// Each crate's modules depend on one another in one direction: a reader can start at the
-/// bottom (`dag`, `state`, `store` in `engine`) and never has to go back.
-#[test]
-fn engine_modules_form_no_circle() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let graph = module_graph(&root.join("engine/src"));
-    assert!(
-        graph.contains_key("store") && graph.contains_key("dag"),
-        "{graph:?}"
-    );
-    if let Some(circle) = module_circle(&graph) {
-        panic!(
-            "engine's modules import each other in a circle: {}",
-            circle.join(" -> ")
+/// Checks that `crate_dir`'s modules form no circle, after checking that the parse found the
+/// edges it must (so the check cannot pass by reading nothing).
+fn assert_no_module_circle(crate_dir: &str, expected: &[(&str, &str)]) {
+    let graph = module_graph(crate_dir);
+    for (from, to) in expected {
+        assert!(
+            graph.get(*from).is_some_and(|uses| uses.contains_key(*to)),
+            "expected `{from}` to use `{to}`; the check no longer reads the sources right: \
+             {graph:?}"
         );
     }
+    if let Some(steps) = module_circle(&graph) {
+        panic!("{crate_dir}'s modules form a circle:\n{}", steps.join("\n"));
+    }
+}
+
+/// Each crate's modules depend on one another in one direction: a reader can start at the
+/// bottom (`dag` in `engine`, `wire` in `web`) and never has to go back.
+#[test]
+fn web_modules_form_no_circle() {
+    assert_no_module_circle(
+        "web",
+        &[("routes", "api"), ("routes", "exec"), ("api", "wire")],
+    );
+}
+
+#[test]
+fn engine_modules_form_no_circle() {
+    assert_no_module_circle(
+        "engine",
+        &[("scheduler", "store"), ("store", "dag"), ("plugin", "dag")],
+    );
 }
 
 #[test]
 fn a_circle_of_modules_is_found_and_named() {
     let mut graph = std::collections::BTreeMap::new();
-    let edges = [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")];
-    for (from, to) in edges {
+    for (from, to) in [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")] {
         graph
             .entry(from.to_owned())
-            .or_insert_with(std::collections::BTreeSet::new)
-            .insert(to.to_owned());
+            .or_insert_with(std::collections::BTreeMap::new)
+            .insert(to.to_owned(), format!("{from}.rs"));
         graph.entry(to.to_owned()).or_default();
     }
     assert_eq!(
-        module_circle(&graph).map(|circle| circle.join(" -> ")),
-        Some("a -> b -> c -> a".to_owned())
+        module_circle(&graph).map(|steps| steps.join(", ")),
+        Some("a -> b (a.rs), b -> c (b.rs), c -> a (c.rs)".to_owned())
     );
     graph.get_mut("c").unwrap().clear();
     assert_eq!(module_circle(&graph), None);

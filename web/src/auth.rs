@@ -7,7 +7,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
-use crate::{AppError, AppState};
+use crate::error::AppError;
+use crate::state::AppState;
 
 fn bearer(request: &Request) -> Option<&str> {
     request

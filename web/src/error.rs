@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::FromRequest;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kiln_engine::artifacts::BlobError;
 use kiln_engine::scheduler::SchedulerError;
 use kiln_engine::store::StoreError;
 
@@ -70,6 +71,16 @@ impl From<StoreError> for AppError {
             StoreError::Conflict(message) => AppError::Conflict(message),
             other => AppError::Internal(other.to_string()),
         }
+    }
+}
+
+/// Turns a blob-layer failure into a response: a missing blob is a 404, a corrupt one a 500
+/// that names it (the worker fails the task), anything else the store being unavailable.
+pub(crate) fn blob_error(error: BlobError) -> AppError {
+    match error {
+        BlobError::NotFound { .. } => AppError::NotFound(error.to_string()),
+        BlobError::Input(_) => AppError::unprocessable(error.to_string()),
+        other => AppError::Internal(other.to_string()),
     }
 }
 

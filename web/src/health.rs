@@ -2,18 +2,19 @@
 //! timed loop rather than by the socket answering (a server whose loop has stopped must be
 //! restarted, though its HTTP port still works).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kiln_engine::scheduler::Scheduler;
 use serde::Serialize;
-
-use crate::AppState;
 
 /// `200 ok` while the timed loop completes ticks; `503` with the reason once it has not for
 /// the stall limit (a hung loop, or a store unreachable that long).
-pub(crate) async fn live(State(state): State<AppState>) -> Response {
-    match state.scheduler().health().live() {
+pub(crate) async fn live(State(scheduler): State<Arc<Scheduler>>) -> Response {
+    match scheduler.health().live() {
         Ok(()) => "ok".into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
     }
@@ -44,8 +45,8 @@ struct DutyView {
 
 /// `200` with every duty's record when the loop is live and its store reachable; `503` with
 /// the same record and the reason otherwise.
-pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    let health = state.scheduler().health();
+pub(crate) async fn ready(State(scheduler): State<Arc<Scheduler>>) -> Response {
+    let health = scheduler.health();
     let verdict = health.ready();
     let duties = health
         .duties()

@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::AppError;
+use crate::error::AppError;
 
 /// How [`serve`](crate::serve) bounds its clients in time and number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ impl Default for ServeOptions {
 }
 
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The limit axum's extractors apply when a route sets none.
+pub(crate) const AXUM_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The body time `serve` gives each request, as a request extension.
 #[derive(Debug, Clone, Copy)]

@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::AppState;
 use crate::limits::{BodyTimeout, ServeOptions};
+use crate::state::AppState;
 
 /// Serves [`app`](crate::app) on `listener` until `shutdown` fires, then finishes in-flight
 /// requests, bounding clients as `options` says.
@@ -28,7 +28,7 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = crate::app(state);
+    let router = crate::routes::app(state);
     // Every connection holds a permit; at shutdown, having them all back means every
     // connection has finished.
     let cap = options

@@ -16,6 +16,9 @@ use kiln_engine::artifacts::BlobStore;
 use kiln_engine::dag::ModelAlias;
 use kiln_engine::store::{ArtifactVersionRecord, Store};
 use kiln_tasks::ml::model::ModelEnvelope;
+use kiln_tasks::ml::preprocess::Preprocessing;
+
+use crate::wire::PredictResponse;
 
 /// How stale a cached model may be before the registry is asked again.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -194,4 +197,47 @@ async fn load(
         bytes.extend_from_slice(&chunk.map_err(|error| format!("{label}: {error}"))?);
     }
     ModelEnvelope::from_json(&bytes).map_err(|error| format!("{label}: {error}"))
+}
+
+/// A row a model could not take: a feature missing, unknown or of the wrong type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("row {index}: {problem}")]
+pub(crate) struct RowError {
+    /// The row's index in the request, from 0.
+    pub(crate) index: usize,
+    /// What is wrong with it, naming the feature.
+    pub(crate) problem: String,
+}
+
+/// Predictions for raw rows (keyed by raw feature name) from a served model: the one prediction
+/// code the API and the console's form share.
+pub(crate) fn predict_rows(
+    model: &ServedModel,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<PredictResponse, RowError> {
+    let envelope = &model.envelope;
+    let plain = Preprocessing::default();
+    let preprocessing = envelope.preprocessing.as_ref().unwrap_or(&plain);
+    let mut predictions = Vec::with_capacity(rows.len());
+    let mut probabilities: Option<Vec<Vec<f64>>> = None;
+    for (index, row) in rows.iter().enumerate() {
+        let inputs = preprocessing
+            .row(&envelope.features, row)
+            .map_err(|problem| RowError { index, problem })?;
+        let prediction = envelope.predict_row(&inputs);
+        predictions.push(envelope.label(&prediction));
+        if let Some(row_probabilities) = prediction.probabilities {
+            probabilities
+                .get_or_insert_with(Vec::new)
+                .push(row_probabilities);
+        }
+    }
+    let classes = (!envelope.classes.is_empty()).then(|| envelope.classes.clone());
+    Ok(PredictResponse {
+        model: model.version.name.clone(),
+        version: model.version.version,
+        predictions,
+        probabilities,
+        classes,
+    })
 }

@@ -10,13 +10,13 @@ use kiln_engine::store::{ArtifactVersionRecord, DatasetStats, LineageDirection};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::ConsoleState;
 use super::auth::Viewer;
 use super::csv;
 use super::error::ConsoleError;
 use super::extract::{HtmlPath, HtmlQuery};
 use super::layout::{self, Section, bytes, shorten, time};
 use super::lineage::{self, attempt_href, path_segment, version_href};
-use crate::AppState;
 
 /// Versions listed on a name's page, newest first.
 const VERSIONS_SHOWN: u32 = 100;
@@ -79,7 +79,7 @@ fn dataset_cell(dataset: Option<&DatasetStats>) -> Markup {
 
 /// The artifacts page: names by kind, filtered by a name search.
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlQuery(query): HtmlQuery<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
@@ -90,7 +90,7 @@ pub(crate) async fn list(
         .map(str::parse::<ArtifactKind>)
         .transpose()
         .map_err(ConsoleError::BadRequest)?;
-    let all = state.scheduler().store().artifact_list(kind).await?;
+    let all = state.store.artifact_list(kind).await?;
     let total = all.len();
     let search = query.q.as_deref().map(str::trim).unwrap_or_default();
     let needle = search.to_lowercase();
@@ -151,11 +151,11 @@ pub(crate) async fn list(
 
 /// An artifact's page: its versions, newest first.
 pub(crate) async fn artifact_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
 ) -> Result<Markup, ConsoleError> {
-    let store = state.scheduler().store();
+    let store = &state.store;
     let artifact = store
         .artifact_get(&name)
         .await?
@@ -211,11 +211,11 @@ pub(crate) struct VersionQuery {
 
 /// The version a URL names (a number, or `latest`), or a 404 naming what is missing.
 async fn resolve_version(
-    state: &AppState,
+    state: &ConsoleState,
     name: &str,
     version: &str,
 ) -> Result<ArtifactVersionRecord, ConsoleError> {
-    let store = state.scheduler().store();
+    let store = &state.store;
     let number = match version {
         "latest" => None,
         text => match text.parse::<i64>() {
@@ -243,7 +243,7 @@ async fn resolve_version(
 
 /// A version's page: details, preview, download and lineage.
 pub(crate) async fn version_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath((name, version)): HtmlPath<(String, String)>,
     HtmlQuery(query): HtmlQuery<VersionQuery>,
@@ -258,7 +258,7 @@ pub(crate) async fn version_page(
         }
     };
     let record = resolve_version(&state, &name, &version).await?;
-    let store = state.scheduler().store();
+    let store = &state.store;
     let graph = store.lineage_get_by_version(record.id, direction).await?;
     let preview = preview(&state, &record).await;
     // A version alone, with no attempt recorded around it, is not worth a drawing.
@@ -337,7 +337,7 @@ pub(crate) async fn version_page(
 }
 
 /// The preview section: the first rows of a CSV version, or why there are none.
-async fn preview(state: &AppState, record: &ArtifactVersionRecord) -> Markup {
+async fn preview(state: &ConsoleState, record: &ArtifactVersionRecord) -> Markup {
     let essence = record
         .media_type
         .split(';')
@@ -355,7 +355,7 @@ async fn preview(state: &AppState, record: &ArtifactVersionRecord) -> Markup {
             p.muted { "No preview is available for " code { (record.media_type) } "; use the download link." }
         };
     }
-    let Some(blobs) = state.execution.artifacts() else {
+    let Some(blobs) = state.blobs.as_ref() else {
         return html! { p.muted { "No preview: this server has no artifact store configured." } };
     };
     let (head, complete) = match read_head(blobs, record).await {

@@ -27,10 +27,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::ConsoleState;
 use super::error::ConsoleError;
 use super::extract::{HtmlForm, HtmlQuery};
 use super::layout;
-use crate::AppState;
 
 /// The session cookie's name.
 const COOKIE: &str = "kiln_session";
@@ -220,11 +220,11 @@ pub(crate) fn local_path(path: Option<&str>) -> Option<&str> {
 /// Lets the request through only with a live session; a POST must also carry the session's CSRF
 /// token. Puts the [`Viewer`] into the request for the handler.
 pub(crate) async fn require_session(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let console = &state.console;
+    let console = &state.config;
     let is_post = request.method() == Method::POST;
     let existing = session_id(request.headers()).and_then(|id| console.sessions.touch(&id));
     let mut new_session = None;
@@ -340,11 +340,11 @@ fn login_form(csrf: &str, next: Option<&str>, problem: Option<&str>) -> Markup {
 /// forged login (from a page that cannot read or set this site's cookies) is refused like any
 /// other forged POST, and a visitor who never logs in costs the server nothing.
 pub(crate) async fn login_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     headers: HeaderMap,
     HtmlQuery(query): HtmlQuery<LoginQuery>,
 ) -> Response {
-    let console = &state.console;
+    let console = &state.config;
     let next = local_path(query.next.as_deref());
     if !console.login_required()
         || session_id(&headers).is_some_and(|id| console.sessions.touch(&id).is_some())
@@ -381,12 +381,12 @@ pub(crate) struct LoginForm {
 /// `Retry-After`, see `throttle`); the right one starts a fresh session holding the role (a new id, so a
 /// session id planted before the login is worthless after it) and ends the login form's token.
 pub(crate) async fn login(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     headers: HeaderMap,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     HtmlForm(form): HtmlForm<LoginForm>,
 ) -> Response {
-    let console = &state.console;
+    let console = &state.config;
     let next = local_path(form.next.as_deref()).unwrap_or("/");
     if !console.login_required() {
         return Redirect::to(next).into_response();
@@ -444,11 +444,11 @@ pub(crate) async fn login(
 }
 
 /// Ends the session.
-pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn logout(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     if let Some(id) = session_id(&headers) {
-        state.console.sessions.remove(&id);
+        state.config.sessions.remove(&id);
     }
-    let target = if state.console.login_required() {
+    let target = if state.config.login_required() {
         "/login"
     } else {
         "/"

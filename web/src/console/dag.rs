@@ -15,13 +15,13 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::ConsoleState;
 use super::auth::Viewer;
 use super::dags::{pause_toggle, query_value, run_squares, schedule_cell, trigger_form};
 use super::error::ConsoleError;
 use super::extract::{HtmlPath, HtmlQuery};
 use super::graph;
 use super::layout::{self, Section, state_class, time};
-use crate::AppState;
 
 /// Runs in the grid, like Airflow's default.
 const GRID_RUNS: u32 = 25;
@@ -47,12 +47,12 @@ pub(crate) struct DagPageQuery {
 
 /// The DAG page; each view loads only what it shows.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(dag_id): HtmlPath<String>,
     HtmlQuery(query): HtmlQuery<DagPageQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let store = state.scheduler().store();
+    let store = &state.store;
     let record = store
         .dag_get(&dag_id)
         .await?
@@ -109,12 +109,12 @@ pub(crate) async fn page(
 }
 
 async fn graph_view(
-    state: &AppState,
+    state: &ConsoleState,
     plan: &DagPlan,
     latest: Option<&RunRecord>,
 ) -> Result<Markup, ConsoleError> {
     let instances = match latest {
-        Some(run) => state.scheduler().store().task_instance_list(run.id).await?,
+        Some(run) => state.store.task_instance_list(run.id).await?,
         None => Vec::new(),
     };
     let states: HashMap<&str, TaskState> = instances
@@ -139,18 +139,13 @@ async fn graph_view(
 /// The grid: tasks down, runs across (oldest left), from one query for all their task
 /// instances.
 async fn grid_view(
-    state: &AppState,
+    state: &ConsoleState,
     plan: &DagPlan,
     runs: &[RunRecord],
 ) -> Result<Markup, ConsoleError> {
     let run_ids: Vec<i64> = runs.iter().map(|run| run.id).collect();
     let mut by_run: HashMap<i64, HashMap<String, TaskInstanceRecord>> = HashMap::new();
-    for instance in state
-        .scheduler()
-        .store()
-        .task_instance_list_for_runs(&run_ids)
-        .await?
-    {
+    for instance in state.store.task_instance_list_for_runs(&run_ids).await? {
         by_run
             .entry(instance.run_id)
             .or_default()
@@ -220,12 +215,12 @@ async fn grid_view(
 /// runs ran each), the source of one of them as stored, and its definition. The file on disk is
 /// read only to say when it has changed since the active version was loaded.
 async fn source_view(
-    state: &AppState,
+    state: &ConsoleState,
     record: &DagRecord,
     runs: &[RunRecord],
     wanted: Option<i64>,
 ) -> Result<Markup, ConsoleError> {
-    let store = state.scheduler().store();
+    let store = &state.store;
     let versions = store.dag_version_list(&record.id).await?;
     let number = wanted.unwrap_or(record.current_version);
     let shown: &DagVersionRecord = versions

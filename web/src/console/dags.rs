@@ -15,12 +15,12 @@ use kiln_engine::store::{DagPlan, DagRecord, RunRecord, TriggerKind};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::ConsoleState;
 use super::auth::{Viewer, local_path};
 use super::error::ConsoleError;
 use super::extract::{HtmlForm, HtmlPath, HtmlQuery};
 use super::layout::{self, Section, csrf_field, state_class, time};
 use super::{params, schedule_words};
-use crate::AppState;
 
 /// Runs shown per DAG on the DAGs page.
 const RECENT_RUNS: u32 = 10;
@@ -150,11 +150,11 @@ struct Row {
 /// The DAGs page. One query for the DAGs, one for the latest runs of all of them, and per DAG
 /// its definition (cached: versions never change).
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlQuery(query): HtmlQuery<DagQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let store = state.scheduler().store();
+    let store = &state.store;
     let mut all_tags = BTreeSet::new();
     let mut rows = Vec::new();
     let records = store.dag_list().await?;
@@ -235,8 +235,8 @@ pub(crate) async fn list(
     Ok(layout::page("DAGs", &viewer, Section::Dags, body))
 }
 
-async fn dag_plan(state: &AppState, dag_id: &str) -> Result<Arc<DagPlan>, ConsoleError> {
-    let store = state.scheduler().store();
+async fn dag_plan(state: &ConsoleState, dag_id: &str) -> Result<Arc<DagPlan>, ConsoleError> {
+    let store = &state.store;
     let record = store
         .dag_get(dag_id)
         .await?
@@ -268,7 +268,7 @@ fn trigger_page_body(
 /// The trigger form on a page of its own: where a refused trigger comes back to, with the
 /// values as submitted and the reason.
 pub(crate) async fn trigger_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(dag_id): HtmlPath<String>,
 ) -> Result<Markup, ConsoleError> {
@@ -278,7 +278,7 @@ pub(crate) async fn trigger_page(
 
 /// Triggers a run with the submitted params and shows it.
 pub(crate) async fn trigger(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(dag_id): HtmlPath<String>,
     HtmlForm(form): HtmlForm<Vec<(String, String)>>,
@@ -294,7 +294,7 @@ pub(crate) async fn trigger(
         Err(problem) => return refused(problem),
     };
     match state
-        .scheduler()
+        .scheduler
         .trigger(&dag_id, &values, TriggerKind::Manual)
         .await
     {
@@ -320,11 +320,11 @@ pub(crate) struct PauseForm {
 
 /// Pauses or resumes a DAG, then goes back to where the button was.
 pub(crate) async fn set_paused(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     HtmlPath(dag_id): HtmlPath<String>,
     HtmlForm(form): HtmlForm<PauseForm>,
 ) -> Result<Redirect, ConsoleError> {
-    state.scheduler().set_paused(&dag_id, form.paused).await?;
+    state.scheduler.set_paused(&dag_id, form.paused).await?;
     let fallback = format!("/dags/{dag_id}");
     Ok(Redirect::to(
         local_path(form.return_to.as_deref()).unwrap_or(&fallback),

@@ -8,7 +8,7 @@ use kiln_engine::store::StoreError;
 use maud::html;
 
 use super::layout;
-use crate::AppError;
+use crate::error::AppError;
 
 /// A console handler failure.
 #[derive(Debug, thiserror::Error)]

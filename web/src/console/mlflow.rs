@@ -8,10 +8,10 @@ use axum::response::Redirect;
 use kiln_engine::store::{OutboxEntry, now_micros};
 use maud::{Markup, html};
 
+use super::ConsoleState;
 use super::auth::Viewer;
 use super::error::ConsoleError;
 use super::layout::{self, Section, csrf_field, state_class, time};
-use crate::AppState;
 
 /// The most events the page lists.
 const EVENTS_SHOWN: u32 = 200;
@@ -31,11 +31,11 @@ fn event_state(event: &OutboxEntry) -> Markup {
 
 /// The outbox page.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Markup, ConsoleError> {
     let events = match &state.mlflow {
-        Some(_) => state.scheduler().store().outbox_list(EVENTS_SHOWN).await?,
+        Some(_) => state.store.outbox_list(EVENTS_SHOWN).await?,
         None => Vec::new(),
     };
     let parked = events.iter().filter(|event| event.parked).count();
@@ -90,17 +90,13 @@ pub(crate) async fn page(
 }
 
 /// Puts every parked event back in line.
-pub(crate) async fn retry(State(state): State<AppState>) -> Result<Redirect, ConsoleError> {
+pub(crate) async fn retry(State(state): State<ConsoleState>) -> Result<Redirect, ConsoleError> {
     if state.mlflow.is_none() {
         return Err(ConsoleError::NotFound(
             "MLflow is not configured on this server".to_owned(),
         ));
     }
-    let count = state
-        .scheduler()
-        .store()
-        .outbox_unpark(now_micros())
-        .await?;
+    let count = state.store.outbox_unpark(now_micros()).await?;
     tracing::info!(
         message = "Parked MLflow events retried from the console.",
         count

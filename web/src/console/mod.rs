@@ -24,23 +24,64 @@ mod metric_chart;
 mod mlflow;
 mod models;
 mod params;
+mod prediction;
 mod run;
 mod schedule_words;
 mod task;
 mod throttle;
 mod workers;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 
+use kiln_engine::artifacts::BlobStore;
+use kiln_engine::execution::ExecutionService;
+use kiln_engine::mlflow::MlflowLinks;
+use kiln_engine::scheduler::Scheduler;
+use kiln_engine::store::Store;
+
 pub use config::{ConsoleConfig, ConsoleConfigError};
 
-use crate::AppState;
+use crate::serving::{ModelServer, ServeError, ServedModel};
+
+/// What the console's handlers share: the parts of the server's state the pages read and act
+/// on (`state` builds it from `AppState`).
+#[derive(Clone)]
+pub(crate) struct ConsoleState {
+    /// The store the pages read.
+    pub(crate) store: Arc<dyn Store>,
+    /// The scheduler the actions go through (trigger, cancel, clear, mark, pause).
+    pub(crate) scheduler: Arc<Scheduler>,
+    /// The execution service, for the workers it has heard from.
+    pub(crate) execution: Arc<ExecutionService>,
+    /// The artifact store's blobs, for previews, when there is an artifact store.
+    pub(crate) blobs: Option<Arc<BlobStore>>,
+    /// The models being served.
+    pub(crate) models: Arc<ModelServer>,
+    /// Links to MLflow's UI, when runs are mirrored to MLflow.
+    pub(crate) mlflow: Option<Arc<MlflowLinks>>,
+    /// The passwords and the session table.
+    pub(crate) config: ConsoleConfig,
+}
+
+impl ConsoleState {
+    /// The production version of a model, as served: loaded once, swapped when promoted.
+    pub(crate) async fn production_model(
+        &self,
+        name: &str,
+    ) -> Result<Arc<ServedModel>, ServeError> {
+        self.models
+            .production(&*self.store, self.blobs.as_deref(), name)
+            .await
+    }
+}
 
 /// The console's routes, at `/`, with the state they need applied.
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: ConsoleState) -> Router {
     // Actions that change something: only the admin role may call them.
     let admin = Router::new()
         .route("/dags/{dag_id}/trigger", post(dags::trigger))
@@ -67,7 +108,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/models", get(models::list))
         .route("/models/{name}", get(models::page))
         // A prediction changes nothing, so read-only logins may try one too (CSRF still applies).
-        .route("/models/{name}/predict", post(models::predict))
+        .route("/models/{name}/predict", post(prediction::predict))
         .route("/mlflow", get(mlflow::page))
         .route("/workers", get(workers::page))
         .route("/workers/live", get(workers::live))
@@ -84,7 +125,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(pages)
         // Forms are read in full, within axum's default limit and the body time, first.
         .layer(axum::middleware::from_fn_with_state(
-            crate::openapi::AXUM_BODY_LIMIT,
+            crate::limits::AXUM_BODY_LIMIT,
             crate::limits::buffer_body,
         ))
         .layer(axum::middleware::map_response(security_headers))

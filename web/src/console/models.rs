@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use kiln_engine::dag::ModelAlias;
 use kiln_engine::store::{AliasEvent, ArtifactVersionRecord, ModelRecord, now_micros};
-use kiln_tasks::ml::preprocess::{Preprocessing, RawFeature};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::ConsoleState;
 use super::artifacts::producer;
 use super::auth::Viewer;
 use super::error::ConsoleError;
@@ -24,30 +24,25 @@ use super::extract::{HtmlForm, HtmlPath, HtmlQuery};
 use super::layout::{self, Section, csrf_field, time};
 use super::lineage::{path_segment, version_href};
 use super::metric_chart::{self, Point, figure};
-use crate::AppState;
-use crate::models_api::{PredictResponse, RowError, predict_rows, production_model};
-use crate::serving::{ServeError, ServedModel};
+use super::prediction::{Outcome, prediction_section};
 
 /// Versions listed and charted on a model's page, newest first.
 const VERSIONS_SHOWN: u32 = 100;
 /// The metrics given a column of their own when some version recorded them, in this order; the
 /// first one present is the one charted unless the viewer picks another.
 const KEY_METRICS: [&str; 5] = ["accuracy", "f1_macro", "roc_auc", "r2", "rmse"];
-/// The prediction form's inputs are named `feature.<name>`, so a feature called `csrf` cannot
-/// collide with the form's token.
-const FIELD_PREFIX: &str = "feature.";
 /// Why an alias moved, as the history shows it.
 const PROMOTED_REASON: &str = "promoted in the console";
 
 /// The MLflow pages of these versions, where MLflow is configured and the version is mirrored.
 async fn mlflow_version_urls(
-    state: &AppState,
+    state: &ConsoleState,
     name: &str,
     versions: &[ArtifactVersionRecord],
 ) -> Result<Vec<Option<String>>, ConsoleError> {
     let mut urls = Vec::with_capacity(versions.len());
     if let Some(links) = &state.mlflow {
-        let store = state.scheduler().store();
+        let store = &state.store;
         for version in versions {
             urls.push(
                 links
@@ -65,15 +60,17 @@ fn not_found(name: &str) -> ConsoleError {
     ConsoleError::NotFound(format!("model `{name}` not found"))
 }
 
-fn model_href(name: &str) -> String {
+pub(super) fn model_href(name: &str) -> String {
     format!("/models/{}", path_segment(name))
 }
 
 /// The registry's record of a model, or a 404 naming it.
-async fn model_or_404(state: &AppState, name: &str) -> Result<ModelRecord, ConsoleError> {
+pub(super) async fn model_or_404(
+    state: &ConsoleState,
+    name: &str,
+) -> Result<ModelRecord, ConsoleError> {
     state
-        .scheduler()
-        .store()
+        .store
         .model_list()
         .await?
         .into_iter()
@@ -132,25 +129,12 @@ fn version_link(name: &str, version: Option<i64>) -> Markup {
     }
 }
 
-/// A prediction or a class label as text: strings without their quotes, numbers readable.
-fn value_text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        serde_json::Value::Number(number) => match (number.as_i64(), number.as_f64()) {
-            (Some(whole), _) => whole.to_string(),
-            (None, Some(float)) => figure(float),
-            (None, None) => number.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
 /// The models page: every model with its newest, production and staging versions.
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Markup, ConsoleError> {
-    let models = state.scheduler().store().model_list().await?;
+    let models = state.store.model_list().await?;
     let body = html! {
         h1 { "Models" }
         @if state.mlflow.is_some() {
@@ -210,137 +194,17 @@ fn notice(query: &ModelQuery) -> Option<String> {
     }
 }
 
-/// What a prediction form submission came to.
-enum Outcome {
-    Answer(PredictResponse),
-    /// The input was refused, the message naming the feature.
-    Problem(String),
-}
-
 /// How a model's page is shown besides the model itself.
 #[derive(Default)]
-struct DetailView {
+pub(super) struct DetailView {
     /// The metric charted (`None`: the first there is).
-    metric: Option<String>,
+    pub(super) metric: Option<String>,
     /// What an action did.
-    notice: Option<String>,
+    pub(super) notice: Option<String>,
     /// Why an action was refused.
-    problem: Option<String>,
+    pub(super) problem: Option<String>,
     /// The values the prediction form was submitted with, and what they gave.
-    prediction: Option<(BTreeMap<String, String>, Outcome)>,
-}
-
-/// The raw inputs the served model takes, and its preprocessing (for the known categories).
-fn raw_features(model: &ServedModel) -> (Vec<RawFeature>, Preprocessing) {
-    let preprocessing = model.envelope.preprocessing.clone().unwrap_or_default();
-    let features = preprocessing.raw_features(&model.envelope.features);
-    (features, preprocessing)
-}
-
-/// The form to try a prediction, generated from the served model's raw features: a number
-/// input per number, a text input (suggesting the known categories) per category. It posts to
-/// the console, which answers a fragment htmx swaps in below it, or the whole page without JS.
-fn prediction_form(
-    viewer: &Viewer,
-    name: &str,
-    model: &ServedModel,
-    values: Option<&BTreeMap<String, String>>,
-) -> Markup {
-    let (features, preprocessing) = raw_features(model);
-    let action = format!("{}/predict", model_href(name));
-    html! {
-        p.muted {
-            "Predictions come from "
-            a href=(version_href(name, model.version.version)) { "version " (model.version.version) }
-            ", the version served in production."
-        }
-        form.params.predict method="post" action=(action) hx-post=(action)
-            hx-target="#prediction-result" hx-swap="outerHTML" {
-            (csrf_field(viewer))
-            @for (index, feature) in features.iter().enumerate() {
-                @let field = format!("{FIELD_PREFIX}{}", feature.name);
-                @let value = values.and_then(|values| values.get(&feature.name)).map_or("", String::as_str);
-                label.param {
-                    span { span.name { (feature.name) } " " span.param-type { (feature.kind) } }
-                    @if let Some(categories) = preprocessing.one_hot.get(&feature.name) {
-                        @let list = format!("categories-{index}");
-                        input type="text" name=(field) value=(value) list=(list) required;
-                        datalist id=(list) {
-                            @for category in categories { option value=(category) {} }
-                        }
-                    } @else {
-                        input type="number" step="any" name=(field) value=(value) required;
-                    }
-                }
-            }
-            button.primary type="submit" { "Predict" }
-        }
-    }
-}
-
-/// The answer to the prediction form (or why there is none): the fragment htmx swaps in.
-fn prediction_result(name: &str, outcome: Option<&Outcome>) -> Markup {
-    html! {
-        div #prediction-result aria-live="polite" {
-            @match outcome {
-                None => {},
-                Some(Outcome::Problem(problem)) => p.problem role="alert" { (problem) },
-                Some(Outcome::Answer(answer)) => {
-                    @let predicted = answer.predictions.first().unwrap_or(&serde_json::Value::Null);
-                    @let probabilities = answer.probabilities.as_ref().and_then(|rows| rows.first());
-                    dl.facts.prediction {
-                        dt { "Prediction" }
-                        dd { strong.predicted { (value_text(predicted)) } }
-                        dt { "Answered by" }
-                        dd { a href=(version_href(name, answer.version)) { "version " (answer.version) } }
-                    }
-                    @if let Some(probabilities) = probabilities {
-                        table.probabilities {
-                            thead { tr { th { "Class" } th { "Probability" } th {} } }
-                            tbody {
-                                @for (index, probability) in probabilities.iter().enumerate() {
-                                    @let class = answer.classes.as_ref().and_then(|classes| classes.get(index));
-                                    @let label = class.map_or_else(|| format!("cluster {index}"), value_text);
-                                    tr aria-current=[(class == Some(predicted)).then_some("true")] {
-                                        td { (label) }
-                                        td.number { (format!("{probability:.4}")) }
-                                        td { meter min="0" max="1" value=(probability) {} }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// The prediction section: the form and its result, or why a prediction cannot be tried.
-async fn prediction_section(
-    state: &AppState,
-    viewer: &Viewer,
-    record: &ModelRecord,
-    prediction: Option<&(BTreeMap<String, String>, Outcome)>,
-) -> Markup {
-    let name = &record.name;
-    if record.production.is_none() {
-        return html! {
-            p.muted {
-                "No version of " (name) " is in production, so there is no model to try a prediction on. "
-                "Promote a version to serve it."
-            }
-        };
-    }
-    match production_model(state, name).await {
-        Ok(model) => html! {
-            (prediction_form(viewer, name, &model, prediction.map(|(values, _)| values)))
-            (prediction_result(name, prediction.map(|(_, outcome)| outcome)))
-        },
-        Err(ServeError::NotFound(message) | ServeError::Unavailable(message)) => html! {
-            p.problem { "The production version cannot be served: " (message) "." }
-        },
-    }
+    pub(super) prediction: Option<(BTreeMap<String, String>, Outcome)>,
 }
 
 /// The version production would roll back to: the newest older version that held it.
@@ -354,14 +218,14 @@ fn rollback_target(events: &[AliasEvent], production: Option<i64>) -> Option<i64
 }
 
 /// A model's page, with whatever an action or the prediction form has to add to it.
-async fn detail_page(
-    state: &AppState,
+pub(super) async fn detail_page(
+    state: &ConsoleState,
     viewer: &Viewer,
     name: &str,
     view: DetailView,
 ) -> Result<Markup, ConsoleError> {
     let record = model_or_404(state, name).await?;
-    let store = state.scheduler().store();
+    let store = &state.store;
     let versions = store.artifact_version_list(name, VERSIONS_SHOWN).await?;
     let events = store.model_alias_event_list(name).await?;
     let metrics = metric_names(&versions);
@@ -533,7 +397,7 @@ async fn detail_page(
 
 /// A model's page.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
     HtmlQuery(query): HtmlQuery<ModelQuery>,
@@ -549,7 +413,7 @@ pub(crate) async fn page(
 /// An action the registry refused: the model's page again, naming the problem, with the
 /// refusal's status. Failures that are not the viewer's to fix stay error pages.
 async fn refused(
-    state: &AppState,
+    state: &ConsoleState,
     viewer: &Viewer,
     name: &str,
     error: ConsoleError,
@@ -586,14 +450,13 @@ pub(crate) struct PromoteForm {
 
 /// Points production at a version, then shows the model saying so.
 pub(crate) async fn promote(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
     HtmlForm(form): HtmlForm<PromoteForm>,
 ) -> Result<Response, ConsoleError> {
     let moved = state
-        .scheduler()
-        .store()
+        .store
         .model_alias_set(
             &name,
             ModelAlias::Production,
@@ -619,13 +482,12 @@ pub(crate) async fn promote(
 
 /// Moves production back to the version before, then shows the model saying so.
 pub(crate) async fn rollback(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(name): HtmlPath<String>,
 ) -> Result<Response, ConsoleError> {
     let moved = state
-        .scheduler()
-        .store()
+        .store
         .model_alias_rollback(&name, ModelAlias::Production, now_micros())
         .await;
     match moved {
@@ -641,84 +503,6 @@ pub(crate) async fn rollback(
         }
         Err(error) => refused(&state, &viewer, &name, error.into()).await,
     }
-}
-
-/// The submitted feature values by feature name, and the row they make: numbers for number
-/// features, text for categories. A value that is not a number is passed on as text, and an
-/// empty one left out, so the shared prediction code names the feature in its refusal.
-fn form_row(
-    features: &[RawFeature],
-    form: &[(String, String)],
-) -> (
-    BTreeMap<String, String>,
-    serde_json::Map<String, serde_json::Value>,
-) {
-    let values: BTreeMap<String, String> = form
-        .iter()
-        .filter_map(|(field, value)| {
-            field
-                .strip_prefix(FIELD_PREFIX)
-                .map(|name| (name.to_owned(), value.clone()))
-        })
-        .collect();
-    let mut row = serde_json::Map::new();
-    for (name, text) in &values {
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let is_number = features
-            .iter()
-            .any(|feature| feature.name == *name && feature.kind == "number");
-        let number = is_number
-            .then(|| text.parse::<f64>().ok())
-            .flatten()
-            .and_then(serde_json::Number::from_f64);
-        let value = match number {
-            Some(number) => serde_json::Value::Number(number),
-            None => serde_json::Value::String(text.to_owned()),
-        };
-        row.insert(name.clone(), value);
-    }
-    (values, row)
-}
-
-/// Answers the prediction form with the served model, through the same code as the API's
-/// predict: a fragment for htmx, the whole page otherwise. Refused input is a 422 naming the
-/// feature. Open to read-only logins too, as a prediction changes nothing.
-pub(crate) async fn predict(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    HtmlPath(name): HtmlPath<String>,
-    headers: HeaderMap,
-    HtmlForm(form): HtmlForm<Vec<(String, String)>>,
-) -> Result<Response, ConsoleError> {
-    model_or_404(&state, &name).await?;
-    let model = production_model(&state, &name)
-        .await
-        .map_err(|error| match error {
-            // The model exists, so what is missing is a production version.
-            ServeError::NotFound(message) => ConsoleError::Conflict(message),
-            ServeError::Unavailable(message) => ConsoleError::Unavailable(message),
-        })?;
-    let (features, _) = raw_features(&model);
-    let (values, row) = form_row(&features, &form);
-    let (status, outcome) = match predict_rows(&model, std::slice::from_ref(&row)) {
-        Ok(answer) => (StatusCode::OK, Outcome::Answer(answer)),
-        // One row, so its index says nothing: the problem alone names the feature.
-        Err(RowError { problem, .. }) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, Outcome::Problem(problem))
-        }
-    };
-    if headers.contains_key("hx-request") {
-        return Ok((status, prediction_result(&name, Some(&outcome))).into_response());
-    }
-    let view = DetailView {
-        prediction: Some((values, outcome)),
-        ..DetailView::default()
-    };
-    let page = detail_page(&state, &viewer, &name, view).await?;
-    Ok((status, page).into_response())
 }
 
 #[cfg(test)]
@@ -762,47 +546,6 @@ mod tests {
         assert_eq!(metric_of(&versions[0], "rmse"), Some(0.3));
         assert_eq!(metric_of(&versions[0], "note"), None);
         assert_eq!(metric_of(&versions[1], "rmse"), None);
-    }
-
-    #[test]
-    fn form_values_become_a_typed_row() {
-        let features = [
-            RawFeature {
-                name: "alcohol".to_owned(),
-                kind: "number",
-            },
-            RawFeature {
-                name: "colour".to_owned(),
-                kind: "category",
-            },
-        ];
-        let field = |name: &str, value: &str| (format!("{FIELD_PREFIX}{name}"), value.to_owned());
-        let form = [
-            ("csrf".to_owned(), "token".to_owned()),
-            field("alcohol", " 13 "),
-            field("colour", "white"),
-        ];
-        let (_, row) = form_row(&features, &form);
-        assert_eq!(
-            serde_json::Value::Object(row),
-            serde_json::json!({ "alcohol": 13.0, "colour": "white" })
-        );
-        let form = [
-            field("alcohol", "high"),
-            field("colour", ""),
-            field("sugar", "1"),
-        ];
-        let (values, row) = form_row(&features, &form);
-        assert_eq!(values["alcohol"], "high");
-        assert_eq!(
-            serde_json::Value::Object(row),
-            serde_json::json!({ "alcohol": "high", "sugar": "1" })
-        );
-        let (_, row) = form_row(&features, &[field("alcohol", "1e400")]);
-        assert_eq!(
-            row["alcohol"], "1e400",
-            "not a finite number: left for the check"
-        );
     }
 
     #[test]

@@ -10,21 +10,23 @@ use kiln_engine::store::{RunRecord, TaskInstanceRecord, now_micros};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::ConsoleState;
 use super::auth::{Viewer, local_path};
 use super::error::ConsoleError;
 use super::extract::{HtmlForm, HtmlPath};
 use super::gantt;
 use super::layout::{self, Section, csrf_field, elapsed, state_badge, time, time_or_dash};
 use super::lineage;
-use crate::AppState;
 
 /// How often a running run's fragment is fetched again.
 const POLL: &str = "every 2s";
 
-pub(crate) async fn run_or_404(state: &AppState, run_id: i64) -> Result<RunRecord, ConsoleError> {
+pub(crate) async fn run_or_404(
+    state: &ConsoleState,
+    run_id: i64,
+) -> Result<RunRecord, ConsoleError> {
     state
-        .scheduler()
-        .store()
+        .store
         .run_get(run_id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("run {run_id} not found")))
@@ -140,34 +142,24 @@ pub(crate) fn task_actions(
 
 /// The run page.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Markup, ConsoleError> {
     let run = run_or_404(&state, run_id).await?;
-    let tasks = state.scheduler().store().task_instance_list(run_id).await?;
+    let tasks = state.store.task_instance_list(run_id).await?;
     let task_ids: Vec<&str> = tasks.iter().map(|task| task.task_id.as_str()).collect();
     // Runs of DAGs without a tracked task never reach MLflow: no link, and no "not yet".
     let tracked = match &state.mlflow {
-        Some(_) => kiln_engine::mlflow::tracks(
-            &state
-                .scheduler()
-                .store()
-                .dag_version_get(run.dag_version_id)
-                .await?
-                .dag,
-        ),
+        Some(_) => {
+            kiln_engine::mlflow::tracks(&state.store.dag_version_get(run.dag_version_id).await?.dag)
+        }
         None => false,
     };
     let mlflow = match &state.mlflow {
         Some(links) if tracked => Some(
             links
-                .run(
-                    state.scheduler().store().as_ref(),
-                    &run.dag_id,
-                    run.id,
-                    &run.params,
-                )
+                .run(state.store.as_ref(), &run.dag_id, run.id, &run.params)
                 .await?,
         ),
         _ => None,
@@ -198,24 +190,24 @@ pub(crate) async fn page(
 
 /// The live fragment alone, for htmx.
 pub(crate) async fn live(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Markup, ConsoleError> {
     let run = run_or_404(&state, run_id).await?;
-    let tasks = state.scheduler().store().task_instance_list(run_id).await?;
+    let tasks = state.store.task_instance_list(run_id).await?;
     Ok(live_fragment(&viewer, &run, &tasks))
 }
 
 /// The run's lineage: every artifact version its attempts read or wrote, and the attempts
 /// between them.
 pub(crate) async fn lineage(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Markup, ConsoleError> {
     let run = run_or_404(&state, run_id).await?;
-    let graph = state.scheduler().store().lineage_get_by_run(run_id).await?;
+    let graph = state.store.lineage_get_by_run(run_id).await?;
     let title = format!("Lineage of run {run_id}");
     let body = html! {
         p.crumbs {
@@ -239,11 +231,11 @@ pub(crate) async fn lineage(
 
 /// Cancels the run; its running tasks are told to stop at their next heartbeat.
 pub(crate) async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     HtmlPath(run_id): HtmlPath<i64>,
 ) -> Result<Redirect, ConsoleError> {
     run_or_404(&state, run_id).await?;
-    let cancelled = state.scheduler().cancel(run_id).await?;
+    let cancelled = state.scheduler.cancel(run_id).await?;
     tracing::info!(message = "Run cancel from the console.", run_id, cancelled);
     Ok(Redirect::to(&format!("/runs/{run_id}")))
 }
@@ -267,12 +259,12 @@ pub(crate) struct TaskActionForm {
 
 /// Clears a task (and optionally its downstream) or marks it success or failed.
 pub(crate) async fn task_action(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     HtmlPath(run_id): HtmlPath<i64>,
     HtmlForm(form): HtmlForm<TaskActionForm>,
 ) -> Result<Redirect, ConsoleError> {
     run_or_404(&state, run_id).await?;
-    let scheduler = state.scheduler();
+    let scheduler = state.scheduler;
     match form.action {
         TaskAction::Clear => {
             let cleared = scheduler

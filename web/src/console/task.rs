@@ -10,13 +10,13 @@ use kiln_engine::store::{AttemptArtifact, LogChunk, TaskInstanceRecord, now_micr
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::ConsoleState;
 use super::auth::Viewer;
 use super::error::ConsoleError;
 use super::extract::{HtmlPath, HtmlQuery};
 use super::layout::{self, Section, bytes, elapsed, state_badge, time, time_or_dash};
 use super::lineage::version_href;
 use super::run::{run_or_404, task_actions};
-use crate::AppState;
 
 /// Chunks rendered into the page at once; a longer log continues through the tail.
 const PAGE_CHUNKS: u32 = 2_000;
@@ -38,13 +38,12 @@ pub(crate) struct TailQuery {
 }
 
 async fn instance_or_404(
-    state: &AppState,
+    state: &ConsoleState,
     run_id: i64,
     task_id: &str,
 ) -> Result<TaskInstanceRecord, ConsoleError> {
     state
-        .scheduler()
-        .store()
+        .store
         .task_instance_get(run_id, task_id)
         .await?
         .ok_or_else(|| {
@@ -128,12 +127,12 @@ fn artifacts_table(run_id: i64, artifacts: &[&AttemptArtifact]) -> Markup {
 
 /// The task page.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
     HtmlPath((run_id, task_id)): HtmlPath<(i64, String)>,
     HtmlQuery(query): HtmlQuery<TaskQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let store = state.scheduler().store();
+    let store = &state.store;
     let run = run_or_404(&state, run_id).await?;
     let instance = instance_or_404(&state, run_id, &task_id).await?;
     let attempts = store.attempt_list(instance.id).await?;
@@ -251,14 +250,13 @@ pub(crate) async fn page(
 
 /// The log after `after`, for htmx to put where the old tail was, and the current state.
 pub(crate) async fn log_tail(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     HtmlPath((run_id, task_id)): HtmlPath<(i64, String)>,
     HtmlQuery(query): HtmlQuery<TailQuery>,
 ) -> Result<Markup, ConsoleError> {
     let instance = instance_or_404(&state, run_id, &task_id).await?;
     let chunks = state
-        .scheduler()
-        .store()
+        .store
         .log_read(instance.id, query.try_number, query.after, TAIL_CHUNKS)
         .await?;
     let full = chunks.len() == TAIL_CHUNKS as usize;

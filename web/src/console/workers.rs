@@ -8,10 +8,10 @@ use axum::extract::State;
 use kiln_engine::store::now_micros;
 use maud::{Markup, html};
 
+use super::ConsoleState;
 use super::auth::Viewer;
 use super::error::ConsoleError;
 use super::layout::{self, Section, duration, elapsed, time_or_dash};
-use crate::AppState;
 
 struct RunningTask {
     run_id: i64,
@@ -23,13 +23,9 @@ struct RunningTask {
 
 /// Running tasks by worker, from one query over the running task instances only.
 async fn running_tasks(
-    state: &AppState,
+    state: &ConsoleState,
 ) -> Result<BTreeMap<String, Vec<RunningTask>>, ConsoleError> {
-    let running = state
-        .scheduler()
-        .store()
-        .task_instance_list_running()
-        .await?;
+    let running = state.store.task_instance_list_running().await?;
     let mut by_worker: BTreeMap<String, Vec<RunningTask>> = BTreeMap::new();
     for (dag_id, instance) in running {
         let worker = instance.worker_id.clone().unwrap_or_default();
@@ -62,7 +58,7 @@ fn tasks_list(tasks: &[RunningTask], now: i64) -> Markup {
     }
 }
 
-async fn fragment(state: &AppState) -> Result<Markup, ConsoleError> {
+async fn fragment(state: &ConsoleState) -> Result<Markup, ConsoleError> {
     let workers = state.execution.workers();
     let mut running = running_tasks(state).await?;
     let now = now_micros();
@@ -114,7 +110,7 @@ async fn fragment(state: &AppState) -> Result<Markup, ConsoleError> {
 
 /// The workers page.
 pub(crate) async fn page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Markup, ConsoleError> {
     let body = html! {
@@ -125,6 +121,6 @@ pub(crate) async fn page(
 }
 
 /// The live part alone, for htmx.
-pub(crate) async fn live(State(state): State<AppState>) -> Result<Markup, ConsoleError> {
+pub(crate) async fn live(State(state): State<ConsoleState>) -> Result<Markup, ConsoleError> {
     fragment(&state).await
 }

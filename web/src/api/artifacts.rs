@@ -1,36 +1,30 @@
-//! The REST API's artifact endpoints: names, versions, their bytes and their lineage.
+//! `/api/v1/artifacts`: artifact names, versions, their bytes and their lineage, and a run's
+//! lineage under `/api/v1/runs`.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use kiln_engine::dag::ArtifactKind;
-use kiln_engine::store::{ArtifactVersionRecord, LineageDirection};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use kiln_engine::store::{ArtifactVersionRecord, LineageDirection, Store};
 
-use crate::exec::blob_response;
-use crate::openapi::schema;
-use crate::wire::{ArtifactDetail, ArtifactList, ArtifactView, LineageView, VersionView};
-use crate::{AppError, AppState};
+use super::runs::run_or_404;
+use crate::error::AppError;
+use crate::state::Blobs;
+use crate::wire::{
+    ArtifactDetail, ArtifactList, ArtifactView, DetailQuery, LineageQuery, LineageView, ListQuery,
+    VersionView,
+};
 
 /// How many versions `GET /artifacts/{name}` lists unless asked otherwise, and at most.
 const DEFAULT_VERSIONS: u32 = 100;
 const MAX_VERSIONS: u32 = 1000;
 
-/// The filter of `GET /api/v1/artifacts`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    /// Only artifacts of this kind.
-    // A string rather than the enum, so that a wrong kind gets a 422 naming the choices.
-    #[schemars(with = "Option<schema::ArtifactKind>")]
-    kind: Option<String>,
-}
-
 /// `GET /api/v1/artifacts?kind=`: artifact names, by name.
 pub(crate) async fn list_artifacts(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ArtifactList>, AppError> {
     let kind = query
@@ -38,27 +32,18 @@ pub(crate) async fn list_artifacts(
         .map(|text| text.parse::<ArtifactKind>())
         .transpose()
         .map_err(AppError::unprocessable)?;
-    let artifacts = state.scheduler().store().artifact_list(kind).await?;
+    let artifacts = store.artifact_list(kind).await?;
     Ok(Json(ArtifactList {
         artifacts: artifacts.iter().map(ArtifactView::from).collect(),
     }))
 }
 
-/// How many versions `GET /api/v1/artifacts/{name}` lists.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DetailQuery {
-    /// The most versions to list: 100 unless given, at most 1000.
-    limit: Option<u32>,
-}
-
 /// `GET /api/v1/artifacts/{name}?limit=`: an artifact and its versions, newest first.
 pub(crate) async fn get_artifact(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     Path(name): Path<String>,
     Query(query): Query<DetailQuery>,
 ) -> Result<Json<ArtifactDetail>, AppError> {
-    let store = state.scheduler().store();
     let artifact = store
         .artifact_get(&name)
         .await?
@@ -73,25 +58,24 @@ pub(crate) async fn get_artifact(
 
 /// `GET /api/v1/artifacts/{name}/versions/{version}`: one version; `latest` is the newest.
 pub(crate) async fn get_version(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<VersionView>, AppError> {
-    let record = resolve_version(&state, &name, &version).await?;
+    let record = resolve_version(&*store, &name, &version).await?;
     Ok(Json(VersionView::from(&record)))
 }
 
 /// `GET /api/v1/artifacts/{name}/versions/{version}/content`: the version's bytes, streamed,
 /// as a download named `NAME@VERSION`.
 pub(crate) async fn get_content(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(blobs): State<Blobs>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    let record = resolve_version(&state, &name, &version).await?;
-    let blobs = state
-        .execution
-        .artifacts()
-        .ok_or_else(|| AppError::Unavailable("this server has no artifact store".to_owned()))?;
-    let mut response = blob_response(blobs, &record.blob.sha256, &record.media_type).await?;
+    let record = resolve_version(&*store, &name, &version).await?;
+    let mut response = blobs
+        .response(&record.blob.sha256, &record.media_type)
+        .await?;
     let disposition = format!(
         "attachment; filename=\"{}\"",
         download_name(&record.label())
@@ -106,19 +90,9 @@ pub(crate) async fn get_content(
     Ok(response)
 }
 
-/// Which way `GET …/lineage` walks.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LineageQuery {
-    /// `upstream`, what the version was made from (the default), or `downstream`.
-    // A string rather than the enum, so that a wrong direction gets a 422 naming the choices.
-    #[schemars(extend("enum" = ["upstream", "downstream", null]))]
-    direction: Option<String>,
-}
-
 /// `GET /api/v1/artifacts/{name}/versions/{version}/lineage?direction=upstream|downstream`.
 pub(crate) async fn version_lineage(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     Path((name, version)): Path<(String, String)>,
     Query(query): Query<LineageQuery>,
 ) -> Result<Json<LineageView>, AppError> {
@@ -131,25 +105,17 @@ pub(crate) async fn version_lineage(
             )));
         }
     };
-    let record = resolve_version(&state, &name, &version).await?;
-    let graph = state
-        .scheduler()
-        .store()
-        .lineage_get_by_version(record.id, direction)
-        .await?;
+    let record = resolve_version(&*store, &name, &version).await?;
+    let graph = store.lineage_get_by_version(record.id, direction).await?;
     Ok(Json(LineageView::from(&graph)))
 }
 
 /// `GET /api/v1/runs/{run_id}/lineage`: everything the run's attempts read and wrote.
 pub(crate) async fn run_lineage(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     Path(run_id): Path<i64>,
 ) -> Result<Json<LineageView>, AppError> {
-    let store = state.scheduler().store();
-    store
-        .run_get(run_id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("run {run_id} not found")))?;
+    run_or_404(&*store, run_id).await?;
     let graph = store.lineage_get_by_run(run_id).await?;
     Ok(Json(LineageView::from(&graph)))
 }
@@ -173,12 +139,11 @@ fn parse_version(text: &str) -> Result<Option<i64>, AppError> {
 
 /// The version a URL names, or a 422 or 404 saying what is wrong with it.
 async fn resolve_version(
-    state: &AppState,
+    store: &dyn Store,
     name: &str,
     version: &str,
 ) -> Result<ArtifactVersionRecord, AppError> {
     let number = parse_version(version)?;
-    let store = state.scheduler().store();
     if let Some(record) = store.artifact_version_get(name, number).await? {
         return Ok(record);
     }
