@@ -4,7 +4,6 @@
 #![allow(clippy::print_stdout)]
 
 mod artifacts;
-mod bench;
 mod dags;
 mod mlflow;
 mod models;
@@ -17,6 +16,7 @@ mod tasks_run;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// kiln: a workflow orchestration engine for MLOps pipelines.
@@ -496,14 +496,19 @@ fn main() -> ExitCode {
             plugins,
         } => {
             let postgres_url = Some(postgres_url).filter(|url| !url.is_empty());
-            block_on(bench::bench(bench::BenchOptions {
-                quick,
-                postgres_url,
-                output: Some(output),
-                repetitions,
-                only,
-                plugins,
-            }))
+            std::env::current_exe()
+                .context("failed to find the kiln executable")
+                .and_then(|kiln| {
+                    block_on(kiln_bench::run(kiln_bench::Options {
+                        kiln,
+                        quick,
+                        postgres_url,
+                        output: Some(output),
+                        repetitions,
+                        only,
+                        plugins,
+                    }))
+                })
         }
         Command::Trigger { id, params, wait } => {
             run_code(remote::trigger(&address, &id, &params, wait))

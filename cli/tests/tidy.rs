@@ -17,10 +17,14 @@ fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
 fn sources() -> Vec<(PathBuf, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = root();
     let mut files = Vec::new();
-    for crate_dir in ["engine", "tasks", "web", "cli"] {
+    for crate_dir in ["engine", "tasks", "web", "cli", "bench"] {
         rust_files(&root.join(crate_dir), &mut files);
     }
     files.sort();
@@ -66,7 +70,7 @@ fn no_ignored_or_should_panic_tests() {
 
 #[test]
 fn polars_and_linfa_stay_out_of_engine_and_web() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = root();
     for crate_dir in ["engine", "web"] {
         let manifest = std::fs::read_to_string(root.join(crate_dir).join("Cargo.toml")).unwrap();
         for heavy in ["polars", "linfa"] {
@@ -82,7 +86,7 @@ fn polars_and_linfa_stay_out_of_engine_and_web() {
 /// of an attempt (a report, a lost lease, a timeout, a cancel) is a compare-and-set.
 #[test]
 fn only_the_completions_module_ends_attempts() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = root();
     let home = root.join("engine/src/store/completions.rs");
     // Spelled in two halves so this file does not trip its own check.
     let statement = format!("UPDATE task_attempts {}", "SET state");
@@ -101,7 +105,7 @@ fn only_the_completions_module_ends_attempts() {
 /// `engine` knows no HTTP server or HTML: only `web` serves them.
 #[test]
 fn the_engine_serves_no_http() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = root();
     let manifest = std::fs::read_to_string(root.join("engine/Cargo.toml")).unwrap();
     for server in ["axum", "hyper", "tower", "maud"] {
         assert!(
@@ -115,7 +119,7 @@ fn the_engine_serves_no_http() {
 
 /// The files of `<crate_dir>/src`, with their text, as `(path below src, text)`.
 fn crate_sources(crate_dir: &str) -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = root();
     let src = root.join(crate_dir).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -374,4 +378,85 @@ fn a_circle_of_modules_is_found_and_named() {
     );
     graph.get_mut("c").unwrap().clear();
     assert_eq!(module_circle(&graph), None);
+}
+
+#[test]
+fn the_cli_does_not_speak_sql_or_http_itself() {
+    // SQL is the store's (`engine::store`), HTTP is `web`'s, and `kiln bench`, which once needed
+    // both here, is the `bench` crate. Crates whose names start with these count too
+    // (`sqlx-core`, `axum-extra`, `tower-http`).
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("cli").join("Cargo.toml")).unwrap())
+            .unwrap();
+    let mut offenders = Vec::new();
+    for table in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        let Some(dependencies) = manifest.get(table).and_then(toml::Value::as_table) else {
+            continue;
+        };
+        for name in dependencies.keys() {
+            if ["sqlx", "axum", "tower"]
+                .iter()
+                .any(|banned| name.starts_with(banned))
+            {
+                offenders.push(format!("[{table}] {name}"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "cli/Cargo.toml must not depend on sqlx, axum or tower:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn only_the_store_runs_sql() {
+    // Test set-up that makes, breaks or inspects databases beneath the store's API.
+    const ALLOWED: [&str; 6] = [
+        "engine/tests/common/mod.rs",
+        "engine/tests/pool.rs",
+        "engine/tests/scheduler.rs",
+        "engine/tests/store.rs",
+        "engine/tests/timed_loop.rs",
+        "web/tests/common/mod.rs",
+    ];
+    // Spelled in pieces so this file does not trip its own check.
+    let calls = [
+        format!("sqlx::{}", "query"),
+        format!("{}(", "raw_sql"),
+        format!("{}(", "query_as"),
+        format!("{}(", "query_scalar"),
+    ];
+    let store = root().join("engine").join("src").join("store");
+    let mut offenders = Vec::new();
+    let mut running = Vec::new();
+    for (path, text) in sources() {
+        if path.starts_with(&store) || !calls.iter().any(|call| text.contains(call.as_str())) {
+            continue;
+        }
+        let relative = path
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if ALLOWED.contains(&relative.as_str()) {
+            running.push(relative);
+        } else {
+            offenders.push(relative);
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "SQL belongs in engine/src/store/ (the store's PostgreSQL admin helpers make and drop databases):\n{}",
+        offenders.join("\n")
+    );
+    let stale: Vec<&str> = ALLOWED
+        .into_iter()
+        .filter(|allowed| !running.iter().any(|path| path == allowed))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "these no longer run SQL of their own; take them off the allow-list:\n{}",
+        stale.join("\n")
+    );
 }

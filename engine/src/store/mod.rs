@@ -9,6 +9,7 @@
 //! one transaction that checks the previous state, so a late or duplicated message can never
 //! move a task backwards or complete it twice.
 
+mod admin;
 mod artifacts;
 mod attempts;
 mod catalogue;
@@ -36,6 +37,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use admin::{
+    AdminError, postgres_database_create, postgres_database_drop, postgres_database_url,
+    postgres_server_ping,
+};
 pub use artifacts::{
     ArtifactRecord, ArtifactVersionRecord, CacheHit, CacheRecord, ColumnSchema, DatasetStats,
     PublishParams,
