@@ -260,6 +260,8 @@ pub async fn run_ticks<F, Fut, E>(
 {
     while !cancel.is_cancelled() {
         let wait = tokio::select! {
+            // A tick that has finished is recorded, even if cancellation came meanwhile.
+            biased;
             result = tick() => match result {
                 Ok(wait) => {
                     health.succeeded(duty);
