@@ -54,8 +54,40 @@ struct Cli {
     #[arg(long, global = true, env = "KILN_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
 
+    /// How kiln's own log lines on stderr are written: `text` for people (coloured only on a
+    /// terminal), `json` for log shippers (one object a line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "KILN_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log format this process was started with, for the few lines written for people.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Writes a line meant for a person at a terminal (a startup banner) to stderr, unless logs are
+/// JSON: there every stderr line must be one object, and the log events carry the same facts.
+pub(crate) fn banner(line: std::fmt::Arguments<'_>) {
+    if LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) == LogFormat::Text {
+        eprintln!("{line}");
+    }
+}
+
+/// The shapes of kiln's log lines (`--log-format`, `KILN_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One line of text per event, with ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per event: `timestamp`, `level`, `target`, the event's fields at the top
+    /// level (`message` among them), and the span it happened in with the spans around it.
+    Json,
 }
 
 /// The web console's settings, shared by `server` and `standalone`.
@@ -389,12 +421,25 @@ fn main() -> ExitCode {
         use tracing_subscriber::{EnvFilter, Layer as _};
         let filter = EnvFilter::try_from_env("KILN_LOG")
             .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+        let _ = LOG_FORMAT.set(cli.log_format);
+        let stderr_layer = match cli.log_format {
+            // Colour codes are noise in a file or a log shipper: only a terminal gets them.
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter)
+                .boxed(),
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed(),
+        };
         tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter),
-            )
+            .with(stderr_layer)
             // Plugins' own events at INFO and above go into their task's log, whatever KILN_LOG says.
             .with(
                 kiln_engine::worker::TaskLogLayer

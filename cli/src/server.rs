@@ -198,7 +198,10 @@ pub(crate) async fn server(
 ) -> anyhow::Result<()> {
     let shutdown = cancel_on_signals()?;
     let running = start_server(database, dags_dir, options, shutdown).await?;
-    eprintln!("kiln server listening on http://{}", running.address);
+    crate::banner(format_args!(
+        "kiln server listening on http://{}",
+        running.address
+    ));
     running.done.await.context("the server task panicked")?
 }
 

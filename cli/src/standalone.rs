@@ -50,15 +50,17 @@ pub(crate) async fn standalone(
     };
     let server = start_server(database, dags_dir, server_options, shutdown.clone()).await?;
     let url = format!("http://{}", server.address);
-    eprintln!(
+    crate::banner(format_args!(
         "kiln standalone: server on {url}, {} worker(s), data in {}",
         options.workers,
         database.data_dir.display()
-    );
-    eprintln!("  trigger a run:  kiln trigger hello --wait");
-    eprintln!("  REST API:       curl {url}/api/v1/dags");
+    ));
+    crate::banner(format_args!("  trigger a run:  kiln trigger hello --wait"));
+    crate::banner(format_args!("  REST API:       curl {url}/api/v1/dags"));
     if let Some(uri) = &options.mlflow.tracking_uri {
-        eprintln!("  MLflow:         runs and models mirrored to {uri}");
+        crate::banner(format_args!(
+            "  MLflow:         runs and models mirrored to {uri}"
+        ));
     }
 
     let supervisor = Supervisor {
