@@ -456,6 +456,23 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir.clone(),
         artifacts_config: cli.artifacts_config.clone(),
     };
+    // A command whose output is piped into `head` ends quietly when the reader goes away, as Unix
+    // tools do, instead of panicking in `println!`. Processes that run work keep SIGPIPE
+    // ignored: they write to sockets and to their tasks' pipes, where a reader gone is an error
+    // to handle, not a reason to die.
+    if !matches!(
+        cli.command,
+        Command::Server { .. }
+            | Command::Worker { .. }
+            | Command::Standalone { .. }
+            | Command::Bench { .. }
+            | Command::Tasks { .. }
+    ) {
+        // SAFETY: restores the default action of one signal before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Dags { command } => dags::run(command, &cli.dags, &database),
         Command::Db {

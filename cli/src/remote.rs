@@ -52,6 +52,9 @@ pub(crate) async fn trigger(
         return Ok(ExitCode::SUCCESS);
     }
     let mut stderr = std::io::stderr();
+    // A redrawn bar is for a terminal; a file or a pipe gets a line when something changes.
+    let terminal = std::io::IsTerminal::is_terminal(&stderr);
+    let mut last_reported = None;
     loop {
         let detail = client
             .run(run.id)
@@ -63,18 +66,25 @@ pub(crate) async fn trigger(
             .iter()
             .filter(|task| is_final(task.state))
             .count();
-        let width = 30;
-        let filled = (done * width).checked_div(total).unwrap_or(width);
-        let _ = write!(
-            stderr,
-            "\r[{}{}] {done}/{total} tasks  {}   ",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            detail.run.state
-        );
-        let _ = stderr.flush();
+        if terminal {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width);
+            let _ = write!(
+                stderr,
+                "\r[{}{}] {done}/{total} tasks  {}   ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                detail.run.state
+            );
+            let _ = stderr.flush();
+        } else if last_reported != Some((done, detail.run.state)) {
+            last_reported = Some((done, detail.run.state));
+            let _ = writeln!(stderr, "{done}/{total} tasks, run {}", detail.run.state);
+        }
         if detail.run.state.is_final() {
-            let _ = writeln!(stderr);
+            if terminal {
+                let _ = writeln!(stderr);
+            }
             print_tasks(&detail);
             return Ok(if detail.run.state == RunState::Success {
                 ExitCode::SUCCESS

@@ -1,0 +1,71 @@
+//! Output into pipes and files: a listing piped into a reader that goes away ends quietly (no
+//! panic), and `trigger --wait` into a file writes progress lines, not a redrawn bar.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+
+use support::{Cluster, kiln};
+
+#[test]
+fn a_listing_whose_reader_goes_away_ends_without_a_panic() {
+    // Far more than a pipe's 64 KiB buffer, so the listing is still writing when the reader
+    // leaves (what `kiln dags list | head -1` does).
+    let dir = tempfile::tempdir().unwrap();
+    for index in 0..1500 {
+        let id = format!("{index:04}_{}", "x".repeat(90));
+        std::fs::write(
+            dir.path().join(format!("{index:04}.toml")),
+            format!("id = \"{id}\"\n[[tasks]]\nid = \"only\"\nkind = \"noop\"\n"),
+        )
+        .unwrap();
+    }
+    let mut child = Command::new(kiln())
+        .arg("dags")
+        .arg("list")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    // The reader is gone: the rest of the listing meets a closed pipe.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
+
+#[test]
+fn trigger_wait_into_a_file_writes_lines_not_a_redrawn_bar() {
+    let chain = "id = \"chain\"\n[[tasks]]\nid = \"a\"\nkind = \"noop\"\n[[tasks]]\nid = \"b\"\nkind = \"noop\"\ndepends_on = [\"a\"]\n";
+    let mut cluster = Cluster::start(&[("chain.toml", chain)], "20s");
+    cluster.start_worker("w1", 2);
+    let output = Command::new(kiln())
+        .args(["--server", &cluster.url(), "trigger", "chain", "--wait"])
+        .env_remove("KILN_API_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "carriage returns in a file: {stderr:?}"
+    );
+    assert!(
+        stderr.lines().any(|line| line == "2/2 tasks, run success"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("run 1 of `chain`: success"), "{stdout}");
+}
