@@ -45,7 +45,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "http://127.0.0.1:8080",
+        default_value = DEFAULT_SERVER,
         env = "KILN_SERVER"
     )]
     server: String,
@@ -68,6 +68,9 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The server the client commands talk to unless `--server` (`KILN_SERVER`) says otherwise.
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// The log format this process was started with, for the few lines written for people.
 static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();

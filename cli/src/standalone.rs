@@ -55,7 +55,15 @@ pub(crate) async fn standalone(
         options.workers,
         database.data_dir.display()
     ));
-    crate::banner(format_args!("  trigger a run:  kiln trigger hello --wait"));
+    // The hint must work as typed: `kiln` talks to 127.0.0.1:8080 unless told otherwise.
+    let server_flag = if url == crate::DEFAULT_SERVER {
+        String::new()
+    } else {
+        format!("--server {url} ")
+    };
+    crate::banner(format_args!(
+        "  trigger a run:  kiln {server_flag}trigger hello --wait"
+    ));
     crate::banner(format_args!("  REST API:       curl {url}/api/v1/dags"));
     if let Some(uri) = &options.mlflow.tracking_uri {
         crate::banner(format_args!(

@@ -1,5 +1,7 @@
-//! Output into pipes and files: a listing piped into a reader that goes away ends quietly (no
-//! panic), and `trigger --wait` into a file writes progress lines, not a redrawn bar.
+//! What the CLI writes where nobody watches a terminal, and what it says when it cannot go on: a
+//! listing piped into a reader that goes away ends quietly (no panic), `trigger --wait` into a
+//! file writes progress lines, not a redrawn bar, and an unreachable server is named once, with
+//! how to point at another.
 
 mod support;
 
@@ -68,4 +70,22 @@ fn trigger_wait_into_a_file_writes_lines_not_a_redrawn_bar() {
         "{stderr}"
     );
     assert!(stdout.contains("run 1 of `chain`: success"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_server_is_named_once_with_the_way_to_point_at_another() {
+    let url = format!("http://127.0.0.1:{}", support::free_port());
+    let output = Command::new(kiln())
+        .args(["--server", &url, "trigger", "hello"])
+        .env_remove("KILN_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches(&url).count(), 1, "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(
+        stderr.contains("--server") && stderr.contains("KILN_SERVER"),
+        "{stderr}"
+    );
 }

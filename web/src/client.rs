@@ -29,16 +29,30 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// enough that a hung transfer does not hold a task forever.
 const BLOB_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
+/// The last error in `error`'s chain ("Connection refused (os error 111)"): reqwest's own
+/// messages around it repeat the URL, which the caller already names.
+fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 /// A failed REST call, for the CLI.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached.
-    #[error("cannot reach the kiln server at {url}: {source}")]
+    #[error(
+        "cannot reach the kiln server for {url}: {}; is it running, and is `--server` (`KILN_SERVER`) its address?",
+        innermost_cause(error)
+    )]
     Unreachable {
         /// The URL called.
         url: String,
-        /// Why.
-        source: reqwest::Error,
+        /// Why. Not this error's `source`: the message already says the part that matters, and
+        /// reqwest's chain repeats the URL at every level.
+        error: reqwest::Error,
     },
     /// The server answered with an error.
     #[error("the server answered {status}: {message}")]
@@ -98,9 +112,9 @@ impl Http {
         let response = builder
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
+            .map_err(|error| ClientError::Unreachable {
                 url: url.clone(),
-                source,
+                error,
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -154,7 +168,7 @@ impl Http {
 
 fn api_error(error: ClientError) -> ApiError {
     match error {
-        ClientError::Unreachable { source, .. } => ApiError::Unreachable(source.to_string()),
+        ClientError::Unreachable { error, .. } => ApiError::Unreachable(error.to_string()),
         ClientError::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
             ApiError::Unauthorized
         }
