@@ -100,6 +100,10 @@ fn is_final(state: TaskState) -> bool {
     state.is_final()
 }
 
+/// How many lines of a task's error, after its first, `runs show` and `trigger --wait` print
+/// under its row (a failed command's error carries the last 20 lines of its stderr).
+const ERROR_LINES_SHOWN: usize = 20;
+
 fn print_tasks(detail: &kiln_web::wire::RunDetail) {
     println!(
         "run {} of `{}`: {}",
@@ -116,13 +120,8 @@ fn print_tasks(detail: &kiln_web::wire::RunDetail) {
         let duration = task
             .duration_seconds
             .map_or_else(|| "-".to_owned(), |seconds| format!("{seconds:.3}s"));
-        let error = task
-            .error
-            .as_deref()
-            .unwrap_or("")
-            .lines()
-            .next()
-            .unwrap_or("");
+        let mut error_lines = task.error.as_deref().unwrap_or("").lines();
+        let error = error_lines.next().unwrap_or("");
         // The task's own tries; attempts lost to the infrastructure use none of them, and are
         // counted beside the error.
         let lost = task.lost_attempts;
@@ -139,6 +138,11 @@ fn print_tasks(detail: &kiln_web::wire::RunDetail) {
             duration,
             error
         );
+        // The first line of an error says what failed; the lines under it (a command's last
+        // lines of stderr) usually say why, so they follow the row instead of being cut off.
+        for line in error_lines.take(ERROR_LINES_SHOWN) {
+            println!("  {:<24} | {line}", "");
+        }
         if let Some(mlflow) = &task.mlflow {
             println!("  {:<24} MLflow: {}", "", mlflow.url);
         }

@@ -1,7 +1,7 @@
-//! What the CLI writes where nobody watches a terminal, and what it says when it cannot go on: a
-//! listing piped into a reader that goes away ends quietly (no panic), `trigger --wait` into a
-//! file writes progress lines, not a redrawn bar, and an unreachable server is named once, with
-//! how to point at another.
+//! What the CLI writes where nobody watches a terminal, and what it says when something fails:
+//! a listing piped into a reader that goes away ends quietly (no panic), a failed command shows
+//! why under its row, `trigger --wait` into a file writes progress lines, not a redrawn bar, and
+//! an unreachable server is named once, with how to point at another.
 
 mod support;
 
@@ -87,5 +87,31 @@ fn an_unreachable_server_is_named_once_with_the_way_to_point_at_another() {
     assert!(
         stderr.contains("--server") && stderr.contains("KILN_SERVER"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_command_shows_why_under_its_row() {
+    let failing = "id = \"copy\"\n[[tasks]]\nid = \"copy\"\nkind = \"command\"\nretries = 0\n\
+                   params = { program = \"sh\", args = [\"-c\", \"echo working; echo 'cp: cannot stat missing.csv' >&2; exit 1\"] }\n";
+    let mut cluster = Cluster::start(&[("copy.toml", failing)], "20s");
+    cluster.start_worker("w1", 1);
+    let output = Command::new(kiln())
+        .args(["--server", &cluster.url(), "trigger", "copy", "--wait"])
+        .env_remove("KILN_API_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let row = stdout
+        .lines()
+        .position(|line| line.trim_start().starts_with("copy ") && line.contains("failed"))
+        .unwrap_or_else(|| panic!("no failed row in:\n{stdout}"));
+    let under: Vec<&str> = stdout.lines().skip(row + 1).collect();
+    assert!(
+        under
+            .iter()
+            .any(|line| line.contains("| cp: cannot stat missing.csv")),
+        "{stdout}"
     );
 }
