@@ -391,6 +391,11 @@ enum RunsCommand {
         /// The run id.
         run: String,
     },
+    /// Cancel a run on the server: its running tasks are stopped and the rest will not start.
+    Cancel {
+        /// The run id.
+        run: String,
+    },
 }
 
 /// Runs a future to completion on a fresh multi-threaded runtime, returning success.
@@ -490,6 +495,9 @@ fn main() -> ExitCode {
         Command::Runs {
             command: RunsCommand::Show { run },
         } => remote::check_run_id(&run).and_then(|run| run_code(remote::show(&address, run))),
+        Command::Runs {
+            command: RunsCommand::Cancel { run },
+        } => remote::check_run_id(&run).and_then(|run| run_code(remote::cancel(&address, run))),
         Command::Server {
             listen,
             worker_token,
@@ -586,7 +594,7 @@ fn main() -> ExitCode {
             downstream,
         } => block_on(artifacts::lineage(&database, &artifact, downstream)),
         Command::Tasks { command } => {
-            tasks_run::run(command, &cli.dags).map(|()| ExitCode::SUCCESS)
+            tasks_run::run(command, &cli.dags, &address).map(|()| ExitCode::SUCCESS)
         }
         Command::Logs {
             run,

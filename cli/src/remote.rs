@@ -191,6 +191,56 @@ pub(crate) async fn logs(
 }
 
 /// Refuses `kiln logs --follow` style misuse early, with the reason.
+/// `kiln runs cancel`: a run already over is said so, and is not an error.
+pub(crate) async fn cancel(server: &ServerAddress, run_id: i64) -> anyhow::Result<ExitCode> {
+    let answer = server
+        .client()
+        .cancel(run_id)
+        .await
+        .with_context(|| format!("failed to cancel run {run_id}"))?;
+    if answer.cancelled {
+        println!("run {run_id} cancelled");
+    } else {
+        println!("run {run_id} had already ended; nothing to cancel");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln tasks clear`.
+pub(crate) async fn clear(
+    server: &ServerAddress,
+    run_id: i64,
+    task_id: &str,
+    downstream: bool,
+) -> anyhow::Result<()> {
+    let answer = server
+        .client()
+        .clear(run_id, task_id, downstream)
+        .await
+        .with_context(|| format!("failed to clear `{task_id}` in run {run_id}"))?;
+    println!(
+        "cleared in run {run_id}, to run again: {}",
+        answer.cleared.join(", ")
+    );
+    Ok(())
+}
+
+/// `kiln tasks mark`.
+pub(crate) async fn mark(
+    server: &ServerAddress,
+    run_id: i64,
+    task_id: &str,
+    state: TaskState,
+) -> anyhow::Result<()> {
+    server
+        .client()
+        .mark(run_id, task_id, state)
+        .await
+        .with_context(|| format!("failed to mark `{task_id}` in run {run_id}"))?;
+    println!("`{task_id}` in run {run_id} marked {state}");
+    Ok(())
+}
+
 pub(crate) fn check_run_id(text: &str) -> anyhow::Result<i64> {
     match text.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),

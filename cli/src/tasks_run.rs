@@ -19,6 +19,7 @@ use kiln_engine::TaskContext;
 use kiln_engine::artifacts::{BlobRef, Sha256Digest};
 use kiln_engine::dag::ArtifactKind;
 use kiln_engine::plugin::{InputFile, LogSink, LogStream, OutputFile, OutputSlot};
+use kiln_engine::state::TaskState;
 use kiln_engine::store::ArtifactVersionRecord;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -49,11 +50,62 @@ pub(crate) enum TasksCommand {
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
+    /// Clear a task of a run on the server, so it runs again (with `--downstream`, everything
+    /// after it too); its tries start afresh.
+    Clear {
+        /// The run id.
+        run: String,
+        /// The task id.
+        task: String,
+        /// Also clear every task downstream of it.
+        #[arg(long)]
+        downstream: bool,
+    },
+    /// Mark a task of a run on the server as succeeded or failed by hand; its downstream tasks
+    /// react as if it had ended so.
+    Mark {
+        /// The run id.
+        run: String,
+        /// The task id.
+        task: String,
+        /// The state to give it.
+        #[arg(long, value_enum)]
+        state: MarkState,
+    },
+}
+
+/// The states a task can be marked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MarkState {
+    /// As if it had succeeded.
+    Success,
+    /// As if it had failed.
+    Failed,
 }
 
 /// Runs a `kiln tasks` command.
-pub(crate) fn run(command: TasksCommand, dags_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(
+    command: TasksCommand,
+    dags_dir: &Path,
+    server: &crate::remote::ServerAddress,
+) -> anyhow::Result<()> {
     match command {
+        TasksCommand::Clear {
+            run,
+            task,
+            downstream,
+        } => {
+            let run = crate::remote::check_run_id(&run)?;
+            crate::block_on(crate::remote::clear(server, run, &task, downstream)).map(drop)
+        }
+        TasksCommand::Mark { run, task, state } => {
+            let run = crate::remote::check_run_id(&run)?;
+            let state = match state {
+                MarkState::Success => TaskState::Success,
+                MarkState::Failed => TaskState::Failed,
+            };
+            crate::block_on(crate::remote::mark(server, run, &task, state)).map(drop)
+        }
         TasksCommand::Run {
             kind,
             params,

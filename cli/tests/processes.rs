@@ -222,7 +222,7 @@ fn cancelling_a_run_stops_its_processes_within_5_seconds() {
     let answer = Cluster::runtime()
         .block_on(cluster.client().cancel(run_id))
         .unwrap();
-    assert_eq!(answer["cancelled"], true);
+    assert!(answer.cancelled);
     while pids.iter().any(|pid| alive(*pid)) {
         assert!(
             cancelled_at.elapsed() < Duration::from_secs(5),

@@ -10,16 +10,18 @@ use kiln_engine::artifacts::{BlobError, BlobRef, blob_key, save_verified};
 use kiln_engine::execution::{
     ApiError, CompletionReply, ExecutionApi, LogUpload, NextClaim, Registration, RegistrationAck,
 };
+use kiln_engine::state::TaskState;
 use kiln_engine::store::{CacheHit, ClaimedTask, Completion};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::wire::{
-    BlobView, CacheLookupRequest, CacheLookupResponse, ClaimNext, ClaimRequest, ClaimResponse,
-    CompleteRequest, CompleteResponse, CompletionReport, DagList, HeartbeatResponse, Lease,
-    LeasesRequest, LogChunkUpload, LogPage, LogsRequest, RegisterRequest, RegisterResponse,
-    RunDetail, RunView, TriggerRequest,
+    BlobView, CacheLookupRequest, CacheLookupResponse, CancelResponse, ClaimNext, ClaimRequest,
+    ClaimResponse, ClearRequest, ClearResponse, CompleteRequest, CompleteResponse,
+    CompletionReport, DagList, HeartbeatResponse, Lease, LeasesRequest, LogChunkUpload, LogPage,
+    LogsRequest, MarkRequest, RegisterRequest, RegisterResponse, RunDetail, RunView,
+    TriggerRequest,
 };
 
 /// How long an ordinary call may take.
@@ -466,11 +468,43 @@ impl ApiClient {
     }
 
     /// `POST /api/v1/runs/{id}/cancel`.
-    pub async fn cancel(&self, run_id: i64) -> Result<serde_json::Value, ClientError> {
+    pub async fn cancel(&self, run_id: i64) -> Result<CancelResponse, ClientError> {
         self.http
             .post(
                 &format!("/api/v1/runs/{run_id}/cancel"),
                 &serde_json::json!({}),
+                CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// `POST /api/v1/runs/{id}/tasks/{task}/clear`.
+    pub async fn clear(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        downstream: bool,
+    ) -> Result<ClearResponse, ClientError> {
+        self.http
+            .post(
+                &format!("/api/v1/runs/{run_id}/tasks/{task_id}/clear"),
+                &ClearRequest { downstream },
+                CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// `POST /api/v1/runs/{id}/tasks/{task}/mark`.
+    pub async fn mark(
+        &self,
+        run_id: i64,
+        task_id: &str,
+        state: TaskState,
+    ) -> Result<(), ClientError> {
+        self.http
+            .post(
+                &format!("/api/v1/runs/{run_id}/tasks/{task_id}/mark"),
+                &MarkRequest { state },
                 CALL_TIMEOUT,
             )
             .await
