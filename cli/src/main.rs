@@ -11,6 +11,7 @@ mod ops;
 mod remote;
 mod server;
 mod standalone;
+mod table;
 mod tasks_run;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use kiln_engine::scheduler::to_datetime;
 use kiln_engine::store::now_micros;
 
 use crate::ops::DatabaseConfig;
+use crate::table::{Align, Table};
 
 /// What `kiln models` can do.
 #[derive(Debug, clap::Subcommand)]
@@ -65,20 +66,23 @@ pub(crate) async fn run(command: ModelsCommand, database: &DatabaseConfig) -> an
                 println!("no models yet: a `deploy` task publishes one");
                 return Ok(());
             }
-            println!(
-                "{:<32} {:>7} {:>10} {:>8}  UPDATED",
-                "MODEL", "LATEST", "PRODUCTION", "STAGING"
-            );
+            let mut table = Table::new(&[
+                ("MODEL", Align::Left),
+                ("LATEST", Align::Right),
+                ("PRODUCTION", Align::Right),
+                ("STAGING", Align::Right),
+                ("UPDATED", Align::Left),
+            ]);
             for model in models {
-                println!(
-                    "{:<32} {:>7} {:>10} {:>8}  {}",
+                table.row(vec![
                     model.name,
-                    model.latest_version,
+                    model.latest_version.to_string(),
                     or_dash(model.production),
                     or_dash(model.staging),
-                    when(model.updated_at)
-                );
+                    when(model.updated_at),
+                ]);
             }
+            print!("{}", table.render());
         }
         ModelsCommand::Show { name } => {
             let model = store
@@ -93,10 +97,12 @@ pub(crate) async fn run(command: ModelsCommand, database: &DatabaseConfig) -> an
                 or_dash(model.production),
                 or_dash(model.staging)
             );
-            println!(
-                "\n{:>7}  {:<12} {:<40} CREATED",
-                "VERSION", "ALIAS", "METRICS"
-            );
+            let mut table = Table::new(&[
+                ("VERSION", Align::Right),
+                ("ALIAS", Align::Left),
+                ("METRICS", Align::Left),
+                ("CREATED", Align::Left),
+            ]);
             for version in store.artifact_version_list(&name, 50).await? {
                 let alias = if model.production == Some(version.version) {
                     "production"
@@ -123,12 +129,14 @@ pub(crate) async fn run(command: ModelsCommand, database: &DatabaseConfig) -> an
                             .join(", ")
                     })
                     .unwrap_or_default();
-                println!(
-                    "{:>7}  {alias:<12} {metrics:<40} {}",
-                    version.version,
-                    when(version.created_at)
-                );
+                table.row(vec![
+                    version.version.to_string(),
+                    alias.to_owned(),
+                    metrics,
+                    when(version.created_at),
+                ]);
             }
+            print!("\n{}", table.render());
             let events = store.model_alias_event_list(&name).await?;
             if !events.is_empty() {
                 println!("\nHISTORY");

@@ -11,6 +11,8 @@ use kiln_engine::scheduler::{Scheduler, to_datetime};
 use kiln_engine::state::RunState;
 use kiln_engine::store::{RunFilter, Store, connect};
 
+use crate::table::{Align, Table};
+
 /// Where the database is: `--database-url`, or SQLite under the data directory.
 #[derive(Debug, Clone)]
 pub(crate) struct DatabaseConfig {
@@ -116,25 +118,27 @@ pub(crate) async fn runs_list(
             limit: Some(limit),
         })
         .await?;
-    println!(
-        "{:>6}  {:<20} {:<10} {:<9} {:<26} {:<26}",
-        "RUN", "DAG", "STATE", "TRIGGER", "LOGICAL DATE", "ENDED"
-    );
+    let mut table = Table::new(&[
+        ("RUN", Align::Right),
+        ("DAG", Align::Left),
+        ("STATE", Align::Left),
+        ("TRIGGER", Align::Left),
+        ("LOGICAL DATE", Align::Left),
+        ("ENDED", Align::Left),
+    ]);
+    // Whole seconds: a run ends at some microsecond, and RFC 3339 with all of them is noise.
+    let at = |micros| to_datetime(micros).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for run in runs {
-        let ended = run
-            .ended_at
-            .map(|time| to_datetime(time).to_rfc3339())
-            .unwrap_or_else(|| "-".to_owned());
-        println!(
-            "{:>6}  {:<20} {:<10} {:<9} {:<26} {:<26}",
-            run.id,
+        table.row(vec![
+            run.id.to_string(),
             run.dag_id,
-            run.state.as_str(),
-            run.trigger.as_str(),
-            to_datetime(run.logical_date).to_rfc3339(),
-            ended
-        );
+            run.state.as_str().to_owned(),
+            run.trigger.as_str().to_owned(),
+            at(run.logical_date),
+            run.ended_at.map_or_else(|| "-".to_owned(), at),
+        ]);
     }
+    print!("{}", table.render());
     Ok(())
 }
 

@@ -432,6 +432,26 @@ fn models_are_listed_promoted_and_rolled_back_from_the_command_line() {
         shown.contains("production 2 -> 1: rolled back from version 2"),
         "{shown}"
     );
+    // The versions' columns line up under their headers, whatever the metrics' length.
+    let header = shown
+        .lines()
+        .find(|line| line.trim_start().starts_with("VERSION"))
+        .unwrap_or_else(|| panic!("no version table in {shown}"));
+    let created = header.find("CREATED").unwrap();
+    let versions: Vec<&str> = shown
+        .lines()
+        .skip_while(|line| *line != header)
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert_eq!(versions.len(), 2, "{shown}");
+    for row in versions {
+        assert!(
+            row.get(created..)
+                .is_some_and(|rest| rest.starts_with("20")),
+            "{shown}"
+        );
+    }
     let error = workspace.fails(&["models", "promote", "wq", "9"]);
     assert!(error.contains("model `wq` version 9 not found"), "{error}");
     let data = workspace.file("rows.csv", b"a\n1\n");

@@ -53,6 +53,23 @@ fn a_run_is_cancelled_from_the_cli_and_a_second_cancel_says_it_had_ended() {
     let (ok, _, stderr) = kiln_at(&cluster, &["runs", "cancel", "9999"]);
     assert!(!ok);
     assert!(stderr.contains("run 9999 not found"), "{stderr}");
+
+    // `runs list` reads the database; its dates are whole seconds and its columns line up.
+    let listed = Command::new(kiln())
+        .arg("--data-dir")
+        .arg(cluster.path().join("data"))
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut lines = listed.lines();
+    let header = lines.next().unwrap();
+    let ended = header.find("ENDED").unwrap();
+    let row = lines.next().unwrap_or_else(|| panic!("no run in {listed}"));
+    let end = &row[ended..];
+    assert_eq!(end.len(), "2026-12-04T21:00:00Z".len(), "{listed}");
+    assert!(end.ends_with('Z') && end.starts_with("20"), "{listed}");
+    assert!(row.contains("cancelled"), "{listed}");
 }
 
 #[test]
