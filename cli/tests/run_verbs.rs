@@ -135,3 +135,60 @@ fn a_failed_task_is_marked_then_cleared_with_its_downstream_from_the_cli() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_params_and_built_ins_reach_a_command_through_references() {
+    let dag = "id = \"greeting\"\n[params.name]\ntype = \"string\"\ndefault = \"world\"\n\
+               [[tasks]]\nid = \"greet\"\nkind = \"command\"\n\
+               params = { program = \"sh\", args = [\"-c\", \"echo hello ${params.name} from run ${run.id}, try ${task.try}; echo $${HOME:+home is set}\"] }\n";
+    let mut cluster = Cluster::start(&[("greeting.toml", dag)], "20s");
+    cluster.start_worker("w1", 1);
+    let (ok, stdout, stderr) = kiln_at(
+        &cluster,
+        &["trigger", "greeting", "--param", "name=kiln", "--wait"],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let run_id: i64 = stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no run id in {stdout}"));
+    let (ok, log, stderr) = kiln_at(&cluster, &["logs", &run_id.to_string(), "greet"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        log.contains(&format!("hello kiln from run {run_id}, try 1")),
+        "{log}"
+    );
+    assert!(
+        log.contains("home is set"),
+        "the escaped `$${{` reached the shell: {log}"
+    );
+}
+
+#[test]
+fn a_reference_to_an_undeclared_param_is_a_load_error_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "id = \"bad\"\n[params.name]\ntype = \"string\"\ndefault = \"x\"\n\
+         [[tasks]]\nid = \"greet\"\nkind = \"command\"\n\
+         params = { program = \"echo\", args = [\"${params.nmae}\"] }\n",
+    )
+    .unwrap();
+    let output = Command::new(kiln())
+        .args(["dags", "validate"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("bad.toml:8:"), "{text}");
+    assert!(
+        text.contains("`${params.nmae}` names no param of this DAG (its params: name)"),
+        "{text}"
+    );
+}

@@ -18,9 +18,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::error::{DagFileError, LineIndex, Problem, Severity};
 use super::graph::{dependency_cycles, topological_order};
 use super::spec::{DefaultsSpec, InputSpec, OutputsSpec, ParamSpecSpec, TaskSpec, toml_to_json};
+use super::template::{self, Bindings, Reference};
 use super::{
-    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, KindCheck, OutputSpec, ParamSpec, Task,
-    TaskKinds, TriggerRule,
+    ArtifactKind, DEFAULT_MAX_LOST_ATTEMPTS, Dag, InputRef, KindCheck, OutputSpec, ParamSpec,
+    ParamType, Task, TaskKinds, TriggerRule,
 };
 use crate::duration;
 use crate::schedule::{Schedule, parse_timezone};
@@ -273,6 +274,7 @@ pub fn parse_dag(
         problems: Vec::new(),
         errors: 0,
         dropped: 0,
+        dag_params: BTreeMap::new(),
     };
     let dag = checker.dag(registry);
     let (dropped, error_count) = (checker.dropped, checker.errors);
@@ -369,6 +371,38 @@ struct Checker<'t> {
     errors: usize,
     /// Problems past [`MAX_PROBLEMS`], counted only.
     dropped: usize,
+    /// The DAG's declared params, which `${params.…}` references in task params must name.
+    dag_params: BTreeMap<String, ParamSpec>,
+}
+
+/// What references resolve to when a DAG loads: each param's default, or a value of its type
+/// (so the plugin's check sees the shape an attempt will), and built-ins of their types.
+fn stand_in_bindings(params: &BTreeMap<String, ParamSpec>) -> Bindings {
+    let params = params
+        .iter()
+        .map(|(name, spec)| {
+            let value = spec
+                .default
+                .clone()
+                .unwrap_or_else(|| match spec.param_type {
+                    ParamType::String => serde_json::Value::from(""),
+                    ParamType::Integer => serde_json::Value::from(0),
+                    ParamType::Number => serde_json::Value::from(0.0),
+                    ParamType::Boolean => serde_json::Value::from(false),
+                    ParamType::Array => serde_json::Value::Array(Vec::new()),
+                    ParamType::Object => serde_json::Value::Object(serde_json::Map::new()),
+                });
+            (name.clone(), value)
+        })
+        .collect();
+    Bindings {
+        params,
+        run_id: 1,
+        logical_date: "1970-01-01T00:00:00Z".to_owned(),
+        dag_id: String::new(),
+        task_id: String::new(),
+        try_number: 1,
+    }
 }
 
 /// `[defaults]` with its durations parsed.
@@ -562,6 +596,7 @@ impl<'t> Checker<'t> {
             Some(value) => self.params(value, schedule.is_some()),
             None => BTreeMap::new(),
         };
+        self.dag_params = params.clone();
         let defaults = match fields.remove("defaults") {
             Some((offset, value)) => {
                 let spec = self
@@ -886,11 +921,60 @@ impl<'t> Checker<'t> {
             .params
             .clone()
             .map_or_else(|| serde_json::json!({}), toml_to_json);
-        match registry.check_params(&spec.kind, &params) {
+        let params_at = if spec.params.is_some() {
+            task.offset("params")
+        } else {
+            task.start
+        };
+        // References must name declared params; the plugin's type is then checked with each
+        // reference replaced by a value of its param's type, as an attempt will see it.
+        let checked = match template::references(&params) {
+            Err(error) => {
+                self.error(
+                    item.clone(),
+                    Some(params_at),
+                    format!("params for `{}`: {error}", spec.kind),
+                );
+                None
+            }
+            Ok(references) => {
+                let unknown: Vec<String> = references
+                    .into_iter()
+                    .filter_map(|reference| match reference {
+                        Reference::Param(name) if !self.dag_params.contains_key(&name) => {
+                            Some(name)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                for name in &unknown {
+                    let declared: Vec<&str> = self.dag_params.keys().map(String::as_str).collect();
+                    let declared = if declared.is_empty() {
+                        "it declares none".to_owned()
+                    } else {
+                        format!("its params: {}", declared.join(", "))
+                    };
+                    self.error(
+                        item.clone(),
+                        Some(params_at),
+                        format!("params for `{}`: `${{params.{name}}}` names no param of this DAG ({declared})", spec.kind),
+                    );
+                }
+                if unknown.is_empty() {
+                    template::substitute(&params, &stand_in_bindings(&self.dag_params)).ok()
+                } else {
+                    None
+                }
+            }
+        };
+        let check = match &checked {
+            Some(checked) => registry.check_params(&spec.kind, checked),
+            None => KindCheck::Fits,
+        };
+        match check {
             KindCheck::Fits => {}
             KindCheck::BadParams(error) => {
-                let at = if spec.params.is_some() { task.offset("params") } else { task.start };
-                self.error(item.clone(), Some(at), format!("params for `{}`: {error}", spec.kind));
+                self.error(item.clone(), Some(params_at), format!("params for `{}`: {error}", spec.kind));
             }
             KindCheck::Planned(note) => self.warning(
                 item.clone(),

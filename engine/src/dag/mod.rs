@@ -10,6 +10,7 @@ mod error;
 mod graph;
 mod load;
 mod spec;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

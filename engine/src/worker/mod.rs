@@ -29,6 +29,7 @@ type Report = (Completion, Vec<LogUpload>, OwnedSemaphorePermit);
 /// A task to run, with the slot it runs in.
 type Assignment = (ClaimedTask, OwnedSemaphorePermit);
 use crate::artifacts::{BlobError, BlobRef, BlobStore};
+use crate::dag::template::{self, Bindings, TemplateError};
 use crate::plugin::{
     InputFile, LogSink, LogStream, OutputSlot, PluginRegistry, TaskContext, TaskError,
 };
@@ -515,6 +516,23 @@ impl Attempt {
                 error,
                 retryable: false,
             };
+        };
+        // The params as this attempt sees them: what the cache key covers and the plugin gets.
+        let substituted;
+        let task = match substitute_params(task) {
+            Ok(None) => task,
+            Ok(Some(owned)) => {
+                substituted = owned;
+                &substituted
+            }
+            Err(error) => {
+                let error = format!("params: {error}");
+                log.line(LogStream::System, &error);
+                return AttemptResult::Failure {
+                    error,
+                    retryable: false,
+                };
+            }
         };
         let cache_key = task.cache.then(|| cache_key(task, plugin.version()));
         if let Some(key) = &cache_key
@@ -1163,4 +1181,26 @@ impl Backoff {
             () = cancel.cancelled() => false,
         }
     }
+}
+
+/// The task with the `${…}` references of its params replaced (see `dag::template`), or `None`
+/// when it has none, which costs no copy.
+fn substitute_params(task: &ClaimedTask) -> Result<Option<ClaimedTask>, TemplateError> {
+    if template::references(&task.params)?.is_empty() {
+        return Ok(None);
+    }
+    let bindings = Bindings {
+        params: task.run_params.as_object().cloned().unwrap_or_default(),
+        run_id: task.run_id,
+        logical_date: chrono::DateTime::from_timestamp_micros(task.logical_date)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default(),
+        dag_id: task.dag_id.clone(),
+        task_id: task.task_id.clone(),
+        try_number: task.try_number,
+    };
+    Ok(Some(ClaimedTask {
+        params: template::substitute(&task.params, &bindings)?,
+        ..task.clone()
+    }))
 }
