@@ -139,8 +139,9 @@ fn a_failed_task_is_marked_then_cleared_with_its_downstream_from_the_cli() {
 #[test]
 fn run_params_and_built_ins_reach_a_command_through_references() {
     let dag = "id = \"greeting\"\n[params.name]\ntype = \"string\"\ndefault = \"world\"\n\
+               [params.times]\ntype = \"integer\"\ndefault = 2\n\
                [[tasks]]\nid = \"greet\"\nkind = \"command\"\n\
-               params = { program = \"sh\", args = [\"-c\", \"echo hello ${params.name} from run ${run.id}, try ${task.try}; echo $${HOME:+home is set}\"] }\n";
+               params = { program = \"sh\", args = [\"-c\", \"echo hello ${params.name} from run ${run.id}, try ${task.try}; echo $${HOME:+home is set}; echo env says $KILN_PARAM_NAME and $KILN_PARAM_TIMES\"] }\n";
     let mut cluster = Cluster::start(&[("greeting.toml", dag)], "20s");
     cluster.start_worker("w1", 1);
     let (ok, stdout, stderr) = kiln_at(
@@ -163,6 +164,7 @@ fn run_params_and_built_ins_reach_a_command_through_references() {
         log.contains("home is set"),
         "the escaped `$${{` reached the shell: {log}"
     );
+    assert!(log.contains("env says kiln and 2"), "KILN_PARAM_*: {log}");
 }
 
 #[test]

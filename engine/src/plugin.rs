@@ -137,6 +137,9 @@ pub struct TaskContext {
     /// The DAG folder as this worker sees it, when it has one (the `command` plugin passes it
     /// on as `KILN_DAGS_DIR`).
     pub dags_dir: Option<PathBuf>,
+    /// The run's params, defaults applied (the `command` plugin passes each on as
+    /// `KILN_PARAM_<NAME>`).
+    pub run_params: serde_json::Map<String, serde_json::Value>,
     inputs: BTreeMap<String, InputFile>,
     outputs: BTreeMap<String, OutputSlot>,
     log: Arc<dyn LogSink>,
@@ -161,6 +164,7 @@ impl TaskContext {
             try_number,
             work_dir,
             dags_dir: None,
+            run_params: serde_json::Map::new(),
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
             log,
@@ -177,6 +181,15 @@ impl TaskContext {
     /// The same context with these output slots, by output name.
     pub fn with_outputs(mut self, outputs: BTreeMap<String, OutputSlot>) -> TaskContext {
         self.outputs = outputs;
+        self
+    }
+
+    /// The same context with the run's params.
+    pub fn with_run_params(
+        mut self,
+        run_params: serde_json::Map<String, serde_json::Value>,
+    ) -> TaskContext {
+        self.run_params = run_params;
         self
     }
 

@@ -75,6 +75,23 @@ fn artifact_env(ctx: &TaskContext) -> Vec<(String, std::ffi::OsString)> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Command;
 
+/// `KILN_PARAM_<NAME>` for each of the run's params, the name upper-cased with `-` as `_` (a
+/// shell cannot name a variable with `-`): a string as it is, any other value as JSON (`3`,
+/// `true`, `["a","b"]`).
+fn param_env(ctx: &TaskContext) -> Vec<(String, String)> {
+    ctx.run_params
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let name = name.to_ascii_uppercase().replace('-', "_");
+            (format!("KILN_PARAM_{name}"), text)
+        })
+        .collect()
+}
+
 impl TaskPlugin for Command {
     const KIND: &'static str = "command";
     type Params = CommandParams;
@@ -90,6 +107,7 @@ impl TaskPlugin for Command {
             .env("KILN_TRY_NUMBER", ctx.try_number.to_string())
             .env("KILN_WORK_DIR", &ctx.work_dir)
             .envs(artifact_env(ctx))
+            .envs(param_env(ctx))
             .current_dir(params.cwd.as_ref().unwrap_or(&ctx.work_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -763,7 +763,8 @@ impl Attempt {
         )
         .with_inputs(inputs)
         .with_outputs(slots.clone())
-        .with_dags_dir(self.dags_dir.clone());
+        .with_dags_dir(self.dags_dir.clone())
+        .with_run_params(task.run_params.as_object().cloned().unwrap_or_default());
         let params = task.params.clone();
         let span = tracing::info_span!(
             "task_attempt",
