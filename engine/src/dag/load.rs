@@ -3,6 +3,7 @@
 //! Each top-level key and each task is deserialized on its own, from TOML's spanned tree, so one
 //! bad task does not hide the problems of the next, and every problem carries a line and column.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -274,7 +275,7 @@ pub fn parse_dag(
         problems: Vec::new(),
         errors: 0,
         dropped: 0,
-        dag_params: BTreeMap::new(),
+        stand_ins: stand_in_bindings(&BTreeMap::new()),
     };
     let dag = checker.dag(registry);
     let (dropped, error_count) = (checker.dropped, checker.errors);
@@ -371,8 +372,9 @@ struct Checker<'t> {
     errors: usize,
     /// Problems past [`MAX_PROBLEMS`], counted only.
     dropped: usize,
-    /// The DAG's declared params, which `${params.…}` references in task params must name.
-    dag_params: BTreeMap<String, ParamSpec>,
+    /// What `${…}` references in task params stand for while the file loads: one value per
+    /// declared param (so a reference must name one of its keys), computed once per DAG.
+    stand_ins: Bindings,
 }
 
 /// What references resolve to when a DAG loads: each param's default, or a value of its type
@@ -596,7 +598,7 @@ impl<'t> Checker<'t> {
             Some(value) => self.params(value, schedule.is_some()),
             None => BTreeMap::new(),
         };
-        self.dag_params = params.clone();
+        self.stand_ins = stand_in_bindings(&params);
         let defaults = match fields.remove("defaults") {
             Some((offset, value)) => {
                 let spec = self
@@ -938,17 +940,18 @@ impl<'t> Checker<'t> {
                 None
             }
             Ok(references) => {
-                let unknown: Vec<String> = references
-                    .into_iter()
+                let unknown: Vec<&str> = references
+                    .iter()
                     .filter_map(|reference| match reference {
-                        Reference::Param(name) if !self.dag_params.contains_key(&name) => {
-                            Some(name)
+                        Reference::Param(name) if !self.stand_ins.params.contains_key(name) => {
+                            Some(name.as_str())
                         }
                         _ => None,
                     })
                     .collect();
                 for name in &unknown {
-                    let declared: Vec<&str> = self.dag_params.keys().map(String::as_str).collect();
+                    let declared: Vec<&str> =
+                        self.stand_ins.params.keys().map(String::as_str).collect();
                     let declared = if declared.is_empty() {
                         "it declares none".to_owned()
                     } else {
@@ -960,10 +963,15 @@ impl<'t> Checker<'t> {
                         format!("params for `{}`: `${{params.{name}}}` names no param of this DAG ({declared})", spec.kind),
                     );
                 }
-                if unknown.is_empty() {
-                    template::substitute(&params, &stand_in_bindings(&self.dag_params)).ok()
-                } else {
+                if !unknown.is_empty() {
                     None
+                } else if references.is_empty() {
+                    // Most tasks: checked as they are, without a copy.
+                    Some(Cow::Borrowed(&params))
+                } else {
+                    template::substitute(&params, &self.stand_ins)
+                        .ok()
+                        .map(Cow::Owned)
                 }
             }
         };
