@@ -4,23 +4,14 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use support::{Cluster, kiln};
 
 const HELLO: &str = "id = \"hello\"\n[[tasks]]\nid = \"only\"\nkind = \"noop\"\n";
 
-/// Waits until the server's output holds `needle`, or fails after 30 s with the output.
-fn wait_for_output(cluster: &Cluster, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let output = cluster.server.as_ref().unwrap().output();
-        if output.contains(needle) {
-            return output;
-        }
-        assert!(Instant::now() < deadline, "no `{needle}` in:\n{output}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The server's output so far; `start_server` returns once it says it is listening.
+fn server_output(cluster: &Cluster) -> String {
+    cluster.server.as_ref().unwrap().output()
 }
 
 #[test]
@@ -30,7 +21,7 @@ fn json_logs_are_one_object_a_line_with_the_event_fields_at_the_top() {
         .env
         .push(("KILN_LOG_FORMAT".to_owned(), "json".to_owned()));
     cluster.start_server("20s");
-    let output = wait_for_output(&cluster, "kiln server listening");
+    let output = server_output(&cluster);
     let events: Vec<serde_json::Value> = output
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -65,7 +56,7 @@ fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         .env
         .push(("KILN_LOG_FORMAT".to_owned(), "text".to_owned()));
     cluster.start_server("20s");
-    let output = wait_for_output(&cluster, "kiln server listening");
+    let output = server_output(&cluster);
     assert!(output.contains(" INFO "), "{output}");
     assert!(
         !output.contains('\u{1b}'),

@@ -75,6 +75,16 @@ impl Process {
         self.output.lock().unwrap().clone()
     }
 
+    /// Waits until the output holds `needle`, or fails after `limit` saying `what` did not
+    /// happen, with the output.
+    pub fn wait_for_output(&self, needle: &str, limit: Duration, what: &str) {
+        let deadline = Instant::now() + limit;
+        while !self.output().contains(needle) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -186,15 +196,11 @@ impl Cluster {
             .env_remove("KILN_API_TOKEN")
             .env_remove("KILN_DATABASE_URL");
         let server = Process::spawn(command);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !server.output().contains("kiln server listening") {
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start:\n{}",
-                server.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        server.wait_for_output(
+            "kiln server listening",
+            Duration::from_secs(30),
+            "the server did not start",
+        );
         self.server = Some(server);
     }
 
@@ -420,14 +426,10 @@ pub fn start_standalone(dir: &Path, listen: &str, extra: &[&str]) -> Process {
         .env_remove("KILN_API_TOKEN")
         .env_remove("MLFLOW_TRACKING_URI");
     let standalone = Process::spawn(command);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !standalone.output().contains("Worker registered") {
-        assert!(
-            Instant::now() < deadline,
-            "standalone did not start:\n{}",
-            standalone.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    standalone.wait_for_output(
+        "Worker registered",
+        Duration::from_secs(60),
+        "standalone did not start",
+    );
     standalone
 }
